@@ -1,0 +1,3 @@
+from colorfilter.cli import main
+
+main()

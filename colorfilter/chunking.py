@@ -1,0 +1,150 @@
+"""Tokenize documents and cut the token stream into fixed-length chunks, as the paper does.
+
+Documents of one input file are joined with EOS after each and cut every `seq_len` tokens,
+ignoring document boundaries. Each chunk records where it came from (first and last document
+index, token offset inside the first), so its text and its source documents can be recovered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
+
+
+@dataclass
+class _Piece:
+    tokens: np.ndarray  # int32
+    doc_index: int
+    doc_offset: int  # token offset of tokens[0] inside its document
+    source: str | None
+
+
+@dataclass
+class Chunker:
+    """Accumulates tokenized documents of one file and emits fixed-length chunks."""
+
+    seq_len: int
+    file_index: int
+    source_file: str
+    chunks_emitted: int = 0
+    pending_tokens: int = 0
+    _pieces: list[_Piece] = field(default_factory=list)
+
+    def add(self, doc_index: int, tokens: np.ndarray, source: str | None = None) -> None:
+        """Queue one document's tokens (EOS already appended)."""
+        if len(tokens):
+            self._pieces.append(_Piece(tokens.astype(np.int32, copy=False), doc_index, 0, source))
+            self.pending_tokens += len(tokens)
+
+    def full_chunks(self) -> int:
+        return self.pending_tokens // self.seq_len
+
+    def take(self, max_chunks: int, final: bool = False, min_tail_tokens: int = 2) -> pa.Table:
+        """Emit up to `max_chunks` full chunks; with `final`, also the short tail chunk."""
+        count = min(self.full_chunks(), max_chunks)
+        tail = 0
+        if final and count == self.full_chunks():
+            tail = self.pending_tokens - count * self.seq_len
+            tail = tail if tail >= min_tail_tokens else 0
+        used = count * self.seq_len + tail
+        if used == 0:
+            return TOKEN_SCHEMA.empty_table()
+        tokens = np.concatenate([p.tokens for p in self._pieces])
+        starts = np.cumsum([0] + [len(p.tokens) for p in self._pieces[:-1]])
+        table = self._build_table(tokens[:used], starts, count + (1 if tail else 0))
+        self._keep_remainder(tokens, starts, used)
+        return table
+
+    def _build_table(self, tokens: np.ndarray, piece_starts: np.ndarray, n_chunks: int) -> pa.Table:
+        chunk_starts = np.arange(n_chunks, dtype=np.int64) * self.seq_len
+        chunk_ends = np.minimum(chunk_starts + self.seq_len, len(tokens))
+        first = np.searchsorted(piece_starts, chunk_starts, side="right") - 1
+        last = np.searchsorted(piece_starts, chunk_ends - 1, side="right") - 1
+        doc_index = np.array([p.doc_index for p in self._pieces], dtype=np.int64)
+        doc_offset = np.array([p.doc_offset for p in self._pieces], dtype=np.int64)
+        sources = [self._pieces[i].source for i in first]
+        offsets = np.append(chunk_starts, len(tokens)).astype(np.int32)
+        columns = {
+            "seq_id": make_seq_ids(self.file_index, self.chunks_emitted, n_chunks),
+            "input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(tokens)),
+            "n_tokens": (chunk_ends - chunk_starts).astype(np.int32),
+            "source_file": [self.source_file] * n_chunks,
+            "doc_first": doc_index[first],
+            "doc_last": doc_index[last],
+            "doc_offset": (doc_offset[first] + chunk_starts - piece_starts[first]).astype(np.int32),
+            "source": sources,
+        }
+        self.chunks_emitted += n_chunks
+        return pa.table(columns, schema=TOKEN_SCHEMA)
+
+    def _keep_remainder(self, tokens: np.ndarray, piece_starts: np.ndarray, used: int) -> None:
+        kept: list[_Piece] = []
+        for piece, start in zip(self._pieces, piece_starts):
+            end = start + len(piece.tokens)
+            if end <= used:
+                continue
+            cut = max(0, used - start)
+            kept.append(
+                _Piece(
+                    tokens[start + cut : end], piece.doc_index, piece.doc_offset + cut, piece.source
+                )
+            )
+        self._pieces = kept
+        self.pending_tokens = int(sum(len(p.tokens) for p in kept))
+
+
+def split_long_text(text: str, max_chars: int) -> list[str]:
+    """Cut a huge document into pieces at whitespace so tokenizing it needs bounded memory.
+
+    The pieces concatenate back to `text` exactly; byte-level BPE of the pieces equals that of
+    the whole except possibly at the cut points.
+    """
+    if len(text) <= max_chars:
+        return [text]
+    pieces, start = [], 0
+    while start < len(text):
+        end = min(start + max_chars, len(text))
+        if end < len(text):
+            space = text.rfind(" ", start + max_chars // 2, end)
+            end = space if space > start else end
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+class DocumentTokenizer:
+    """Wraps a HF fast tokenizer: batch encoding, EOS after each document, literal specials kept.
+
+    Special-token strings inside a document (e.g. a web page quoting "<|endoftext|>") are encoded
+    as plain text, so an EOS id in the stream always means a real document boundary.
+    """
+
+    def __init__(self, tokenizer_dir: str, max_segment_chars: int = 1_000_000):
+        from transformers import AutoTokenizer
+
+        hf_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        if hf_tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer {tokenizer_dir} has no EOS token")
+        self.eos_id = int(hf_tokenizer.eos_token_id)
+        self.vocab_size = len(hf_tokenizer)
+        self._backend = hf_tokenizer.backend_tokenizer
+        self._backend.encode_special_tokens = True
+        self.max_segment_chars = max_segment_chars
+
+    def encode_documents(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids (int32) of each text, with EOS appended."""
+        segments, owners = [], []
+        for i, text in enumerate(texts):
+            for piece in split_long_text(text, self.max_segment_chars):
+                segments.append(piece)
+                owners.append(i)
+        encodings = self._backend.encode_batch(segments, add_special_tokens=False)
+        per_doc: list[list[np.ndarray]] = [[] for _ in texts]
+        for owner, encoding in zip(owners, encodings):
+            per_doc[owner].append(np.asarray(encoding.ids, dtype=np.int32))
+        eos = np.array([self.eos_id], dtype=np.int32)
+        return [np.concatenate(parts + [eos]) for parts in per_doc]

@@ -1,0 +1,147 @@
+"""The `colorfilter` command line. Heavy libraries load only inside the commands that need them."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from colorfilter.errors import EXIT_FAILURE, ColorFilterError, NotBuiltError
+
+app = typer.Typer(
+    name="colorfilter",
+    help="CoLoR-Filter data selection: score a candidate pool with a prior and a conditional "
+    "LM and keep the top 1/tau. Exit codes: 0 ok, 1 unexpected failure, 2 usage/config error, "
+    "3 too much bad data, 4 stage not available.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file (see configs/).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config key: --set selection.tau=16 (repeatable)."),
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace outputs made with a different config.")
+]
+
+
+def user_errors(command):
+    """Turn our errors (also when raised inside a Ray worker) into a message and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - we re-raise what is not ours
+            ours = _find_user_error(exc)
+            if ours is None:
+                raise
+            typer.echo(f"error: {ours}", err=True)
+            raise typer.Exit(ours.exit_code) from None
+
+    return wrapper
+
+
+def _find_user_error(exc: BaseException) -> ColorFilterError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ColorFilterError):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__  # RayTaskError keeps `.cause`
+    return None
+
+
+def _load(config: Path, overrides: list[str] | None):
+    from colorfilter.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+def _stage_command(stage: str, config: Path, overrides: list[str] | None, overwrite: bool) -> None:
+    from colorfilter.pipeline.stages import run_stage
+
+    stats = run_stage(stage, _load(config, overrides), overwrite)
+    typer.echo(json.dumps(stats, indent=2, default=str))
+
+
+def _make_stage_command(stage: str, help_text: str) -> None:
+    @app.command(name=stage, help=help_text)
+    @user_errors
+    def command(config: ConfigArg, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+        _stage_command(stage, config, set, overwrite)
+
+
+_make_stage_command("prepare", "Tokenize and chunk the pool and downstream data into token shards.")
+_make_stage_command("train-prior", "Pre-train the prior model on a random slice of the pool.")
+_make_stage_command("train-conditional", "Fine-tune the prior on the downstream train data.")
+_make_stage_command("score", "Score every pool chunk with both models: prior_loss - cond_loss.")
+_make_stage_command("select", "Select the top 1/tau of the pool and write the dataset.")
+_make_stage_command("evaluate", "Train target models on selections and compare held-out loss.")
+
+
+@app.command(help="Run the whole pipeline: prepare, train both models, score, select (, evaluate).")
+@user_errors
+def run(
+    config: ConfigArg,
+    set: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    stages: Annotated[
+        str | None, typer.Option(help="Comma-separated stages to run (default: all available).")
+    ] = None,
+) -> None:
+    from colorfilter.pipeline.stages import STAGES, run_stage
+
+    resolved = _load(config, set)
+    names = stages.split(",") if stages else [s for s in STAGES if STAGES[s] is not None]
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise typer.BadParameter(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}")
+    for name in names:
+        typer.echo(f"== {name}", err=True)
+        run_stage(name, resolved, overwrite)
+    typer.echo(f"done: outputs in {resolved.output_dir}", err=True)
+
+
+@app.command(help="Upload a selected dataset folder to the Hugging Face hub.")
+@user_errors
+def release(
+    folder: Annotated[Path, typer.Argument(help="A folder under OUTPUT/selected/.")],
+    repo_id: Annotated[str, typer.Option(help="Hub dataset repo, org/name.")],
+    private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List what would be uploaded.")] = False,
+) -> None:
+    raise NotBuiltError("'release' is not available in this version of colorfilter")
+
+
+@app.command(help="Submit a pipeline run to a Ray cluster through the Ray Jobs API.")
+@user_errors
+def submit(
+    config: ConfigArg,
+    address: Annotated[str, typer.Option(help="Ray dashboard address, http://HEAD:8265.")],
+    set: SetOpt = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return after submitting.")] = False,
+) -> None:
+    raise NotBuiltError("'submit' is not available in this version of colorfilter")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except BaseException:  # an unexpected failure: show the traceback, exit 1
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(EXIT_FAILURE)

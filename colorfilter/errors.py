@@ -1,0 +1,52 @@
+"""Error types with exit codes, so the CLI can tell usage errors from data errors."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # an unexpected error (a bug, or a crash in a worker)
+EXIT_USAGE = 2  # bad command line, config or input location: fix and rerun
+EXIT_BAD_DATA = 3  # too many bad records (over max_bad_fraction)
+EXIT_NOT_IMPLEMENTED = 4  # a stage that this version does not provide yet
+
+
+class ColorFilterError(Exception):
+    """Base class: a failure with a message meant for the user."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(ColorFilterError):
+    """A bad config file, override, or input location."""
+
+    exit_code = EXIT_USAGE
+
+
+class BadDataError(ColorFilterError):
+    """Input data is unusable (e.g. more bad records than allowed)."""
+
+    exit_code = EXIT_BAD_DATA
+
+
+class MissingExtraError(ColorFilterError):
+    """An optional dependency is not installed."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotBuiltError(ColorFilterError):
+    """A stage that exists in the CLI but is not implemented yet."""
+
+    exit_code = EXIT_NOT_IMPLEMENTED
+
+
+def require(module: str, extra: str | None = None):
+    """Import `module` lazily, or raise an error that says what to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        hint = f"pip install 'colorfilter[{extra}]'" if extra else f"pip install {module}"
+        raise MissingExtraError(
+            f"{module} is not installed ({exc}); install it with: {hint}"
+        ) from exc

@@ -1,0 +1,1 @@
+"""Readers and writers: input documents, parquet shards, atomic files."""

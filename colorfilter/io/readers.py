@@ -1,0 +1,229 @@
+"""Streaming document readers: JSON lines (plain, .gz, .zst), parquet, and HF datasets.
+
+Each reader yields one item per input record, in file order, with the record's index in the file
+(its 0-based line for JSON lines), so provenance points back to the exact line. Bad records are
+yielded as `BadRecord`s with a reason rather than raised: the caller counts them. Memory stays
+flat: files are read as streams in bounded blocks.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from colorfilter.io.files import HF_PREFIX, InputFile
+
+READ_BLOCK_BYTES = 1 << 20
+
+
+@dataclass
+class Document:
+    index: int  # record index in the file (0-based line number for JSON lines)
+    text: str
+    source: str | None = None
+
+
+@dataclass
+class BadRecord:
+    index: int
+    reason: str  # malformed_json | invalid_utf8 | missing_text_field | non_string_text | ...
+    detail: str = ""
+
+
+Record = Document | BadRecord
+
+
+def iter_records(
+    item: InputFile,
+    text_field: str = "text",
+    source_field: str | None = None,
+    hf_split: str = "train",
+) -> Iterator[Record]:
+    """Dispatch on the input's format."""
+    if item.format == "jsonl":
+        yield from iter_jsonl(item.uri, text_field, source_field)
+    elif item.format == "parquet":
+        yield from iter_parquet(item.uri, text_field, source_field)
+    elif item.format == "hf_disk":
+        yield from iter_hf_disk(item.uri, text_field, source_field)
+    elif item.format == "hf_hub":
+        yield from iter_hf_hub(item.uri, text_field, source_field, hf_split)
+    else:
+        raise ValueError(f"unknown input format {item.format!r} for {item.uri}")
+
+
+class TruncatedFileError(Exception):
+    """The compressed stream ended early or is corrupt: what came before it is still valid."""
+
+
+def iter_jsonl(path: str, text_field: str, source_field: str | None) -> Iterator[Record]:
+    """JSON lines, one record per line; a blank line is a bad record (so indices match lines)."""
+    for index, line in enumerate(iter_lines(path)):
+        yield _parse_json_line(index, line, text_field, source_field)
+
+
+def iter_lines(path: str) -> Iterator[bytes]:
+    """Lines of a plain, .gz or .zst file, streamed; a truncated stream raises at its end."""
+    lower = path.lower()
+    try:
+        if lower.endswith((".zst", ".zstd")):
+            yield from _split_lines(_zstd_blocks(path))
+        else:
+            opener = gzip.open if lower.endswith(".gz") else open
+            with opener(path, "rb") as handle:
+                yield from handle
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise TruncatedFileError(
+            f"{path}: compressed data is truncated or corrupt ({exc})"
+        ) from exc
+
+
+def _zstd_blocks(path: str) -> Iterator[bytes]:
+    """Decompressed blocks of a (multi-frame) zstd file; an unfinished last frame raises."""
+    import zstandard
+
+    in_frame = False
+    with open(path, "rb") as handle:
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        while block := handle.read(READ_BLOCK_BYTES):
+            while block:
+                in_frame = True
+                try:
+                    yield decompressor.decompress(block)
+                except zstandard.ZstdError as exc:
+                    raise EOFError(f"zstd: {exc}") from exc
+                block = b""
+                if decompressor.eof:
+                    block, in_frame = decompressor.unused_data, False
+                    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    if in_frame:
+        raise EOFError("zstd stream ends inside a frame")
+
+
+def _split_lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    pending = b""
+    for block in blocks:
+        if not block:
+            continue
+        lines = (pending + block).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if pending:
+        yield pending
+
+
+def _parse_json_line(index: int, line: bytes, text_field: str, source_field: str | None) -> Record:
+    try:
+        decoded = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return BadRecord(index, "invalid_utf8", str(exc))
+    if not decoded.strip():
+        return BadRecord(index, "empty_line")
+    try:
+        record = json.loads(decoded)
+    except json.JSONDecodeError as exc:
+        return BadRecord(index, "malformed_json", str(exc))
+    if not isinstance(record, dict):
+        return BadRecord(index, "not_an_object", type(record).__name__)
+    return _make_document(index, record, text_field, source_field)
+
+
+def _make_document(index: int, record: dict, text_field: str, source_field: str | None) -> Record:
+    if text_field not in record:
+        return BadRecord(index, "missing_text_field", f"no '{text_field}' key")
+    text = record[text_field]
+    if not isinstance(text, str):
+        return BadRecord(index, "non_string_text", type(text).__name__)
+    if not text.strip():
+        return BadRecord(index, "empty_text")
+    if _has_surrogates(text):
+        return BadRecord(index, "invalid_utf8", "lone surrogate escape in JSON string")
+    source = record.get(source_field) if source_field else None
+    return Document(index, text, None if source is None else str(source))
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def iter_parquet(path: str, text_field: str, source_field: str | None) -> Iterator[Record]:
+    """Parquet, read in record batches (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    names = parquet.schema_arrow.names
+    if text_field not in names:
+        from colorfilter.errors import ConfigError
+
+        raise ConfigError(f"{path}: no column '{text_field}' (columns: {', '.join(names)})")
+    columns = [text_field] + ([source_field] if source_field and source_field in names else [])
+    index = 0
+    for batch in parquet.iter_batches(batch_size=1024, columns=columns):
+        yield from _rows_to_records(batch.to_pylist(), index, text_field, source_field)
+        index += batch.num_rows
+
+
+def _rows_to_records(
+    rows: list[dict], start: int, text_field: str, source_field: str | None
+) -> Iterator[Record]:
+    for offset, row in enumerate(rows):
+        yield _make_document(start + offset, row, text_field, source_field)
+
+
+def iter_hf_disk(path: str, text_field: str, source_field: str | None) -> Iterator[Record]:
+    """A dataset saved with `save_to_disk` (memory-mapped Arrow, so memory stays flat)."""
+    from datasets import load_from_disk
+
+    dataset = load_from_disk(path)
+    if hasattr(dataset, "keys"):  # a DatasetDict: take its splits in name order
+        raise ValueError(f"{path}: is a DatasetDict; point data.* at one split's directory")
+    index = 0
+    for batch in dataset.iter(batch_size=1024):
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        yield from _rows_to_records(rows, index, text_field, source_field)
+        index += len(rows)
+
+
+def parse_hf_uri(uri: str) -> tuple[str, str | None, int, int]:
+    """`hf://NAME[:CONFIG][#SHARD-of-N]` -> (name, config, shard, num_shards)."""
+    body = uri[len(HF_PREFIX) :]
+    body, _, shard_part = body.partition("#")
+    name, _, config = body.partition(":")
+    shard, num_shards = 0, 1
+    if shard_part:
+        left, _, right = shard_part.partition("-of-")
+        shard, num_shards = int(left), int(right)
+    return name, config or None, shard, num_shards
+
+
+def iter_hf_hub(
+    uri: str, text_field: str, source_field: str | None, split: str
+) -> Iterator[Record]:
+    """One shard of a hub dataset, streamed (never downloaded whole)."""
+    from datasets import load_dataset
+
+    name, config, shard, num_shards = parse_hf_uri(uri)
+    stream = load_dataset(name, config, split=split, streaming=True)
+    if num_shards > 1:
+        stream = stream.shard(num_shards=num_shards, index=shard)
+    for index, row in enumerate(stream):
+        yield _make_document(index, row, text_field, source_field)
+
+
+def expand_hf_shards(uri: str, split: str) -> list[str]:
+    """Split a hub dataset into its file shards so workers can read them in parallel."""
+    from datasets import load_dataset
+
+    name, config, _, _ = parse_hf_uri(uri)
+    stream = load_dataset(name, config, split=split, streaming=True)
+    count = max(1, int(getattr(stream, "num_shards", 1)))
+    base = f"{HF_PREFIX}{name}" + (f":{config}" if config else "")
+    return [f"{base}#{i:05d}-of-{count:05d}" for i in range(count)]

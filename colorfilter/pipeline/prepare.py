@@ -1,0 +1,354 @@
+"""The prepare stage: read inputs, tokenize, chunk, and write token shards, one task per file.
+
+Output: OUTPUT/tokens/<split>/<file_index>-<part>.parquet, a completion record per input file in
+OUTPUT/tokens/<split>/_done/, and OUTPUT/tokens/<split>/stats.json with counts by reason.
+A rerun skips files whose record matches (same input, same settings) and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from colorfilter.config import Config, section_hash
+from colorfilter.errors import BadDataError, ConfigError
+from colorfilter.io.atomic import read_json, remove_stale_temps, write_json_atomic
+from colorfilter.io.files import InputFile, resolve_inputs
+
+SPLITS = ("pool", "downstream_train", "downstream_eval")
+BAD_SAMPLE_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Everything a worker needs; picklable and hashed into every completion record."""
+
+    tokenizer_dir: str
+    seq_len: int
+    text_field: str
+    source_field: str | None
+    hf_split: str
+    rows_per_shard: int
+    tokenize_batch_docs: int
+    max_segment_chars: int
+    settings_hash: str
+
+
+@dataclass(frozen=True)
+class PrepareTask:
+    split: str
+    file_index: int
+    item: InputFile
+    split_dir: str
+
+
+@dataclass
+class FileStats:
+    """Counts for one input file; merged across files for the split's stats.json."""
+
+    records: int = 0
+    documents: int = 0
+    bytes_text: int = 0
+    tokens: int = 0
+    chunks: int = 0
+    tail_tokens_dropped: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    bad_samples: list[str] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def part_name(file_index: int, part: int) -> str:
+    return f"{file_index:05d}-{part:05d}.parquet"
+
+
+def done_path(split_dir: Path, file_index: int) -> Path:
+    return split_dir / "_done" / f"{file_index:05d}.json"
+
+
+class PrepareWorker:
+    """Holds one tokenizer; prepares one input file per call."""
+
+    def __init__(self, settings: PrepareSettings):
+        from colorfilter.chunking import DocumentTokenizer
+
+        self.settings = settings
+        self.tokenizer = DocumentTokenizer(settings.tokenizer_dir, settings.max_segment_chars)
+
+    def __call__(self, task: PrepareTask) -> dict:
+        return prepare_file(task, self.tokenizer, self.settings)
+
+
+def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -> dict:
+    """Tokenize and chunk one file; write its parts, then its completion record."""
+    from colorfilter.chunking import Chunker
+    from colorfilter.io.atomic import write_parquet_atomic
+    from colorfilter.io.readers import BadRecord, TruncatedFileError, iter_records
+
+    start = time.perf_counter()
+    split_dir = Path(task.split_dir)
+    _remove_parts(split_dir, task.file_index)
+    stats = FileStats()
+    chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
+
+    def flush(final: bool) -> None:
+        while chunker.full_chunks() >= settings.rows_per_shard or (
+            final and chunker.pending_tokens
+        ):
+            table = chunker.take(settings.rows_per_shard, final=final)
+            if table.num_rows == 0:
+                stats.tail_tokens_dropped += chunker.pending_tokens  # too short to score
+                break
+            name = part_name(task.file_index, len(stats.parts))
+            write_parquet_atomic(split_dir / name, table)
+            stats.parts.append(name)
+            stats.chunks += table.num_rows
+
+    batch: list = []
+    records = iter_records(task.item, settings.text_field, settings.source_field, settings.hf_split)
+    try:
+        for record in records:
+            stats.records += 1
+            if isinstance(record, BadRecord):
+                _count_bad(stats, task.item.uri, record.index, record.reason, record.detail)
+                continue
+            batch.append(record)
+            if len(batch) >= settings.tokenize_batch_docs:
+                _tokenize_batch(batch, tokenizer, chunker, stats)
+                batch = []
+                flush(final=False)
+    except TruncatedFileError as exc:
+        _count_bad(stats, task.item.uri, stats.records, "truncated_file", str(exc))
+    _tokenize_batch(batch, tokenizer, chunker, stats)
+    flush(final=True)
+    stats.seconds = time.perf_counter() - start
+    record = {
+        "input": asdict(task.item),
+        "settings_hash": settings.settings_hash,
+        "stats": asdict(stats),
+    }
+    write_json_atomic(done_path(split_dir, task.file_index), record)
+    return record
+
+
+def _tokenize_batch(batch: list, tokenizer: Any, chunker: Any, stats: FileStats) -> None:
+    if not batch:
+        return
+    encoded = tokenizer.encode_documents([doc.text for doc in batch])
+    for doc, tokens in zip(batch, encoded):
+        chunker.add(doc.index, tokens, doc.source)
+        stats.documents += 1
+        stats.tokens += len(tokens)
+        stats.bytes_text += len(doc.text.encode("utf-8"))
+
+
+def _count_bad(stats: FileStats, uri: str, index: int, reason: str, detail: str) -> None:
+    stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
+    if len(stats.bad_samples) < BAD_SAMPLE_LIMIT:
+        stats.bad_samples.append(f"{uri}:{index + 1}: {reason}{': ' + detail if detail else ''}")
+
+
+def _remove_parts(split_dir: Path, file_index: int) -> None:
+    for stale in split_dir.glob(f"{file_index:05d}-*.parquet"):
+        stale.unlink()
+    done = done_path(split_dir, file_index)
+    if done.exists():
+        done.unlink()
+
+
+def run_prepare(config: Config, overwrite: bool = False) -> dict:
+    """Prepare every configured split; return the merged stats per split."""
+    from colorfilter.pipeline.executor import WorkerSpec, map_tasks
+    from colorfilter.progress import Progress
+
+    out = config.output_path / "tokens"
+    tokenizer_dir = save_tokenizer(config.tokenizer, config.output_path / "tokenizer")
+    settings = make_settings(config, tokenizer_dir)
+    plan = plan_tasks(config, out, settings, overwrite)
+    spec = WorkerSpec(
+        PrepareWorker,
+        (settings,),
+        num_cpus=config.prepare.worker_cpus,
+        env_vars={
+            "RAYON_NUM_THREADS": str(max(1, math.ceil(config.prepare.worker_cpus))),
+            "TOKENIZERS_PARALLELISM": "true",
+        },
+    )
+    progress = Progress("prepare", len(plan.todo), unit="tokens")
+    for _task, record in map_tasks(
+        spec,
+        plan.todo,
+        executor=config.prepare.executor,
+        num_workers=config.prepare.num_workers,
+        ray_cfg=config.ray,
+        max_restarts=config.prepare.max_restarts,
+        max_task_retries=config.prepare.max_task_retries,
+    ):
+        progress.update(1, record["stats"]["tokens"])
+    progress.close(f"({plan.skipped} files already done, skipped)")
+    return {
+        split: finish_split(out / split, n, config.data.max_bad_fraction)
+        for split, n in plan.files_per_split.items()
+    }
+
+
+def save_tokenizer(name_or_path: str, target: Path) -> str:
+    """Copy the configured tokenizer into the run, so every worker and stage uses the same one."""
+    if (target / "tokenizer_config.json").exists():
+        return str(target)
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"tokenizer: cannot load '{name_or_path}': {exc}") from exc
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"tokenizer '{name_or_path}' has no EOS token to join documents with")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tmp = target.with_name(target.name + ".tmp")
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
+    return str(target)
+
+
+def make_settings(config: Config, tokenizer_dir: str) -> PrepareSettings:
+    p, d = config.prepare, config.data
+    fingerprint = section_hash(
+        {
+            "tokenizer": config.tokenizer,
+            "seq_len": config.seq_len,
+            "text_field": d.text_field,
+            "source_field": d.source_field,
+            "format": d.format,
+            "hf_split": d.hf_split,
+            "rows_per_shard": p.rows_per_shard,
+            "max_segment_chars": p.max_segment_chars,
+        }
+    )
+    return PrepareSettings(
+        tokenizer_dir,
+        config.seq_len,
+        d.text_field,
+        d.source_field,
+        d.hf_split,
+        p.rows_per_shard,
+        p.tokenize_batch_docs,
+        p.max_segment_chars,
+        fingerprint,
+    )
+
+
+@dataclass
+class Plan:
+    todo: list[PrepareTask]
+    skipped: int
+    files_per_split: dict[str, int]
+
+
+def list_inputs(config: Config, split: str) -> list[InputFile]:
+    """The split's inputs in canonical order (hub datasets expanded to their file shards)."""
+    patterns = getattr(config.data, split)
+    items = resolve_inputs(patterns, f"data.{split}", config.data.format)
+    if any(item.format == "hf_hub" and "#" not in item.uri for item in items):
+        from colorfilter.io.readers import expand_hf_shards
+
+        expanded = []
+        for item in items:
+            uris = (
+                expand_hf_shards(item.uri, config.data.hf_split)
+                if item.format == "hf_hub" and "#" not in item.uri
+                else [item.uri]
+            )
+            expanded += [InputFile(uri, item.format, item.size) for uri in uris]
+        items = sorted(expanded, key=lambda i: i.uri)
+    return items
+
+
+def plan_tasks(config: Config, out: Path, settings: PrepareSettings, overwrite: bool) -> Plan:
+    """Decide which files need work; refuse to mix outputs of different settings."""
+    if not config.data.pool:
+        raise ConfigError("data.pool is empty: name the candidate pool's files or globs")
+    todo, skipped, counts = [], 0, {}
+    for split in SPLITS:
+        if not getattr(config.data, split):
+            continue
+        items = list_inputs(config, split)
+        split_dir = out / split
+        remove_stale_temps(split_dir)
+        _check_previous(split_dir, items, settings, overwrite)
+        counts[split] = len(items)
+        for index, item in enumerate(items):
+            if is_done(split_dir, index, item, settings):
+                skipped += 1
+            else:
+                todo.append(PrepareTask(split, index, item, str(split_dir)))
+    return Plan(todo, skipped, counts)
+
+
+def _check_previous(
+    split_dir: Path, items: list[InputFile], settings: PrepareSettings, overwrite: bool
+) -> None:
+    records = sorted((split_dir / "_done").glob("*.json")) if split_dir.exists() else []
+    mismatched = [r for r in records if read_json(r).get("settings_hash") != settings.settings_hash]
+    if mismatched and not overwrite:
+        raise ConfigError(
+            f"{split_dir} holds shards made with different prepare settings "
+            f"(e.g. {mismatched[0].name}); use another output_dir or pass --overwrite"
+        )
+    if mismatched or overwrite:
+        import shutil
+
+        shutil.rmtree(split_dir, ignore_errors=True)
+        return
+    for stale in split_dir.glob("*.parquet") if split_dir.exists() else []:
+        if int(stale.name.split("-")[0]) >= len(items):  # inputs shrank since the last run
+            stale.unlink()
+    for record in records:
+        if int(record.stem) >= len(items):
+            record.unlink()
+
+
+def is_done(split_dir: Path, file_index: int, item: InputFile, settings: PrepareSettings) -> bool:
+    """A file is done when its record matches this input and all its parts are present."""
+    path = done_path(split_dir, file_index)
+    if not path.exists():
+        return False
+    record = read_json(path)
+    same_input = record["input"]["uri"] == item.uri and record["input"]["size"] == item.size
+    parts_present = all((split_dir / name).exists() for name in record["stats"]["parts"])
+    return same_input and record["settings_hash"] == settings.settings_hash and parts_present
+
+
+def finish_split(split_dir: Path, n_files: int, max_bad_fraction: float) -> dict:
+    """Merge per-file records into stats.json; fail if bad records exceed the allowed fraction."""
+    totals: Counter = Counter()
+    skipped: Counter = Counter()
+    samples: list[str] = []
+    for index in range(n_files):
+        stats = read_json(done_path(split_dir, index))["stats"]
+        for key in (
+            "records",
+            "documents",
+            "bytes_text",
+            "tokens",
+            "chunks",
+            "tail_tokens_dropped",
+        ):
+            totals[key] += stats[key]
+        skipped.update(stats["skipped"])
+        samples += stats["bad_samples"][: BAD_SAMPLE_LIMIT - len(samples)]
+    summary = {"files": n_files, **totals, "skipped": dict(skipped), "bad_samples": samples}
+    write_json_atomic(split_dir / "stats.json", summary)
+    bad = sum(skipped.values())
+    if totals["records"] and bad / max(totals["records"], 1) > max_bad_fraction:
+        raise BadDataError(
+            f"{split_dir.name}: {bad} of {totals['records']} records are bad "
+            f"({dict(skipped)}), above data.max_bad_fraction={max_bad_fraction}; "
+            f"first: {samples[:3]}"
+        )
+    return summary

@@ -1,0 +1,106 @@
+"""Shared fixtures: a real local Ray (one per session), a tiny real tokenizer, C4-shaped inputs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+EOS = "<|endoftext|>"
+
+
+def sample_documents(count: int = 60, seed: int = 0) -> list[str]:
+    """Varied documents built from this repo's own prose and Python's docstrings (real text)."""
+    import random
+    import string
+    import textwrap
+
+    rng = random.Random(seed)
+    sources = [string.__doc__, json.__doc__, textwrap.__doc__, random.__doc__, os.__doc__]
+    words = " ".join(s for s in sources if s).split()
+    docs = []
+    for i in range(count):
+        length = rng.randint(5, 400)
+        start = rng.randrange(len(words))
+        body = " ".join(words[(start + j) % len(words)] for j in range(length))
+        extra = ["", " café naïve – “quoted” 東京 🙂", "\n\nA second paragraph.", f" {EOS} inline"]
+        docs.append(f"Doc {i}: {body}{extra[i % len(extra)]}")
+    return docs
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    """Write JSON lines, compressed by the file's suffix (.gz or .zst)."""
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    elif path.name.endswith(".zst"):
+        import zstandard
+
+        path.write_bytes(zstandard.ZstdCompressor().compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """A small byte-level BPE trained here, saved as a HF tokenizer dir (EOS = pad = id 0)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(sample_documents(200, seed=1), trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token=EOS, bos_token=EOS, pad_token=EOS
+    )
+    path = tmp_path_factory.mktemp("tokenizer")
+    wrapped.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One real local Ray for the whole test session (2 CPUs, small object store)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
+                 log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def c4_inputs(tmp_path) -> dict[str, list[Path]]:
+    """C4-shaped pool files (.json.gz and .zst) and downstream train/eval files."""
+    docs = sample_documents(90)
+    records = [
+        {"text": t, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.org/{i}",
+         "source": "web" if i % 3 else "book"}
+        for i, t in enumerate(docs)
+    ]
+    pool = [
+        write_jsonl(tmp_path / "pool" / "c4-train.00000-of-00003.json.gz", records[:30]),
+        write_jsonl(tmp_path / "pool" / "c4-train.00001-of-00003.json.zst", records[30:60]),
+        write_jsonl(tmp_path / "pool" / "c4-train.00002-of-00003.jsonl", records[60:80]),
+    ]
+    train = [write_jsonl(tmp_path / "target" / "train.jsonl.zst", records[80:86])]
+    evaluation = [write_jsonl(tmp_path / "target" / "eval.jsonl.gz", records[86:])]
+    return {"pool": pool, "downstream_train": train, "downstream_eval": evaluation,
+            "records": records}

@@ -1,0 +1,53 @@
+"""The CLI: instant help with no heavy imports, clear exit codes for user errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from colorfilter.cli import app
+from colorfilter.errors import EXIT_NOT_IMPLEMENTED, EXIT_USAGE
+
+runner = CliRunner()
+
+
+def test_help_imports_no_heavy_library():
+    code = (
+        "import sys, time; t = time.perf_counter(); import colorfilter.cli as c;"
+        "from typer.testing import CliRunner; r = CliRunner().invoke(c.app, ['--help']);"
+        "assert r.exit_code == 0, r.output; heavy = {'torch', 'ray', 'transformers', 'vllm',"
+        " 'pyarrow', 'datasets'} & set(sys.modules); assert not heavy, heavy;"
+        "print(time.perf_counter() - t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout) < 1.0
+
+
+def test_every_stage_has_a_command():
+    result = runner.invoke(app, ["--help"])
+    for name in ("run", "prepare", "train-prior", "train-conditional", "score", "select",
+                 "evaluate", "release", "submit"):
+        assert name in result.output
+
+
+def test_unknown_override_exits_with_usage_code(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'o'}\n")
+    result = runner.invoke(app, ["prepare", str(config), "--set", "data.nope=1"])
+    assert result.exit_code == EXIT_USAGE
+    assert "unknown config key 'data.nope'" in result.output
+
+
+def test_unbuilt_stage_says_so(tmp_path):
+    from colorfilter.pipeline.stages import STAGES
+
+    missing = [name for name, target in STAGES.items() if target is None]
+    if not missing:
+        return
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'o'}\n")
+    result = runner.invoke(app, [missing[0], str(config)])
+    assert result.exit_code == EXIT_NOT_IMPLEMENTED
+    assert "not available" in result.output

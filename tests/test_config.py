@@ -1,0 +1,76 @@
+"""Config loading: YAML, dotted overrides with type checks, clear errors, resolved config saved."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from colorfilter.config import Config, load_config, save_resolved
+from colorfilter.errors import ConfigError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = write(tmp_path, "output_dir: out\nseq_len: 128\ndata:\n  pool: [a.jsonl]\n")
+    config = load_config(path, ["data.pool=[a.jsonl.zst,b/*.json.gz]", "seq_len=256",
+                                "data.text_field=content", "prepare.worker_cpus=1"])
+    assert config.data.pool == ["a.jsonl.zst", "b/*.json.gz"]
+    assert config.seq_len == 256 and config.data.text_field == "content"
+    assert config.prepare.worker_cpus == 1.0 and isinstance(config.prepare.worker_cpus, float)
+    assert config.output_dir == "out"
+
+
+def test_contract_defaults():
+    config = Config()
+    assert config.seq_len == 512 and config.data.text_field == "text"
+    assert config.data.downstream_train == [] and config.data.downstream_eval == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.poool=[x]", "unknown config key 'data.poool'. Did you mean 'data.pool'"),
+        ("seq_len=abc", "seq_len: expected int, got 'abc'"),
+        ("seq_len=1", "seq_len must be at least 2"),
+        ("data.pool=3", "data.pool: expected a list"),
+        ("prepare.rows_per_shard=1.5", "expected int"),
+        ("data=5", "data: expected a mapping"),
+        ("seq_len.x=1", "'seq_len' is not a section"),
+        ("novalue", "expects key=value"),
+    ],
+)
+def test_bad_overrides_are_clear(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_unknown_key_in_yaml_names_it(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'prepare.workers'"):
+        load_config(write(tmp_path, "prepare:\n  workers: 2\n"))
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.yaml")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(write(tmp_path, "a: [unclosed\n"))
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(None, [f"output_dir={tmp_path / 'run'}", "data.pool=[x.jsonl]"])
+    path = save_resolved(config)
+    assert path == tmp_path / "run" / "config.yaml"
+    assert load_config(path) == config
+    assert yaml.safe_load(path.read_text())["data"]["pool"] == ["x.jsonl"]
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml")):
+        load_config(path)
