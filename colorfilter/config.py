@@ -18,7 +18,10 @@ from colorfilter.configtools import (
     to_dict,
     to_yaml,
 )
+from colorfilter.dataset.config import OutputConfig, ReleaseConfig
 from colorfilter.errors import ConfigError
+from colorfilter.models.config import ConditionalConfig, PriorConfig
+from colorfilter.scoring.config import ScoreConfig
 
 
 @dataclass
@@ -42,7 +45,6 @@ class RayConfig:
 
 @dataclass
 class PrepareConfig:
-    executor: str = "ray"  # ray | local (in-process, for debugging)
     num_workers: int = 0  # tokenizer actors; 0 = one per CPU
     worker_cpus: float = 1.0  # CPUs reserved per actor
     rows_per_shard: int = 8192  # chunks per token shard
@@ -53,15 +55,31 @@ class PrepareConfig:
 
 
 @dataclass
+class SelectionConfig:
+    methods: list[str] = field(default_factory=lambda: ["color"])  # see colorfilter.selection
+    tau: list[float] = field(default_factory=lambda: [16.0])  # keep the top 1/tau; several ok
+    temperature: float = 1.0  # color_softmax: sample from softmax(score / temperature)
+    block_n: int = 64  # color_batchwise: keep block_n of every block of tau * block_n
+    documents: str = "chunks"  # chunks | expand (add every chunk of a selected chunk's documents)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+@dataclass
 class Config:
     output_dir: str = "outputs/run"
     seq_len: int = 512  # tokens per chunk (the paper: 512)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    executor: str = "ray"  # ray (actor pools) | local (in-process, for debugging and laptops)
     tokenizer: str = "EleutherAI/gpt-neox-20b"  # HF tokenizer: local dir or hub name
     data: DataConfig = field(default_factory=DataConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
 
     @property
     def output_path(self) -> Path:
@@ -85,10 +103,13 @@ def validate(config: Config) -> None:
         raise ConfigError(f"seq_len must be at least 2, got {config.seq_len}")
     if not 0.0 <= config.data.max_bad_fraction <= 1.0:
         raise ConfigError("data.max_bad_fraction must be within [0, 1]")
-    if config.prepare.executor not in ("ray", "local"):
-        raise ConfigError(
-            f"prepare.executor must be 'ray' or 'local', not {config.prepare.executor!r}"
-        )
+    problems = config.score.validate()
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if any(t < 1 for t in config.selection.tau):
+        raise ConfigError(f"selection.tau must be >= 1, got {config.selection.tau}")
+    if config.executor not in ("ray", "local"):
+        raise ConfigError(f"executor must be 'ray' or 'local', not {config.executor!r}")
 
 
 def save_resolved(config: Config) -> Path:

@@ -71,12 +71,21 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if origin is list:
-        if isinstance(value, str):
-            value = [value]  # `--set data.pool=a.jsonl` means a one-item list
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # `--set data.pool=a.jsonl` or `selection.tau=16`: a one-item list
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item_type,) = typing.get_args(tp) or (Any,)
         return [_coerce(item_type, item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if origin is tuple:
+        item_types = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(item_types):
+            raise ConfigError(
+                f"{where}: expected a list of {len(item_types)} values, got {value!r}"
+            )
+        return tuple(
+            _coerce(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value))
+        )
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -173,8 +182,16 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def to_dict(config: Any) -> dict:
-    """A dataclass as plain, YAML-safe data."""
-    return dataclasses.asdict(config)
+    """A dataclass as plain, YAML-safe data (tuples become lists)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def to_yaml(config: Any) -> str:

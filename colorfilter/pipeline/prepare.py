@@ -182,7 +182,7 @@ def run_prepare(config: Config, overwrite: bool = False) -> dict:
     for _task, record in map_tasks(
         spec,
         plan.todo,
-        executor=config.prepare.executor,
+        executor=config.executor,
         num_workers=config.prepare.num_workers,
         ray_cfg=config.ray,
         max_restarts=config.prepare.max_restarts,

@@ -14,9 +14,9 @@ from colorfilter.errors import NotBuiltError
 # stage name -> "module:function"; None where this version does not provide the stage yet
 STAGES: dict[str, str | None] = {
     "prepare": "colorfilter.pipeline.prepare:run_prepare",
-    "train-prior": None,
-    "train-conditional": None,
-    "score": None,
+    "train-prior": "colorfilter.pipeline.train:run_train_prior",
+    "train-conditional": "colorfilter.pipeline.train:run_train_conditional",
+    "score": "colorfilter.pipeline.score:run_score",
     "select": None,
     "evaluate": None,
 }

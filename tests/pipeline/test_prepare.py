@@ -27,7 +27,7 @@ def make_config(tmp_path: Path, tokenizer_dir: Path, inputs: dict, out: str = "o
         "data.downstream_eval": str(inputs["downstream_eval"][0]),
         "data.source_field": "source",
         "prepare.rows_per_shard": 16,
-        "prepare.executor": "local",
+        "executor": "local",
         **extra,
     }
     return load_config(None, [f"{k}={v}" for k, v in overrides.items()])
@@ -93,7 +93,7 @@ def test_ids_and_shards_independent_of_order_and_workers(tmp_path, tokenizer_dir
     run_stage("prepare", first)
     reordered = dict(c4_inputs, pool=list(reversed(c4_inputs["pool"])))
     second = make_config(tmp_path, tokenizer_dir, reordered, out="b",
-                         **{"prepare.executor": "ray", "prepare.num_workers": 2,
+                         **{"executor": "ray", "prepare.num_workers": 2,
                             "prepare.worker_cpus": 0.5})
     run_stage("prepare", second)
     for split in ("pool", "downstream_train", "downstream_eval"):

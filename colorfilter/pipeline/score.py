@@ -1,0 +1,137 @@
+"""The score stage: an actor pool where each actor holds both models and scores whole shards.
+
+One score shard per token shard (same name) in OUTPUT/scores/pool/, each with a completion
+record; a rerun skips verified shards and redoes the rest. Per-shard stats and the totals go to
+OUTPUT/scores/pool/stats.json.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from colorfilter.config import Config
+from colorfilter.errors import ConfigError
+from colorfilter.io.atomic import remove_stale_temps, write_json_atomic
+from colorfilter.io.token_shards import list_shards
+from colorfilter.scoring.config import ScoreConfig
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    token_path: str
+    score_path: str
+
+
+class ScoreWorker:
+    """Loads the prior and the conditional once; scores one token shard per call."""
+
+    def __init__(
+        self,
+        prior_dir: str,
+        cond_dir: str,
+        cfg: ScoreConfig,
+        device: str,
+        seq_len: int,
+        pad_id: int,
+        fingerprint: str,
+    ):
+        import torch
+
+        from colorfilter.scoring.base import build_scorer
+
+        torch.set_num_threads(cfg.torch_threads or max(1, int(cfg.worker_cpus)))
+        self.cfg, self.seq_len, self.pad_id, self.fingerprint = cfg, seq_len, pad_id, fingerprint
+        self.scorer = build_scorer(
+            cfg.backend, prior_dir, cond_dir, cfg, device=device, seq_len=seq_len
+        )
+
+    def __call__(self, task: ScoreTask) -> dict:
+        from colorfilter.scoring.shard import score_token_shard
+
+        return score_token_shard(
+            task.token_path, task.score_path, self.scorer, self.cfg.batch_size, self.seq_len,
+            self.pad_id, self.cfg.prefetch_batches, self.fingerprint,
+        )  # fmt: skip
+
+
+def run_score(config: Config, overwrite: bool = False) -> dict:
+    """Score every pool chunk with both models; return totals."""
+    from colorfilter.pipeline.executor import WorkerSpec, init_ray, map_tasks
+    from colorfilter.progress import Progress
+    from colorfilter.scoring.shard import pending_shards, scoring_fingerprint
+
+    out = config.output_path
+    prior_dir, cond_dir = out / "models" / "prior", out / "models" / "conditional"
+    for path, stage in ((prior_dir, "train-prior"), (cond_dir, "train-conditional")):
+        if not (path / "config.json").exists():
+            raise ConfigError(f"no model at {path}: run `colorfilter {stage}` first")
+    token_paths = list_shards(out / "tokens" / "pool")
+    if not token_paths:
+        raise ConfigError(f"no pool token shards in {out / 'tokens' / 'pool'}: run prepare first")
+    score_dir = out / "scores" / "pool"
+    remove_stale_temps(score_dir)
+    fingerprint = scoring_fingerprint(prior_dir, cond_dir, config.score, config.seq_len)
+    todo = token_paths if overwrite else pending_shards(token_paths, score_dir, fingerprint)
+    tasks = [ScoreTask(str(p), str(score_dir / p.name)) for p in todo]
+    executor = config.executor
+    num_gpus = _gpus_per_actor(
+        config, init_ray(config.ray) if executor == "ray" and tasks else None
+    )
+    spec = WorkerSpec(
+        ScoreWorker,
+        (str(prior_dir), str(cond_dir), config.score, config.device, config.seq_len,
+         _pad_id(out / "tokenizer"), fingerprint),
+        num_cpus=config.score.worker_cpus, num_gpus=num_gpus,
+        env_vars={"OMP_NUM_THREADS": str(config.score.torch_threads or
+                                         max(1, int(config.score.worker_cpus)))},
+    )  # fmt: skip
+    progress = Progress("score", len(tasks), unit="tokens")
+    shard_stats, start = [], time.perf_counter()
+    for _task, stats in map_tasks(
+        spec, tasks, executor=executor, num_workers=config.score.num_workers,
+        ray_cfg=config.ray, max_restarts=config.prepare.max_restarts,
+        max_task_retries=config.prepare.max_task_retries,
+    ):  # fmt: skip
+        shard_stats.append(stats)
+        progress.update(1, stats["tokens"], note=f"{stats['rows']} seqs in {stats['shard']}")
+    progress.close(f"({len(token_paths) - len(tasks)} shards already done, skipped)")
+    return _write_stats(score_dir, token_paths, shard_stats, time.perf_counter() - start)
+
+
+def _gpus_per_actor(config: Config, ray) -> float:
+    """One actor per GPU where the cluster has GPUs and the config allows them."""
+    if ray is None or config.device == "cpu":
+        return 0.0
+    return config.score.worker_gpus if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def _pad_id(tokenizer_dir: Path) -> int:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pad)
+
+
+def _write_stats(
+    score_dir: Path, token_paths: list[Path], shard_stats: list[dict], seconds: float
+) -> dict:
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.ParquetFile(score_dir / p.name).metadata.num_rows for p in token_paths)
+    tokens = sum(s["tokens"] for s in shard_stats)
+    summary = {
+        "shards": len(token_paths),
+        "shards_scored_now": len(shard_stats),
+        "shards_skipped": len(token_paths) - len(shard_stats),
+        "rows": rows,
+        "tokens_scored_now": tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1) if shard_stats and seconds > 0 else None,
+        "peak_host_rss_mb": max((s.get("peak_host_rss_mb", 0) for s in shard_stats), default=None),
+        "per_shard": sorted(shard_stats, key=lambda s: s["shard"]),
+    }
+    write_json_atomic(score_dir / "stats.json", summary)
+    return {k: v for k, v in summary.items() if k != "per_shard"}
