@@ -117,8 +117,13 @@ def release(
     repo_id: Annotated[str, typer.Option(help="Hub dataset repo, org/name.")],
     private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
     dry_run: Annotated[bool, typer.Option(help="List what would be uploaded.")] = False,
+    revision: Annotated[str | None, typer.Option(help="Branch to commit to.")] = None,
 ) -> None:
-    raise NotBuiltError("'release' is not available in this version of colorfilter")
+    from colorfilter.release import format_release
+    from colorfilter.release import release as do_release
+
+    result = do_release(folder, repo_id, private=private, dry_run=dry_run, revision=revision)
+    typer.echo(format_release(result))
 
 
 @app.command(help="Submit a pipeline run to a Ray cluster through the Ray Jobs API.")

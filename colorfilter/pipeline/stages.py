@@ -17,7 +17,7 @@ STAGES: dict[str, str | None] = {
     "train-prior": "colorfilter.pipeline.train:run_train_prior",
     "train-conditional": "colorfilter.pipeline.train:run_train_conditional",
     "score": "colorfilter.pipeline.score:run_score",
-    "select": None,
+    "select": "colorfilter.pipeline.select:run_select",
     "evaluate": None,
 }
 

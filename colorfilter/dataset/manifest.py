@@ -1,0 +1,170 @@
+"""The manifest of a released selection: what produced it, from what, and what it holds.
+
+Written last into the folder, so its presence (with `complete: true`) marks the folder finished.
+Hashes are streamed sha256 of file bytes; a directory's hash covers its sorted
+(relative path, file sha256) pairs, so it does not depend on listing order or mtimes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from colorfilter.io.atomic import TMP_PREFIX, read_json, write_json_atomic
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "colorfilter-selection"
+MANIFEST_VERSION = 1
+PACKAGES = (
+    "colorfilter",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "datasets",
+    "pyarrow",
+    "ray",
+    "numpy",
+    "huggingface_hub",
+)
+_READ_BYTES = 1 << 20
+
+
+def canonical_json(payload: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal configs give equal strings."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(resolved_config: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a resolved config."""
+    return hashlib.sha256(canonical_json(resolved_config).encode("utf-8")).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks (bounded memory for any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_READ_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_files(directory: str | Path) -> list[str]:
+    """Relative POSIX paths of the regular files under `directory`, sorted."""
+    directory = Path(directory)
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+
+
+def sha256_dir(directory: str | Path) -> str:
+    """sha256 over sorted (relative path, file sha256) of every file under `directory`."""
+    digest = hashlib.sha256()
+    for rel in list_files(directory):
+        digest.update(f"{rel}\0{sha256_file(Path(directory) / rel)}\n".encode())
+    return digest.hexdigest()
+
+
+def describe_files(paths: Iterable[str | Path], *, checksum: bool = True) -> list[dict[str, Any]]:
+    """Path, size and (optionally) sha256 of each input file, in the given order."""
+    out = []
+    for path in paths:
+        path = Path(path)
+        entry: dict[str, Any] = {"path": str(path), "size": path.stat().st_size}
+        if checksum:
+            entry["sha256"] = sha256_file(path)
+        out.append(entry)
+    return out
+
+
+def folder_files(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {size, sha256}} of every file in a selection folder but the manifest."""
+    folder = Path(folder)
+    return {
+        rel: {"size": (folder / rel).stat().st_size, "sha256": sha256_file(folder / rel)}
+        for rel in list_files(folder)
+        if rel != MANIFEST_NAME and not Path(rel).name.startswith(TMP_PREFIX)
+    }
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed versions (None when a package is absent)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def build_counts(
+    *,
+    candidates: int,
+    selected: int,
+    not_selected: int,
+    skipped: Mapping[str, int],
+    selected_tokens: int,
+) -> dict[str, Any]:
+    """The manifest's counts; raises ValueError unless candidates = selected + not + skipped."""
+    skipped = {reason: int(count) for reason, count in sorted(skipped.items())}
+    total = selected + not_selected + sum(skipped.values())
+    if candidates != total:
+        raise ValueError(
+            f"counts do not add up: candidates={candidates} but selected={selected} + "
+            f"not_selected={not_selected} + skipped={skipped} = {total}"
+        )
+    return {
+        "candidates": int(candidates),
+        "selected": int(selected),
+        "not_selected": int(not_selected),
+        "skipped": skipped,
+        "skipped_total": sum(skipped.values()),
+        "selected_tokens": int(selected_tokens),
+    }
+
+
+def write_manifest(folder: str | Path, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Hash every file in `folder`, then write manifest.json atomically (the last write)."""
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **fields,
+        "files": folder_files(folder),
+        "complete": True,
+    }
+    write_json_atomic(Path(folder) / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any] | None:
+    """The folder's manifest, or None when it is missing, unreadable or not marked complete."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return None
+    return manifest if manifest.get("complete") is True else None
+
+
+def verify_files(folder: str | Path, manifest: Mapping[str, Any]) -> list[str]:
+    """Problems between the folder and its manifest's file list (empty when they agree)."""
+    folder = Path(folder)
+    problems = []
+    for rel, expected in sorted(manifest.get("files", {}).items()):
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif path.stat().st_size != expected["size"]:
+            problems.append(f"{rel}: size {path.stat().st_size} != {expected['size']}")
+        elif sha256_file(path) != expected["sha256"]:
+            problems.append(f"{rel}: sha256 differs from the manifest")
+    return problems

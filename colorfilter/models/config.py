@@ -1,0 +1,80 @@
+"""Settings for training the two auxiliary models (standard library only: the CLI imports this).
+
+Defaults follow the paper's recipe (arXiv 2406.10670, NOTES section 1) where it is scale-free:
+AdamW lr 1e-3, betas (0.9, 0.95), no weight decay, cosine to 0.1x, grad clip 1.0, z-loss, bf16
+on GPU. Sizes (preset, token budget, batch) default to the paper's 150m prior; a demo config
+overrides them (see the README of `colorfilter.models`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer and runtime settings shared by both stages."""
+
+    batch_size: int = 256  # sequences per optimizer step, over all data-parallel ranks
+    micro_batch_size: int = 0  # sequences per forward pass on one rank; 0 = whole local batch
+    lr: float = 1e-3  # peak learning rate
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
+    weight_decay: float = 0.0  # AdamW weight decay (applied to matrices only)
+    warmup_steps: int = 1000  # linear warmup; capped at a tenth of the run
+    min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio on the run's last step
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    z_loss: float = 1e-4  # z-loss coefficient on log(Z)^2 per token; 0 disables it
+    max_steps: int = 0  # cap on optimizer steps; 0 = no cap (the data decides)
+    dtype: str = "auto"  # "auto" (bf16 autocast on cuda, fp32 on cpu), "float32", "bfloat16"
+    compile: bool = False  # torch.compile the model (cuda only; worth it for long runs)
+    checkpoint_every: int = 200  # optimizer steps between resumable checkpoints; 0 = never
+    keep_checkpoint: bool = False  # keep out_dir/checkpoint/ after the stage finishes
+    eval_every: int = 0  # steps between held-out evaluations during training; 0 = at end only
+    eval_batch_size: int = 32  # sequences per forward pass when evaluating
+    eval_max_chunks: int = 0  # cap on eval chunks (0 = the whole eval split)
+    torch_threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    progress: bool = True  # show a progress bar (rank 0 only)
+
+
+@dataclass
+class PriorConfig(TrainConfig):
+    """The prior: pre-trained on a seeded random slice of the pool, or taken from a checkpoint."""
+
+    preset: str = "olmo-150m"  # model preset: micro, tiny, mini, olmo-150m (models/presets.py)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # HF config fields to change
+    init_from: str = ""  # HF checkpoint dir to use as the prior as-is (skips pre-training)
+    token_budget: int = 3_100_000_000  # pool tokens to pre-train on (a seeded random slice)
+
+
+@dataclass
+class ConditionalConfig(TrainConfig):
+    """The conditional: the prior fine-tuned on the downstream train split, fresh optimizer."""
+
+    epochs: int = 1  # passes over the downstream train split
+    warmup_steps: int = 50  # linear warmup; capped at a tenth of the run
+
+
+@dataclass
+class AuxModelsConfig:
+    """Both auxiliary models, as one section of the root config."""
+
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
+
+
+# Fields that change how a run is executed or reported, not which weights it produces: they are
+# left out of the config hash, so changing them neither retrains nor invalidates a checkpoint.
+RUNTIME_FIELDS = frozenset(
+    {
+        "compile",
+        "checkpoint_every",
+        "keep_checkpoint",
+        "eval_every",
+        "eval_batch_size",
+        "eval_max_chunks",
+        "torch_threads",
+        "progress",
+        "micro_batch_size",
+    }
+)

@@ -1,0 +1,281 @@
+"""The two auxiliary-model stages: pre-train the prior, fine-tune the conditional.
+
+Each stage writes a standard HF checkpoint (`save_pretrained`, tokenizer beside it) into its
+`out_dir`, then `loss_curve.csv`/`.png` and, last, `train_stats.json`: the completion record. A
+rerun whose stats carry the same config hash is skipped; a killed run resumes from
+`out_dir/checkpoint/state.pt`. Launched under torchrun (or inside Ray Train) it trains
+data-parallel; rank 0 evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from colorfilter.errors import ConfigError
+from colorfilter.io.atomic import read_json, write_json_atomic
+from colorfilter.io.token_shards import list_shards
+from colorfilter.models.checkpoints import (
+    load_tokenizer,
+    prepare_out_dir,
+    save_model_dir,
+    stage_hash,
+    write_seq_ids,
+)
+from colorfilter.models.config import ConditionalConfig, PriorConfig, TrainConfig
+from colorfilter.models.curves import write_loss_curve_csv, write_loss_curve_png
+from colorfilter.models.data import (
+    ChunkIndex,
+    epoch_order,
+    load_rank_batches,
+    read_chunk_index,
+    select_token_budget,
+)
+from colorfilter.models.losses import evaluate_sums
+from colorfilter.models.runtime import autocast_dtype, dist_context, resolve_device, set_threads
+from colorfilter.models.training import CHECKPOINT_FILE, LoopSpec, train_loop
+
+log = logging.getLogger(__name__)
+
+STATS_FILE = "train_stats.json"
+CHECKPOINT_DIR = "checkpoint"
+StepHook = Callable[[int], None]
+
+
+def train_prior(
+    pool_token_dir: str | Path,
+    out_dir: str | Path,
+    tokenizer_dir: str | Path,
+    cfg: PriorConfig,
+    seq_len: int,
+    seed: int,
+    device: str = "auto",
+    eval_token_dir: str | Path | None = None,
+    force: bool = False,
+    on_step: StepHook | None = None,
+) -> dict[str, Any]:
+    """Pre-train the prior on a seeded random `cfg.token_budget`-token slice of the pool (or
+    adopt `cfg.init_from`); return its training stats. Nothing is removed from the pool."""
+    pool_paths = _shards_or_fail(pool_token_dir, "pool")
+    inputs = {"pool": pool_paths, "tokenizer": tokenizer_dir, "init_from": cfg.init_from or None}
+    config_hash = stage_hash("prior", cfg, seq_len, seed, inputs)
+    out_dir = Path(out_dir)
+    if not force and (stats := finished_stats(out_dir, config_hash)) is not None:
+        log.info("prior: already trained in %s (config %s); skipping", out_dir, config_hash)
+        return stats
+    tokenizer, pad_id = load_tokenizer(tokenizer_dir)
+    if cfg.init_from:
+        return _adopt_prior(cfg, out_dir, tokenizer, pad_id, seq_len, seed, device,
+                            eval_token_dir, config_hash)
+    from colorfilter.models.presets import build_model
+
+    index = select_token_budget(pool_paths, cfg.token_budget, seed)
+    model = build_model(
+        cfg.preset, len(tokenizer), seq_len, seed=seed, pad_token_id=pad_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        **cfg.model_overrides,
+    )
+    extra = {"preset": cfg.preset, "token_budget": cfg.token_budget}
+    return _train_stage("prior", model, index, np.arange(len(index)), cfg, out_dir, tokenizer,
+                        pad_id, seq_len, seed, device, eval_token_dir, config_hash, extra, on_step)
+
+
+def train_conditional(
+    prior_dir: str | Path,
+    train_token_dir: str | Path,
+    out_dir: str | Path,
+    tokenizer_dir: str | Path,
+    cfg: ConditionalConfig,
+    seq_len: int,
+    seed: int,
+    device: str = "auto",
+    eval_token_dir: str | Path | None = None,
+    force: bool = False,
+    on_step: StepHook | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the prior for `cfg.epochs` epochs on the downstream train split with a fresh
+    optimizer; return its training stats (with the prior's held-out loss beside its own)."""
+    from transformers import AutoModelForCausalLM
+
+    train_paths = _shards_or_fail(train_token_dir, "downstream train")
+    prior_dir = Path(prior_dir)
+    prior_stats = read_json(prior_dir / STATS_FILE) if (prior_dir / STATS_FILE).exists() else {}
+    prior_identity = prior_stats.get("config_hash") or prior_dir
+    inputs = {"train": train_paths, "tokenizer": tokenizer_dir, "prior": prior_identity}
+    config_hash = stage_hash("conditional", cfg, seq_len, seed, inputs)
+    out_dir = Path(out_dir)
+    if not force and (stats := finished_stats(out_dir, config_hash)) is not None:
+        log.info("conditional: already trained in %s (config %s); skipping", out_dir, config_hash)
+        return stats
+    tokenizer, pad_id = load_tokenizer(tokenizer_dir)
+    index = read_chunk_index(train_paths)
+    model = AutoModelForCausalLM.from_pretrained(prior_dir, dtype="float32")
+    extra: dict[str, Any] = {"epochs": cfg.epochs, "prior_dir": str(prior_dir)}
+    if eval_token_dir is not None:
+        extra["prior_eval_loss"], _ = _held_out(model, eval_token_dir, seq_len, pad_id, cfg,
+                                               resolve_device(device))
+    order = epoch_order(index, cfg.epochs, seed)
+    return _train_stage("conditional", model, index, order, cfg, out_dir, tokenizer, pad_id,
+                        seq_len, seed, device, eval_token_dir, config_hash, extra, on_step)
+
+
+def finished_stats(out_dir: str | Path, config_hash: str) -> dict[str, Any] | None:
+    """The stats of a finished stage in `out_dir` if it was trained with `config_hash`."""
+    stats_path = Path(out_dir) / STATS_FILE
+    if not stats_path.exists() or not (Path(out_dir) / "config.json").exists():
+        return None
+    stats = read_json(stats_path)
+    return stats if stats.get("config_hash") == config_hash else None
+
+
+def _shards_or_fail(token_dir: str | Path, what: str) -> list[Path]:
+    paths = list_shards(token_dir)
+    if not paths:
+        raise ConfigError(f"no {what} token shards in {token_dir}: run `prepare` first")
+    return paths
+
+
+def _plan_steps(n_chunks: int, cfg: TrainConfig, world_size: int, stage: str) -> int:
+    if cfg.batch_size % world_size:
+        raise ConfigError(f"{stage}.batch_size={cfg.batch_size} is not a multiple of the "
+                          f"{world_size} data-parallel ranks")
+    steps = n_chunks // cfg.batch_size
+    if cfg.max_steps > 0:
+        steps = min(steps, cfg.max_steps)
+    if steps < 1:
+        raise ConfigError(f"{stage}: {n_chunks} chunks make no full batch of "
+                          f"{cfg.batch_size}; lower {stage}.batch_size or add data")
+    return steps
+
+
+def _held_out(model: Any, eval_token_dir: str | Path, seq_len: int, pad_id: int,
+              cfg: TrainConfig, device: Any) -> tuple[float, int]:
+    """(mean held-out loss, predicted positions) on the eval split."""
+    model.to(device)
+    nll, count = evaluate_sums(model, eval_token_dir, seq_len, pad_id, cfg.eval_batch_size,
+                               device, cfg.dtype, cfg.eval_max_chunks)
+    return (nll / count if count else float("nan")), count
+
+
+def _train_stage(
+    stage: str, model: Any, index: ChunkIndex, order: np.ndarray, cfg: TrainConfig,
+    out_dir: Path, tokenizer: Any, pad_id: int, seq_len: int, seed: int, device_name: str,
+    eval_token_dir: str | Path | None, config_hash: str, extra: dict[str, Any],
+    on_step: StepHook | None,
+) -> dict[str, Any]:
+    """Train, then write the checkpoint, curves and stats (rank 0); return the stats."""
+    started = time.perf_counter()
+    set_threads(cfg.torch_threads)
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)
+    dist = dist_context(device)
+    steps = _plan_steps(len(order), cfg, dist.world_size, stage)
+    if dist.is_main:
+        prepare_out_dir(out_dir, STATS_FILE)
+        if stage == "prior":
+            write_seq_ids(index.seq_id[: steps * cfg.batch_size], out_dir / "train_seq_ids.parquet")
+    dist.barrier()
+    batches = load_rank_batches(index, order, cfg.batch_size, steps, dist.rank, dist.world_size)
+    spec = LoopSpec(steps, seq_len, pad_id, out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE,
+                    config_hash, desc=stage)
+
+    def eval_fn(trained: Any) -> float:
+        return _held_out(trained, eval_token_dir, seq_len, pad_id, cfg, device)[0]
+
+    state = train_loop(model, batches, cfg, spec, device, dist,
+                       eval_fn if eval_token_dir is not None else None, on_step)
+    if dist.is_main:
+        stats = _finish(stage, model, tokenizer, state, cfg, out_dir, seq_len, seed, device,
+                        dist.world_size, eval_fn if eval_token_dir is not None else None,
+                        config_hash, {**extra, "n_chunks": len(index)}, started)
+    dist.barrier()
+    return stats if dist.is_main else read_json(out_dir / STATS_FILE)
+
+
+def _finish(
+    stage: str, model: Any, tokenizer: Any, state: Any, cfg: TrainConfig, out_dir: Path,
+    seq_len: int, seed: int, device: Any, world_size: int,
+    eval_fn: Callable[[Any], float] | None, config_hash: str, extra: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    from colorfilter.models.presets import count_parameters
+
+    eval_loss = eval_fn(model) if eval_fn is not None else None
+    if eval_loss is not None and state.history:
+        state.history[-1]["eval_loss"] = eval_loss
+    save_model_dir(model, tokenizer, out_dir)
+    last = state.history[-10:]
+    stats = {
+        "stage": stage,
+        "config_hash": config_hash,
+        "config": dataclasses.asdict(cfg),
+        "architecture": type(model).__name__,
+        "parameters": count_parameters(model),
+        "seq_len": seq_len,
+        "seed": seed,
+        "steps": state.step,
+        "batch_size": cfg.batch_size,
+        "tokens_seen": state.tokens_seen,
+        "final_train_loss": float(np.mean([r["train_loss"] for r in last])) if last else None,
+        "eval_loss": eval_loss,
+        "train_time_s": state.elapsed_s,
+        "train_tokens_per_s": state.tokens_seen / state.elapsed_s if state.elapsed_s else None,
+        "wall_time_s": time.perf_counter() - started,
+        "resumed_from_steps": state.resumed_from,
+        "device": str(device),
+        "dtype": str(autocast_dtype(cfg.dtype, device) or "float32").replace("torch.", ""),
+        "world_size": world_size,
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        **extra,
+    }
+    write_loss_curve_csv(state.history, out_dir / "loss_curve.csv")
+    write_loss_curve_png(state.history, out_dir / "loss_curve.png", title=f"{stage} ({cfg.dtype})")
+    write_json_atomic(out_dir / STATS_FILE, stats)
+    if not cfg.keep_checkpoint:
+        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+    return read_json(out_dir / STATS_FILE)  # as a rerun that skips training would return it
+
+
+def _adopt_prior(
+    cfg: PriorConfig, out_dir: Path, tokenizer: Any, pad_id: int, seq_len: int, seed: int,
+    device_name: str, eval_token_dir: str | Path | None, config_hash: str,
+) -> dict[str, Any]:
+    """Use an existing HF checkpoint as the prior: check its vocab, copy it, evaluate it."""
+    from transformers import AutoModelForCausalLM
+
+    from colorfilter.models.checkpoints import check_tokenizer_matches
+    from colorfilter.models.presets import count_parameters
+
+    started = time.perf_counter()
+    check_tokenizer_matches(cfg.init_from, tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype="float32")
+    if model.config.vocab_size < len(tokenizer):
+        raise ConfigError(f"prior.init_from {cfg.init_from} has vocab {model.config.vocab_size}, "
+                          f"smaller than the tokenizer's {len(tokenizer)}")
+    prepare_out_dir(out_dir, STATS_FILE)
+    eval_loss = None
+    if eval_token_dir is not None:
+        eval_loss, _ = _held_out(model, eval_token_dir, seq_len, pad_id, cfg,
+                                 resolve_device(device_name))
+    save_model_dir(model.to("cpu"), tokenizer, out_dir)
+    stats = {
+        "stage": "prior", "config_hash": config_hash, "config": dataclasses.asdict(cfg),
+        "init_from": cfg.init_from, "architecture": type(model).__name__,
+        "parameters": count_parameters(model), "seq_len": seq_len, "seed": seed, "steps": 0,
+        "tokens_seen": 0, "final_train_loss": None, "eval_loss": eval_loss,
+        "train_time_s": 0.0, "wall_time_s": time.perf_counter() - started,
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    }
+    write_json_atomic(out_dir / STATS_FILE, stats)
+    return read_json(out_dir / STATS_FILE)

@@ -1,0 +1,255 @@
+"""The training loop shared by both stages: masked token loss, cosine schedule, resumable state.
+
+Loss is a token-weighted mean over real next-token positions only: chunks shorter than seq_len
+are right-padded, and pad positions neither carry loss nor influence real tokens (causal
+attention only looks left). The mean is over the whole global batch, across micro-batches and
+data-parallel ranks, so a batch of short chunks does not count more than a batch of long ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from colorfilter.io.atomic import atomic_path
+from colorfilter.models.config import TrainConfig
+from colorfilter.models.data import RankBatches
+from colorfilter.models.losses import token_losses
+from colorfilter.models.runtime import DistContext, autocast, autocast_dtype
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
+    """Linear warmup, then cosine down to `min_lr_ratio` exactly on the run's last step."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps - 1)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def effective_warmup(cfg: TrainConfig, total_steps: int) -> int:
+    """The configured warmup, capped at a tenth of the run so short runs still anneal."""
+    return min(cfg.warmup_steps, total_steps // 10)
+
+
+def build_optimizer(model: Any, cfg: TrainConfig, device: Any) -> Any:
+    """AdamW; weight decay (if any) on matrices only, not on norms."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8, fused=device.type == "cuda"
+    )
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs besides the weights and optimizer."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed_s: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: list[int] = field(default_factory=list)
+
+
+def save_checkpoint(path: Path, model: Any, optimizer: Any, state: TrainState, config_hash: str):
+    """Write model, optimizer, RNG and loop state to one file, atomically."""
+    import torch
+
+    payload = {
+        "config_hash": config_hash,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "state": state.__dict__,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy_rng": np.random.get_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, model: Any, optimizer: Any, config_hash: str) -> TrainState | None:
+    """Restore a checkpoint written for the same config; None if absent or for another config."""
+    import torch
+
+    if not path.exists():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("config_hash") != config_hash:
+        log.warning("ignoring checkpoint %s: written for another config", path)
+        return None
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["torch_rng"])
+    if payload.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    np.random.set_state(payload["numpy_rng"])
+    return TrainState(**payload["state"])
+
+
+@dataclass
+class LoopSpec:
+    """What one run trains for and where it keeps its resumable state."""
+
+    total_steps: int
+    seq_len: int
+    pad_id: int
+    checkpoint_path: Path
+    config_hash: str
+    desc: str = "train"
+
+
+def train_loop(
+    model: Any,
+    batches: RankBatches,
+    cfg: TrainConfig,
+    spec: LoopSpec,
+    device: Any,
+    dist: DistContext,
+    eval_fn: Callable[[Any], float] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainState:
+    """Train `model` in place for `spec.total_steps` steps, resuming from a checkpoint if any.
+
+    `eval_fn(model)` gives a held-out loss every `cfg.eval_every` steps (rank 0 only);
+    `on_step(step)` runs after each finished step (tests use it to simulate a kill).
+    """
+
+    model.to(device).train()
+    model.get_input_embeddings().padding_idx = None  # pad = eos is a real token: train its row
+    optimizer = build_optimizer(model, cfg, device)
+    state = load_checkpoint(spec.checkpoint_path, model, optimizer, spec.config_hash)
+    if state is None:
+        state = TrainState()
+    elif state.step:
+        state.resumed_from.append(state.step)
+        log.info("%s: resuming from step %d of %d", spec.desc, state.step, spec.total_steps)
+    runner = wrap_model(model, cfg, device, dist)
+    warmup = effective_warmup(cfg, spec.total_steps)
+    amp = autocast_dtype(cfg.dtype, device)
+    bar = _progress_bar(cfg, spec, state.step, dist)
+    started, session_tokens, elapsed_before = time.perf_counter(), 0, state.elapsed_s
+    for step in range(state.step, spec.total_steps):
+        lr = cfg.lr * lr_factor(step, spec.total_steps, warmup, cfg.min_lr_ratio)
+        train_loss, z_loss, grad_norm, real_tokens = optimizer_step(
+            runner, model, optimizer, batches, step, lr, cfg, spec, device, amp, dist
+        )
+        state.step, session_tokens = step + 1, session_tokens + real_tokens
+        state.tokens_seen += real_tokens
+        state.elapsed_s = elapsed_before + time.perf_counter() - started
+        record = {"step": state.step, "tokens_seen": state.tokens_seen, "lr": lr,
+                  "train_loss": train_loss, "z_loss": z_loss, "grad_norm": grad_norm,
+                  "elapsed_s": state.elapsed_s}
+        finished = state.step == spec.total_steps
+        if eval_fn is not None and cfg.eval_every and state.step % cfg.eval_every == 0:
+            if dist.is_main and not finished:
+                record["eval_loss"] = eval_fn(model)
+            dist.barrier()
+        state.history.append(record)
+        if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or finished):
+            if dist.is_main:
+                save_checkpoint(spec.checkpoint_path, model, optimizer, state, spec.config_hash)
+            dist.barrier()
+        rate = session_tokens / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
+        bar.update(1)
+        if on_step is not None:
+            on_step(state.step)
+    bar.close()
+    return state
+
+
+def optimizer_step(
+    runner: Any, model: Any, optimizer: Any, batches: RankBatches, step: int, lr: float,
+    cfg: TrainConfig, spec: LoopSpec, device: Any, amp: Any, dist: DistContext,
+) -> tuple[float, float, float, int]:
+    """One optimizer step on the global batch `step`: (loss, z-loss, grad norm, real tokens)."""
+    import torch
+
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    real_tokens, predicted = batches.step_token_counts(step)
+    train_loss, z_loss = _accumulate_gradients(
+        runner, batches, step, cfg, spec, predicted, device, amp, dist
+    )
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return train_loss, z_loss, grad_norm, real_tokens
+
+
+def _accumulate_gradients(
+    runner: Any, batches: RankBatches, step: int, cfg: TrainConfig, spec: LoopSpec,
+    predicted: int, device: Any, amp: Any, dist: DistContext,
+) -> tuple[float, float]:
+    """Forward/backward this rank's micro-batches of `step`; return the global mean losses."""
+    import torch
+
+    input_ids, n_tokens = batches.local_batch(step, spec.seq_len, spec.pad_id)
+    micro = cfg.micro_batch_size or len(input_ids)
+    starts = list(range(0, len(input_ids), micro))
+    # DDP averages gradients over ranks, so each rank scales by world_size / global count.
+    scale = dist.world_size / max(predicted, 1)
+    nll_total = z_total = torch.zeros((), device=device)
+    for position, start in enumerate(starts):
+        ids = torch.from_numpy(input_ids[start : start + micro]).to(device, non_blocking=True)
+        lengths = torch.from_numpy(n_tokens[start : start + micro].astype(np.int64)).to(device)
+        last = position == len(starts) - 1
+        sync = contextlib.nullcontext() if last or not dist.distributed else runner.no_sync()
+        with sync:
+            with autocast(device, amp):
+                logits = runner(input_ids=ids).logits
+            nll, z_sum, _ = token_losses(logits, ids, lengths)
+            ((nll + cfg.z_loss * z_sum) * scale).backward()
+        nll_total = nll_total + nll.detach()
+        z_total = z_total + z_sum.detach()
+    denominator = max(predicted, 1)
+    return (
+        dist.sum(float(nll_total), device) / denominator,
+        dist.sum(float(z_total), device) / denominator,
+    )
+
+
+def wrap_model(model: Any, cfg: TrainConfig, device: Any, dist: DistContext) -> Any:
+    """The callable that runs forward passes: compiled and/or DDP-wrapped as configured."""
+    import torch
+
+    runner = model
+    if cfg.compile and device.type == "cuda":
+        runner = torch.compile(runner)
+    if dist.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [device.index] if device.type == "cuda" else None
+        runner = DistributedDataParallel(runner, device_ids=device_ids)
+    return runner
+
+
+def _progress_bar(cfg: TrainConfig, spec: LoopSpec, start_step: int, dist: DistContext) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=spec.total_steps, initial=start_step, desc=spec.desc, unit="step",
+        disable=not (cfg.progress and dist.is_main), mininterval=1.0, file=sys.stderr,
+        dynamic_ncols=True,
+    )

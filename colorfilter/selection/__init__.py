@@ -1,0 +1,47 @@
+"""Data selection: CoLoR-Filter and baselines as exact, streaming top-k over per-sequence keys."""
+
+from colorfilter.selection.methods import (
+    DEFAULT_BLOCK_N,
+    DEFAULT_TAUS,
+    DSIR_WEIGHT,
+    METHODS,
+    RankingKey,
+    batchwise_select,
+    gumbel_key,
+    n_selected,
+    random_key,
+    ranking_key,
+    select,
+    select_many,
+)
+from colorfilter.selection.topk import (
+    ArraySource,
+    DerivedKey,
+    ParquetSource,
+    TopKResult,
+    topk,
+    topk_arrays,
+    topk_parquet,
+)
+
+__all__ = [
+    "DEFAULT_BLOCK_N",
+    "DEFAULT_TAUS",
+    "DSIR_WEIGHT",
+    "METHODS",
+    "ArraySource",
+    "DerivedKey",
+    "ParquetSource",
+    "RankingKey",
+    "TopKResult",
+    "batchwise_select",
+    "gumbel_key",
+    "n_selected",
+    "random_key",
+    "ranking_key",
+    "select",
+    "select_many",
+    "topk",
+    "topk_arrays",
+    "topk_parquet",
+]
