@@ -136,15 +136,27 @@ class DocumentTokenizer:
         self.max_segment_chars = max_segment_chars
 
     def encode_documents(self, texts: list[str]) -> list[np.ndarray]:
-        """Token ids (int32) of each text, with EOS appended."""
-        segments, owners = [], []
+        """Token ids (int32) of each text, with EOS appended.
+
+        Segments are encoded a few at a time and kept only as int32 arrays, so a huge document
+        costs about 4 bytes per token, not the tokenizer's per-token objects for all of it.
+        """
+        per_doc: list[list[np.ndarray]] = [[] for _ in texts]
+        group: list[str] = []
+        owners: list[int] = []
         for i, text in enumerate(texts):
             for piece in split_long_text(text, self.max_segment_chars):
-                segments.append(piece)
+                group.append(piece)
                 owners.append(i)
-        encodings = self._backend.encode_batch(segments, add_special_tokens=False)
-        per_doc: list[list[np.ndarray]] = [[] for _ in texts]
-        for owner, encoding in zip(owners, encodings):
-            per_doc[owner].append(np.asarray(encoding.ids, dtype=np.int32))
+                if sum(map(len, group)) >= 2 * self.max_segment_chars:
+                    self._encode_group(group, owners, per_doc)
+                    group, owners = [], []
+        self._encode_group(group, owners, per_doc)
         eos = np.array([self.eos_id], dtype=np.int32)
         return [np.concatenate(parts + [eos]) for parts in per_doc]
+
+    def _encode_group(self, group: list[str], owners: list[int], per_doc: list[list]) -> None:
+        if group:
+            encodings = self._backend.encode_batch(group, add_special_tokens=False)
+            for owner, encoding in zip(owners, encodings):
+                per_doc[owner].append(np.asarray(encoding.ids, dtype=np.int32))

@@ -69,12 +69,22 @@ def resolve_inputs(
             continue
         for path in _expand(pattern, key):
             resolved = str(Path(path).resolve())
-            if not os.access(resolved, os.R_OK):
-                raise ConfigError(f"{key}: cannot read '{path}' (permission denied)")
             fmt = detect_format(resolved, configured_format)
+            _check_readable(resolved, key)
             size = _size(Path(resolved))
             found[resolved] = InputFile(resolved, fmt, size)
     return [found[k] for k in sorted(found)]
+
+
+def _check_readable(path: str, key: str) -> None:
+    """Open the file now, so an unreadable input fails before hours of work, naming the file."""
+    if Path(path).is_dir():
+        return
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read '{path}': {exc.strerror or exc}") from exc
 
 
 def _expand(pattern: str, key: str) -> list[str]:

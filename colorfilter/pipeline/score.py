@@ -67,6 +67,7 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
     for path, stage in ((prior_dir, "train-prior"), (cond_dir, "train-conditional")):
         if not (path / "config.json").exists():
             raise ConfigError(f"no model at {path}: run `colorfilter {stage}` first")
+    pad_id = _check_vocabularies(out / "tokenizer", prior_dir, cond_dir)
     token_paths = list_shards(out / "tokens" / "pool")
     if not token_paths:
         raise ConfigError(f"no pool token shards in {out / 'tokens' / 'pool'}: run prepare first")
@@ -82,7 +83,7 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
     spec = WorkerSpec(
         ScoreWorker,
         (str(prior_dir), str(cond_dir), config.score, config.device, config.seq_len,
-         _pad_id(out / "tokenizer"), fingerprint),
+         pad_id, fingerprint),
         num_cpus=config.score.worker_cpus, num_gpus=num_gpus,
         env_vars={"OMP_NUM_THREADS": str(config.score.torch_threads or
                                          max(1, int(config.score.worker_cpus)))},
@@ -107,10 +108,26 @@ def _gpus_per_actor(config: Config, ray) -> float:
     return config.score.worker_gpus if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def _pad_id(tokenizer_dir: Path) -> int:
+def _check_vocabularies(tokenizer_dir: Path, prior_dir: Path, cond_dir: Path) -> int:
+    """The tokenizer must fit both models' vocabularies; return the pad id."""
+    import json
+
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    sizes = {}
+    for name, model_dir in (("prior", prior_dir), ("conditional", cond_dir)):
+        model_config = json.loads((model_dir / "config.json").read_text())
+        sizes[name] = model_config.get("vocab_size") or model_config.get("text_config", {}).get(
+            "vocab_size"
+        )
+    if sizes["prior"] != sizes["conditional"]:
+        raise ConfigError(f"the prior and the conditional have different vocabularies: {sizes}")
+    if sizes["prior"] is not None and len(tokenizer) > sizes["prior"]:
+        raise ConfigError(
+            f"the tokenizer in {tokenizer_dir} has {len(tokenizer)} tokens but the models "
+            f"({prior_dir}) have {sizes['prior']}: they were not trained with this tokenizer"
+        )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return int(pad)
 

@@ -9,7 +9,7 @@ import importlib
 from collections.abc import Callable
 
 from colorfilter.config import Config
-from colorfilter.errors import NotBuiltError
+from colorfilter.errors import ConfigError, NotBuiltError
 
 # stage name -> "module:function"; None where this version does not provide the stage yet
 STAGES: dict[str, str | None] = {
@@ -31,11 +31,95 @@ def stage_function(name: str) -> Callable[[Config, bool], dict]:
     return getattr(importlib.import_module(module_name), function_name)
 
 
+# Config keys whose change makes a stage's existing outputs (and everything after) stale. Keys of
+# later stages only (selection, evaluate, release) never conflict: they write new folders.
+_RESULT_KEYS = {
+    "prepare": [
+        "tokenizer",
+        "seq_len",
+        "data.pool",
+        "data.downstream_train",
+        "data.downstream_eval",
+        "data.text_field",
+        "data.source_field",
+        "data.format",
+        "data.hf_split",
+        "prepare.rows_per_shard",
+        "prepare.max_segment_chars",
+    ],
+    "train-prior": ["seed", "prior"],
+    "train-conditional": ["conditional"],
+    "score": ["score.backend", "score.dtype"],
+}
+_RUNTIME_KEYS = {
+    "compile",
+    "checkpoint_every",
+    "keep_checkpoint",
+    "eval_every",
+    "eval_batch_size",
+    "eval_max_chunks",
+    "torch_threads",
+    "progress",
+    "micro_batch_size",
+}
+
+
+def result_keys(stage: str) -> list[str]:
+    """Keys a stage's outputs depend on: its own and every earlier stage's."""
+    keys: list[str] = []
+    for name in STAGES:
+        keys += _RESULT_KEYS.get(name, [])
+        if name == stage:
+            return keys
+    return keys
+
+
+def config_conflicts(stage: str, previous: dict, current: dict) -> list[str]:
+    """Keys (dotted) whose values differ between the saved and the current config."""
+    conflicts = []
+    for key in result_keys(stage):
+        old, new = _lookup(previous, key), _lookup(current, key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            for sub in sorted(set(old) | set(new)):
+                if sub not in _RUNTIME_KEYS and old.get(sub) != new.get(sub):
+                    conflicts.append(f"{key}.{sub}: {old.get(sub)!r} -> {new.get(sub)!r}")
+        elif old != new:
+            conflicts.append(f"{key}: {old!r} -> {new!r}")
+    return conflicts
+
+
+def _lookup(data: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def check_output_dir(stage: str, config: Config, overwrite: bool) -> None:
+    """Refuse to mix outputs of two configs in one output_dir, unless --overwrite."""
+    import yaml
+
+    from colorfilter.configtools import to_dict
+
+    saved = config.output_path / "config.yaml"
+    if overwrite or not saved.exists():
+        return
+    conflicts = config_conflicts(stage, yaml.safe_load(saved.read_text()) or {}, to_dict(config))
+    if conflicts:
+        raise ConfigError(
+            f"{config.output_dir} holds outputs made with a different config "
+            f"({'; '.join(conflicts[:5])}). Use another output_dir, or --overwrite to redo the "
+            f"'{stage}' stage with this config"
+        )
+
+
 def run_stage(name: str, config: Config, overwrite: bool = False) -> dict:
-    """Run one stage after saving the resolved config beside its outputs."""
+    """Run one stage after checking and saving the resolved config beside its outputs."""
     from colorfilter.config import save_resolved
 
     function = stage_function(name)
     config.output_path.mkdir(parents=True, exist_ok=True)
+    check_output_dir(name, config, overwrite)
     save_resolved(config)
     return function(config, overwrite)

@@ -120,7 +120,7 @@ def test_rerun_skips_finished_files_and_redoes_broken_ones(tmp_path, tokenizer_d
 def test_changed_settings_refused_unless_overwrite(tmp_path, tokenizer_dir, c4_inputs):
     run_stage("prepare", make_config(tmp_path, tokenizer_dir, c4_inputs))
     changed = make_config(tmp_path, tokenizer_dir, c4_inputs, seq_len=32)
-    with pytest.raises(ConfigError, match="different prepare settings"):
+    with pytest.raises(ConfigError, match="different config .seq_len: 64 -> 32"):
         run_stage("prepare", changed)
     stats = run_stage("prepare", changed, overwrite=True)
     assert stats["pool"]["chunks"] > 0
