@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from colorfilter.errors import EXIT_FAILURE, ColorFilterError, NotBuiltError
+from colorfilter.errors import EXIT_FAILURE, ColorFilterError
 
 app = typer.Typer(
     name="colorfilter",
@@ -40,7 +40,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - we re-raise what is not ours
-            ours = _find_user_error(exc)
+            ours = find_user_error(exc)
             if ours is None:
                 raise
             typer.echo(f"error: {ours}", err=True)
@@ -49,7 +49,7 @@ def user_errors(command):
     return wrapper
 
 
-def _find_user_error(exc: BaseException) -> ColorFilterError | None:
+def find_user_error(exc: BaseException) -> ColorFilterError | None:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -126,15 +126,110 @@ def release(
     typer.echo(format_release(result))
 
 
-@app.command(help="Submit a pipeline run to a Ray cluster through the Ray Jobs API.")
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address", help="Ray dashboard address, http://HEAD:8265 (default $RAY_ADDRESS)."
+    ),
+]
+
+
+def _env_pairs(pairs: list[str] | None) -> dict[str, str]:
+    env = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--env wants KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+@app.command(help="Submit a pipeline run (or one stage) to a Ray cluster through the Ray Jobs API.")
 @user_errors
 def submit(
     config: ConfigArg,
-    address: Annotated[str, typer.Option(help="Ray dashboard address, http://HEAD:8265.")],
+    address: AddressOpt = None,
     set: SetOpt = None,
+    stage: Annotated[str, typer.Option(help="'run' (all stages) or one stage name.")] = "run",
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Return after submitting.")] = False,
+    working_dir: Annotated[Path, typer.Option(help="Directory shipped to the cluster.")] = Path(
+        "."
+    ),
+    env: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE for the job (repeatable).")
+    ] = None,
+    pip: Annotated[
+        list[str] | None, typer.Option(help="Package or requirements.txt to install per job.")
+    ] = None,
+    python: Annotated[
+        str | None, typer.Option(help="Existing interpreter on the cluster nodes.")
+    ] = None,
+    entrypoint_num_gpus: Annotated[float, typer.Option(help="GPUs reserved for the driver.")] = 0,
+    entrypoint_num_cpus: Annotated[
+        float | None, typer.Option(help="CPUs reserved for the driver.")
+    ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    raise NotBuiltError("'submit' is not available in this version of colorfilter")
+    from colorfilter.jobs import submit as submit_job
+
+    pip_arg = pip[0] if pip and len(pip) == 1 and pip[0].endswith(".txt") else pip
+    job_id = submit_job(
+        config,
+        address,
+        set or [],
+        stage=stage,
+        working_dir=working_dir,
+        env_vars=_env_pairs(env),
+        pip=pip_arg,
+        python=python,
+        overwrite=overwrite,
+        no_wait=no_wait,
+        entrypoint_num_gpus=entrypoint_num_gpus,
+        entrypoint_num_cpus=entrypoint_num_cpus,
+        echo=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(job_id)
+
+
+jobs_app = typer.Typer(
+    help="Inspect or stop jobs submitted with `colorfilter submit`.", no_args_is_help=True
+)
+app.add_typer(jobs_app, name="jobs")
+JobIdArg = Annotated[str, typer.Argument(help="Job id (raysubmit_...).")]
+
+
+@jobs_app.command("status", help="Status, message and times of a job, as JSON.")
+@user_errors
+def jobs_status(job_id: JobIdArg, address: AddressOpt = None) -> None:
+    from colorfilter.jobs import job_status
+
+    typer.echo(json.dumps(job_status(address, job_id), indent=2, default=str))
+
+
+@jobs_app.command("logs", help="A job's logs so far; --follow streams them until it ends.")
+@user_errors
+def jobs_logs(
+    job_id: JobIdArg,
+    address: AddressOpt = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Stream until the job ends.")
+    ] = False,
+) -> None:
+    from colorfilter.jobs import follow_logs, job_logs
+
+    if follow:
+        status = follow_logs(address, job_id, echo=lambda line: typer.echo(line, err=True))
+        typer.echo(f"job {job_id}: {status}", err=True)
+        raise typer.Exit(0 if status == "SUCCEEDED" else 1)
+    typer.echo(job_logs(address, job_id), nl=False)
+
+
+@jobs_app.command("stop", help="Stop a running job; prints its status afterwards.")
+@user_errors
+def jobs_stop(job_id: JobIdArg, address: AddressOpt = None) -> None:
+    from colorfilter.jobs import stop_job
+
+    typer.echo(stop_job(address, job_id))
 
 
 def main() -> None:

@@ -1,0 +1,90 @@
+"""The shared command line of the job entry points in this package.
+
+Inside a Ray job the driver must join the job's cluster: Ray sets RAY_ADDRESS for every job, so
+when it is set and the config names no `ray.address`, the run uses "auto" instead of starting a
+second, local Ray (which would also fail on the `num_cpus` a demo config sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+RUN_ALL = "run"  # pseudo-stage: every available stage in order
+
+
+def parse_args(stage: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """Arguments of `python -m pipelines.<stage>`: the same as `colorfilter <stage>`."""
+    what = "the whole pipeline" if stage == RUN_ALL else f"the {stage!r} stage"
+    parser = argparse.ArgumentParser(
+        prog=f"python -m pipelines.{_module_name(stage)}", description=f"Run {what} as a Ray job."
+    )
+    parser.add_argument("config", help="YAML config file (a path inside the job's working dir)")
+    parser.add_argument(
+        "--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set selection.tau=[16] (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace outputs made with a different config"
+    )
+    if stage == RUN_ALL:
+        parser.add_argument("--stages", help="comma-separated stages (default: all available)")
+    return parser.parse_args(argv)
+
+
+def _module_name(stage: str) -> str:
+    return "run_all" if stage == RUN_ALL else stage.replace("-", "_")
+
+
+def load_job_config(config_path: str, overrides: list[str]):
+    """Load the config; inside a Ray job (RAY_ADDRESS set) join that cluster unless told else."""
+    from colorfilter.config import load_config
+
+    config = load_config(config_path, overrides)
+    if config.ray.address is None and os.environ.get("RAY_ADDRESS"):
+        config.ray.address = "auto"
+    return config
+
+
+def stage_names(stages: str | None) -> list[str]:
+    """The stages `run_all` runs: the given ones, or every stage this version provides."""
+    from colorfilter.errors import ConfigError
+    from colorfilter.pipeline.stages import STAGES
+
+    names = stages.split(",") if stages else [s for s in STAGES if STAGES[s] is not None]
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}")
+    return names
+
+
+def run(stage: str, argv: list[str] | None = None) -> int:
+    """Run one stage (or all of them) and print each stage's stats as JSON; return the exit code."""
+    from colorfilter.pipeline.stages import run_stage
+
+    args = parse_args(stage, argv)
+    config = load_job_config(args.config, args.overrides)
+    names = stage_names(args.stages) if stage == RUN_ALL else [stage]
+    for name in names:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        stats = run_stage(name, config, args.overwrite)
+        print(json.dumps({name: stats}, indent=2, default=str), flush=True)
+    print(f"done: outputs in {config.output_dir}", file=sys.stderr, flush=True)
+    return 0
+
+
+def main(stage: str, argv: list[str] | None = None) -> None:
+    """Exit with the CLI's exit codes: our errors print one line, anything else a traceback."""
+    from colorfilter.cli import find_user_error
+
+    try:
+        code = run(stage, argv)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
+        ours = find_user_error(exc)
+        if ours is None:
+            raise
+        print(f"error: {ours}", file=sys.stderr)
+        code = ours.exit_code
+    sys.exit(code)

@@ -1,0 +1,6 @@
+"""Ray job entry point: `python -m pipelines.train_prior CONFIG [--set k=v ...] [--overwrite]`."""
+
+from pipelines._entry import main
+
+if __name__ == "__main__":
+    main("train-prior")

@@ -1,0 +1,122 @@
+"""Job submission pieces that need no cluster: entrypoint, runtime env, paths, errors."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from colorfilter import jobs
+from colorfilter.errors import EXIT_USAGE, ConfigError
+from pipelines import _entry
+from tests.cluster.conftest import free_port
+
+
+def test_entrypoint_quotes_every_override_and_picks_the_stage_module():
+    command = jobs.build_entrypoint(
+        "configs/demo.yaml", ["data.pool=[a b.jsonl]", "selection.tau=[16]"],
+        stage="train-prior", python="/opt/venv/bin/python", overwrite=True,
+    )  # fmt: skip
+    assert shlex.split(command) == [
+        "/opt/venv/bin/python", "-m", "pipelines.train_prior", "configs/demo.yaml",
+        "--set", "data.pool=[a b.jsonl]", "--set", "selection.tau=[16]", "--overwrite",
+    ]  # fmt: skip
+    assert shlex.split(jobs.build_entrypoint("c.yaml", []))[:3] == [
+        "python",
+        "-m",
+        "pipelines.run_all",
+    ]
+
+
+def test_every_stage_has_an_importable_entry_module():
+    import importlib
+
+    from colorfilter.pipeline.stages import STAGES
+
+    for stage in [jobs.RUN_ALL, *(s for s in STAGES if STAGES[s] is not None)]:
+        importlib.import_module(jobs.stage_module(stage))
+    with pytest.raises(ConfigError, match="unknown stage"):
+        jobs.stage_module("train")
+
+
+def test_runtime_env_excludes_venvs_and_outputs_and_takes_pip_or_python(tmp_path):
+    env = jobs.build_runtime_env(tmp_path, env_vars={"A": 1}, pip=["zstandard"], excludes=["big/"])
+    assert env["working_dir"] == str(tmp_path) and env["pip"] == ["zstandard"]
+    assert env["env_vars"] == {"A": "1"}
+    assert {"/.venv", "/outputs", ".git", "big/"} <= set(env["excludes"])
+    env = jobs.build_runtime_env(tmp_path, python="/opt/venv/bin/python")
+    assert env["py_executable"] == "/opt/venv/bin/python" and "pip" not in env
+    with pytest.raises(ConfigError, match="either pip"):
+        jobs.build_runtime_env(tmp_path, pip=["x"], python="/opt/venv/bin/python")
+
+
+def test_config_must_live_inside_the_working_dir(tmp_path):
+    inside = tmp_path / "work" / "configs" / "x.yaml"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("seed: 1\n")
+    assert jobs.config_in_working_dir(inside, tmp_path / "work") == "configs/x.yaml"
+    with pytest.raises(ConfigError, match="outside the working dir"):
+        jobs.config_in_working_dir(inside, tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="not found"):
+        jobs.config_in_working_dir(tmp_path / "work" / "missing.yaml", tmp_path / "work")
+
+
+def test_bad_override_fails_before_contacting_any_cluster(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("seed: 1\n")
+    address = f"http://127.0.0.1:{free_port()}"  # nothing listens: would fail differently
+    with pytest.raises(ConfigError):
+        jobs.submit(config, address, ["no_such_key=1"], working_dir=tmp_path)
+
+
+def test_unreachable_cluster_is_a_clear_usage_error(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'out'}\n")
+    address = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(jobs.ClusterUnreachableError, match="no Ray cluster answers") as caught:
+        jobs.submit(config, address, [], working_dir=tmp_path, echo=lambda _: None)
+    assert caught.value.exit_code == EXIT_USAGE
+    with pytest.raises(jobs.ClusterUnreachableError):
+        jobs.job_status(address, "raysubmit_x")
+
+
+def test_relative_output_dir_is_flagged():
+    from colorfilter.config import load_config
+
+    notes = jobs.submission_warnings(load_config(None, ["output_dir=outputs/x"]))
+    assert any("relative" in note for note in notes)
+    assert not jobs.submission_warnings(load_config(None, ["output_dir=/shared/x"]))
+
+
+def test_entry_point_joins_the_jobs_cluster_only_inside_a_job(monkeypatch, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("ray:\n  num_cpus: 2\n")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert _entry.load_job_config(str(config), []).ray.address is None
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert _entry.load_job_config(str(config), []).ray.address == "auto"
+    given = _entry.load_job_config(str(config), ["ray.address=ray://head:10001"])
+    assert given.ray.address == "ray://head:10001"
+
+
+def test_entry_point_exit_codes_match_the_cli(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'out'}\n")
+    with pytest.raises(SystemExit) as caught:
+        _entry.main("run", [str(config), "--stages", "prepare,nope"])
+    assert caught.value.code == EXIT_USAGE
+    assert "unknown stage" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        _entry.main("score", [str(config)])  # nothing prepared: a ConfigError, not a traceback
+    assert caught.value.code == EXIT_USAGE
+
+
+def test_entry_modules_run_as_scripts():
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.select", "--help"], capture_output=True, text=True,
+        cwd=Path(__file__).resolve().parents[2], check=False,
+    )  # fmt: skip
+    assert result.returncode == 0 and "pipelines.select" in result.stdout
