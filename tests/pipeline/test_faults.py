@@ -92,6 +92,11 @@ def test_killed_scoring_actor_is_restarted_and_redone(run_dir, ray_session, tmp_
     assert score_table(run_dir) == score_table(reference)
 
 
+def finished(done_dir: Path) -> list[Path]:
+    """Completion records in place (not the temp file of one being written)."""
+    return [p for p in done_dir.glob("*.json") if not p.name.startswith(".tmp-")]
+
+
 def test_killed_driver_resumes_without_redoing_finished_shards(run_dir, tmp_path):
     reference = copy_run(run_dir, tmp_path / "reference")
     run_stage("score", reference)
@@ -102,11 +107,11 @@ def test_killed_driver_resumes_without_redoing_finished_shards(run_dir, tmp_path
     done_dir = run_dir.output_path / "scores" / "pool" / "_done"
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
-    while time.time() < deadline and not (done_dir.exists() and len(list(done_dir.iterdir())) >= 2):
+    while time.time() < deadline and len(finished(done_dir)) < 2:
         time.sleep(0.05)
     driver.send_signal(signal.SIGKILL)  # kill -9 mid-run: no cleanup code runs
     driver.wait()
-    finished_before = {p.name: p.stat().st_mtime_ns for p in done_dir.iterdir()}
+    finished_before = {p.name: p.stat().st_mtime_ns for p in finished(done_dir)}
     total = len(list_shards(run_dir.output_path / "tokens" / "pool"))
     assert 0 < len(finished_before) < total, "the driver was not killed mid-run"
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
