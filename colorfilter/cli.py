@@ -66,10 +66,11 @@ def _load(config: Path, overrides: list[str] | None):
 
 
 def _stage_command(stage: str, config: Path, overrides: list[str] | None, overwrite: bool) -> None:
-    from colorfilter.pipeline.stages import run_stage
+    from colorfilter.pipeline.stages import is_main_process, run_stage
 
     stats = run_stage(stage, _load(config, overrides), overwrite)
-    typer.echo(json.dumps(stats, indent=2, default=str))
+    if is_main_process():  # one copy of the stats under torchrun
+        typer.echo(json.dumps(stats, indent=2, default=str))
 
 
 def _make_stage_command(stage: str, help_text: str) -> None:
@@ -87,23 +88,23 @@ _make_stage_command("select", "Select the top 1/tau of the pool and write the da
 _make_stage_command("evaluate", "Train target models on selections and compare held-out loss.")
 
 
-@app.command(help="Run the whole pipeline: prepare, train both models, score, select (, evaluate).")
+@app.command(
+    help="Run the whole pipeline: prepare, train both models, score, select "
+    "(evaluate too with --stages ...,evaluate)."
+)
 @user_errors
 def run(
     config: ConfigArg,
     set: SetOpt = None,
     overwrite: OverwriteOpt = False,
     stages: Annotated[
-        str | None, typer.Option(help="Comma-separated stages to run (default: all available).")
+        str | None, typer.Option(help="Comma-separated stages to run (default: all but evaluate).")
     ] = None,
 ) -> None:
-    from colorfilter.pipeline.stages import STAGES, run_stage
+    from colorfilter.pipeline.stages import run_stage, stage_names
 
     resolved = _load(config, set)
-    names = stages.split(",") if stages else [s for s in STAGES if STAGES[s] is not None]
-    unknown = [n for n in names if n not in STAGES]
-    if unknown:
-        raise typer.BadParameter(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}")
+    names = stage_names(stages)
     for name in names:
         typer.echo(f"== {name}", err=True)
         run_stage(name, resolved, overwrite)

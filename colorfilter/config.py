@@ -20,6 +20,7 @@ from colorfilter.configtools import (
 )
 from colorfilter.dataset.config import OutputConfig, ReleaseConfig
 from colorfilter.errors import ConfigError
+from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.models.config import ConditionalConfig, PriorConfig
 from colorfilter.scoring.config import ScoreConfig
 
@@ -79,6 +80,7 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     @property
     def output_path(self) -> Path:

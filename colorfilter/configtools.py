@@ -120,7 +120,12 @@ def _coerce_scalar(tp: Any, value: Any, where: str) -> Any:
             return str(value)  # e.g. `--set model.revision=2024`
     else:
         raise ConfigError(f"{where}: unsupported config type {tp}")
-    raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    hint = ""
+    if tp is str and isinstance(value, dict) and len(value) == 1:
+        key, inner = next(iter(value.items()))
+        quoted = f"{key}:" if inner is None else f"{key}: {inner}"
+        hint = f' (YAML read an unquoted colon as a mapping; quote the value: "{quoted}")'
+    raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}{hint}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

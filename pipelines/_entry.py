@@ -48,21 +48,9 @@ def load_job_config(config_path: str, overrides: list[str]):
     return config
 
 
-def stage_names(stages: str | None) -> list[str]:
-    """The stages `run_all` runs: the given ones, or every stage this version provides."""
-    from colorfilter.errors import ConfigError
-    from colorfilter.pipeline.stages import STAGES
-
-    names = stages.split(",") if stages else [s for s in STAGES if STAGES[s] is not None]
-    unknown = [n for n in names if n not in STAGES]
-    if unknown:
-        raise ConfigError(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}")
-    return names
-
-
 def run(stage: str, argv: list[str] | None = None) -> int:
     """Run one stage (or all of them) and print each stage's stats as JSON; return the exit code."""
-    from colorfilter.pipeline.stages import run_stage
+    from colorfilter.pipeline.stages import run_stage, stage_names
 
     args = parse_args(stage, argv)
     config = load_job_config(args.config, args.overrides)

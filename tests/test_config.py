@@ -76,3 +76,11 @@ def test_shipped_configs_load():
 
     for path in sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_unquoted_colon_in_a_string_gets_a_quoting_hint():
+    with pytest.raises(ConfigError, match='quote the value: "book:"'):
+        load_config(None, ["evaluate.target_source=[book:]"])
+    assert load_config(None, ['evaluate.target_source=["book:"]']).evaluate.target_source == [
+        "book:"
+    ]

@@ -2,7 +2,8 @@
 
 Output: OUTPUT/tokens/<split>/<file_index>-<part>.parquet, a completion record per input file in
 OUTPUT/tokens/<split>/_done/, and OUTPUT/tokens/<split>/stats.json with counts by reason.
-A rerun skips files whose record matches (same input, same settings) and redoes the rest.
+A rerun skips files whose record matches (same input, same settings, every part present with
+the recorded size) and redoes the rest.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -
     record = {
         "input": asdict(task.item),
         "settings_hash": settings.settings_hash,
+        "part_bytes": {name: (split_dir / name).stat().st_size for name in stats.parts},
         "stats": asdict(stats),
     }
     write_json_atomic(done_path(split_dir, task.file_index), record)
@@ -294,7 +296,12 @@ def _check_previous(
     split_dir: Path, items: list[InputFile], settings: PrepareSettings, overwrite: bool
 ) -> None:
     records = sorted((split_dir / "_done").glob("*.json")) if split_dir.exists() else []
-    mismatched = [r for r in records if read_json(r).get("settings_hash") != settings.settings_hash]
+    mismatched = [
+        r
+        for r in records
+        if (record := read_record(r)) is not None
+        and record.get("settings_hash") != settings.settings_hash
+    ]
     if mismatched and not overwrite:
         raise ConfigError(
             f"{split_dir} holds shards made with different prepare settings "
@@ -313,15 +320,31 @@ def _check_previous(
             record.unlink()
 
 
+def read_record(path: Path) -> dict | None:
+    """A completion record, or None when it is missing or unreadable (then its file is redone)."""
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def is_done(split_dir: Path, file_index: int, item: InputFile, settings: PrepareSettings) -> bool:
-    """A file is done when its record matches this input and all its parts are present."""
-    path = done_path(split_dir, file_index)
-    if not path.exists():
+    """A file is done when its record matches this input and all its parts are there, whole.
+
+    Parts are checked against the sizes the record holds: a missing or truncated part, or a
+    record without sizes, means the file is redone.
+    """
+    record = read_record(done_path(split_dir, file_index))
+    if record is None or not isinstance(record.get("part_bytes"), dict):
         return False
-    record = read_json(path)
     same_input = record["input"]["uri"] == item.uri and record["input"]["size"] == item.size
-    parts_present = all((split_dir / name).exists() for name in record["stats"]["parts"])
-    return same_input and record["settings_hash"] == settings.settings_hash and parts_present
+    part_bytes = record["part_bytes"]
+    parts_intact = sorted(part_bytes) == sorted(record["stats"]["parts"]) and all(
+        (split_dir / name).is_file() and (split_dir / name).stat().st_size == size
+        for name, size in part_bytes.items()
+    )
+    return same_input and record["settings_hash"] == settings.settings_hash and parts_intact
 
 
 def finish_split(split_dir: Path, n_files: int, max_bad_fraction: float) -> dict:

@@ -6,20 +6,36 @@ Stage modules are imported only when a stage runs, so the CLI starts instantly.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 
 from colorfilter.config import Config
 from colorfilter.errors import ConfigError, NotBuiltError
 
-# stage name -> "module:function"; None where this version does not provide the stage yet
+OPT_IN_STAGES = {"evaluate"}  # run only when asked for by name
+
+# stage name -> "module:function"; None where this version does not provide the stage yet.
+# `colorfilter run` runs them all but evaluate (an experiment on the data, not part of it).
 STAGES: dict[str, str | None] = {
     "prepare": "colorfilter.pipeline.prepare:run_prepare",
     "train-prior": "colorfilter.pipeline.train:run_train_prior",
     "train-conditional": "colorfilter.pipeline.train:run_train_conditional",
     "score": "colorfilter.pipeline.score:run_score",
     "select": "colorfilter.pipeline.select:run_select",
-    "evaluate": None,
+    "evaluate": "colorfilter.evaluation.stage:run_evaluate",
 }
+
+
+def stage_names(stages: str | None) -> list[str]:
+    """The stages a whole-pipeline run runs: the comma-separated `stages`, or every stage this
+    version provides except the opt-in ones."""
+    if not stages:
+        return [s for s, target in STAGES.items() if target is not None and s not in OPT_IN_STAGES]
+    names = stages.split(",")
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}")
+    return names
 
 
 def stage_function(name: str) -> Callable[[Config, bool], dict]:
@@ -121,5 +137,12 @@ def run_stage(name: str, config: Config, overwrite: bool = False) -> dict:
     function = stage_function(name)
     config.output_path.mkdir(parents=True, exist_ok=True)
     check_output_dir(name, config, overwrite)
-    save_resolved(config)
+    if is_main_process():
+        save_resolved(config)
     return function(config, overwrite)
+
+
+def is_main_process() -> bool:
+    """False on the non-zero ranks of a torchrun launch, which leave shared outputs to rank 0."""
+    return os.environ.get("RANK", "0") == "0"
+

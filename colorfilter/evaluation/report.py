@@ -1,0 +1,349 @@
+"""The evaluation report: report.json (fixed schema), details.json, report.md and two plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from colorfilter.evaluation.config import EvaluateConfig
+from colorfilter.evaluation.curve import data_multiplier
+from colorfilter.evaluation.plan import Pool, composition
+from colorfilter.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+
+
+def _tau_value(tau: float) -> int | float:
+    return int(tau) if float(tau).is_integer() else float(tau)
+
+
+def _spread(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def write_reports(
+    eval_dir: Path,
+    cfg: EvaluateConfig,
+    pool: Pool,
+    selections: dict,
+    budgets: dict,
+    method_specs: list,
+    curve_specs: list,
+    records: dict,
+    seq_len: int,
+    elapsed_s: float,
+    pool_scores: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Aggregate the run records over seeds and write every report file; return report.json.
+
+    `pool_scores` (aligned with the pool's rows) adds a plot of score distributions by source.
+    """
+    cells = _method_cells(cfg, method_specs, records)
+    curve = _random_curve(curve_specs, records)
+    points = [(c["train_tokens"], c["heldout_loss"]) for c in curve]
+    multipliers = {}
+    for tau in cfg.taus:
+        cell = cells.get(("color", float(tau)))
+        if cell is not None:
+            multipliers[f"{tau:g}"] = data_multiplier(points, cell["mean"], cell["train_tokens"])
+    report = {
+        "results": [
+            {
+                "method": m,
+                "tau": _tau_value(t),
+                "train_tokens": c["train_tokens"],
+                "heldout_loss": c["mean"],
+            }
+            for (m, t), c in cells.items()
+        ],
+        "random_curve": [
+            {"train_tokens": c["train_tokens"], "heldout_loss": c["heldout_loss"]} for c in curve
+        ],
+        "data_multiplier": {tau: m["value"] for tau, m in multipliers.items()},
+    }
+    compositions = {
+        f"{m}-tau{t:g}": composition(pool, selections[(m, float(t))], cfg.target_source)
+        for t in cfg.taus
+        for m in cfg.methods
+    }
+    details = {
+        "config": dataclasses.asdict(cfg),
+        "seq_len": seq_len,
+        "budget_tokens": {f"{t:g}": n * seq_len for t, n in budgets.items()},
+        "cells": [{"method": m, "tau": _tau_value(t), **c} for (m, t), c in cells.items()],
+        "random_curve": curve,
+        "data_multiplier": multipliers,
+        "composition": compositions,
+        "runs": records,
+        "elapsed_s": elapsed_s,
+        "train_time_s": sum(r.get("wall_time_s", 0.0) for r in records.values()),
+    }
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(eval_dir / "report.json", report)
+    write_json_atomic(eval_dir / "details.json", details)
+    write_text_atomic(
+        eval_dir / "report.md", _markdown(cfg, cells, curve, multipliers, compositions, details)
+    )
+    _plot_loss_vs_tau(cfg, cells, eval_dir / "loss_vs_tau.png")
+    _plot_random_curve(cfg, cells, curve, eval_dir / "random_curve.png")
+    if pool_scores is not None and pool.source is not None:
+        _plot_scores_by_source(pool, pool_scores, eval_dir / "scores_by_source.png")
+    return report
+
+
+def _method_cells(cfg: EvaluateConfig, specs: list, records: dict) -> dict:
+    """Per (method, tau): held-out losses over seeds, their mean and spread, the budget."""
+    grouped: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for spec in specs:
+        grouped[(spec.method, spec.tau)].append(records[spec.name])
+    cells = {}
+    for key, runs in grouped.items():
+        losses = [r["heldout_loss"] for r in runs]
+        cells[key] = {
+            "train_tokens": runs[0]["train_tokens"],
+            "mean": float(np.mean(losses)),
+            "spread": _spread(losses),
+            "losses": losses,
+            "seeds": [r["seed"] for r in runs],
+            "epochs": float(np.mean([r["epochs"] for r in runs])),
+        }
+    return cells
+
+
+def _random_curve(specs: list, records: dict) -> list[dict]:
+    """Random-data held-out loss per token count, averaged over seeds."""
+    grouped: dict[int, list[float]] = defaultdict(list)
+    for spec in specs:
+        record = records[spec.name]
+        grouped[record["train_tokens"]].append(record["heldout_loss"])
+    return [
+        {
+            "train_tokens": tokens,
+            "heldout_loss": float(np.mean(losses)),
+            "spread": _spread(losses),
+            "n_seeds": len(losses),
+        }
+        for tokens, losses in sorted(grouped.items())
+    ]
+
+
+def _markdown(cfg, cells, curve, multipliers, compositions, details) -> str:
+    taus = [float(t) for t in cfg.taus]
+    lines = [
+        "# CoLoR-Filter evaluation",
+        "",
+        f"Target model `{cfg.preset}`, seeds {cfg.seeds}; every method at a tau trains on "
+        "the same tokens (below), cosine-annealed to the end of its run. Held-out loss in "
+        "nats/token on `downstream_eval` (mean ± std over seeds; lower is better).",
+        "",
+        "| method | " + " | ".join(f"τ={t:g}" for t in taus) + " |",
+        "|---|" + "---|" * len(taus),
+    ]
+    for method in cfg.methods:
+        row = [_cell_text(cells.get((method, t))) for t in taus]
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    budget = details["budget_tokens"]
+    lines.append("| *train tokens* | " + " | ".join(f"{budget[f'{t:g}']:,}" for t in taus) + " |")
+    lines += _verdict_lines(cfg, cells)
+    lines += [
+        "",
+        "## Random-data curve and data multiplier",
+        "",
+        "| train tokens | held-out loss |",
+        "|---|---|",
+    ]
+    lines += [f"| {c['train_tokens']:,} | {c['heldout_loss']:.4f} |" for c in curve]
+    lines += [
+        "",
+        "| τ | CoLoR tokens | random tokens for the same loss | multiplier |",
+        "|---|---|---|---|",
+    ]
+    for tau, m in multipliers.items():
+        value = "n/a" if m["value"] is None else f"{m['value']:.2f}"
+        mark = {"lower": "≥ ", "upper": "≤ "}.get(m["bound"] or "", "")
+        tokens = "n/a" if m["random_tokens"] is None else f"{m['random_tokens']:,.0f}"
+        lines.append(f"| {tau} | {budget[tau]:,} | {tokens} | {mark}{value} |")
+    lines += ["", "(≥ / ≤: CoLoR's loss is outside the random curve; clamped to its end.)"]
+    lines += _composition_lines(cfg, compositions)
+    lines += [
+        "",
+        f"{len(details['runs'])} runs; their training and held-out evaluation took "
+        f"{details['train_time_s']:.0f} s in all (this invocation: "
+        f"{details['elapsed_s']:.0f} s, finished runs are reused).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _verdict_lines(cfg: EvaluateConfig, cells: dict) -> list[str]:
+    """CoLoR against each other method at each tau: the difference of means, whether it exceeds
+    the seed-to-seed spread (the larger of the two cells' standard deviations), and the paired
+    difference (same seed = same initialisation and data order) with its spread over seeds."""
+    if "color" not in cfg.methods or len(cfg.methods) < 2:
+        return []
+    lines = [
+        "",
+        "## CoLoR against each method",
+        "",
+        "Difference = method's loss - CoLoR's (positive: CoLoR is lower). Clear: larger than "
+        "the seed-to-seed spread of the losses. Paired: the same difference seed by seed "
+        "(mean ± std), which cancels what a seed does to every method alike.",
+        "",
+        "| τ | method | difference | spread | paired | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for tau in (float(t) for t in cfg.taus):
+        color = cells.get(("color", tau))
+        for method in (m for m in cfg.methods if m != "color"):
+            other = cells.get((method, tau))
+            if color is not None and other is not None:
+                lines.append(f"| {tau:g} | {method} | " + _verdict_row(method, color, other) + " |")
+    return lines
+
+
+def _verdict_row(method: str, color: dict, other: dict) -> str:
+    difference = other["mean"] - color["mean"]
+    if min(len(color["losses"]), len(other["losses"])) < 2:
+        return f"{difference:+.4f} | n/a | n/a | one seed: spread not measured"
+    spread = max(color["spread"], other["spread"])
+    color_by_seed = dict(zip(color.get("seeds", []), color["losses"], strict=False))
+    paired = [
+        loss - color_by_seed[seed]
+        for seed, loss in zip(other.get("seeds", []), other["losses"], strict=False)
+        if seed in color_by_seed
+    ]
+    paired_text = (
+        f"{np.mean(paired):+.4f} ± {np.std(paired, ddof=1):.4f}" if len(paired) > 1 else "n/a"
+    )
+    side = "CoLoR lower" if difference > 0 else f"{method} lower"
+    verdict = f"{side}, {'clear' if abs(difference) > spread else 'within spread'}"
+    return f"{difference:+.4f} | {spread:.4f} | {paired_text} | {verdict}"
+
+
+def _cell_text(cell: dict | None) -> str:
+    if cell is None:
+        return "—"
+    text = f"{cell['mean']:.4f}"
+    return text + (f" ± {cell['spread']:.4f}" if len(cell["losses"]) > 1 else "")
+
+
+def _composition_lines(cfg: EvaluateConfig, compositions: dict) -> list[str]:
+    present = {name: c for name, c in compositions.items() if c is not None}
+    if not present:
+        return []
+    sources = sorted({s for c in present.values() for s in c["tokens_by_source"]})
+    lines = ["", "## Composition of the selections (share of selected tokens by source)", ""]
+    extra = " precision | recall |" if cfg.target_source else ""
+    lines += [
+        "| selection | " + " | ".join(s or "(none)" for s in sources) + " |" + extra,
+        "|---|" + "---|" * len(sources) + ("---|---|" if cfg.target_source else ""),
+    ]
+    for name, c in present.items():
+        shares = [c["tokens_by_source"].get(s, 0) / max(c["tokens"], 1) for s in sources]
+        row = f"| {name} | " + " | ".join(f"{100 * x:.1f}%" for x in shares) + " |"
+        if cfg.target_source:
+            row += f" {_percent(c.get('precision'))} | {_percent(c.get('recall'))} |"
+        lines.append(row)
+    if cfg.target_source:
+        lines += [
+            "",
+            f"Target-like sources: prefixes {cfg.target_source}. Precision: share of "
+            "selected tokens that are target-like; recall: share of the pool's target-like "
+            "tokens selected.",
+        ]
+    return lines
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def _figure() -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot(1, 1, 1)
+
+
+def _save(figure: Any, path: Path) -> None:
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def _plot_loss_vs_tau(cfg: EvaluateConfig, cells: dict, path: Path) -> None:
+    figure, axes = _figure()
+    for method in cfg.methods:
+        taus = [float(t) for t in cfg.taus if (method, float(t)) in cells]
+        means = [cells[(method, t)]["mean"] for t in taus]
+        spreads = [cells[(method, t)]["spread"] for t in taus]
+        axes.errorbar(taus, means, yerr=spreads, marker="o", capsize=3, label=method)
+    axes.set_xscale("log", base=2)
+    axes.set_xticks([float(t) for t in cfg.taus], [f"{t:g}" for t in cfg.taus])
+    axes.minorticks_off()
+    axes.set_xlabel("selection ratio τ (keep 1 in τ; train tokens = that τ's budget)")
+    axes.set_ylabel("held-out loss (nats/token)")
+    axes.set_title(f"Held-out target loss by method ({cfg.preset})")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    _save(figure, path)
+
+
+def _plot_random_curve(cfg: EvaluateConfig, cells: dict, curve: list, path: Path) -> None:
+    figure, axes = _figure()
+    axes.plot(
+        [c["train_tokens"] for c in curve],
+        [c["heldout_loss"] for c in curve],
+        "o-",
+        color="gray",
+        label="random",
+    )
+    for tau in cfg.taus:
+        cell = cells.get(("color", float(tau)))
+        if cell is not None:
+            axes.plot(
+                cell["train_tokens"], cell["mean"], "*", markersize=12, label=f"CoLoR τ={tau:g}"
+            )
+    axes.set_xscale("log")
+    axes.set_xlabel("train tokens")
+    axes.set_ylabel("held-out loss (nats/token)")
+    axes.set_title("Random data: held-out loss vs tokens, with CoLoR")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    _save(figure, path)
+
+
+MAX_SOURCES = 8  # sources drawn one by one in the score plot; the rest are pooled as "other"
+
+
+def _plot_scores_by_source(pool: Pool, scores: np.ndarray, path: Path) -> None:
+    """Score (prior_loss - cond_loss) histograms per source, each normalised to its own count."""
+    labels = np.array(["(none)" if s is None else str(s) for s in pool.source], dtype=object)
+    names, counts = np.unique(labels, return_counts=True)
+    shown = [str(n) for n in names[np.argsort(-counts, kind="stable")][:MAX_SOURCES]]
+    groups = {name: scores[labels == name] for name in sorted(shown)}
+    rest = ~np.isin(labels, shown)
+    if rest.any():
+        groups["other"] = scores[rest]
+    figure, axes = _figure()
+    bins = np.linspace(float(np.min(scores)), float(np.max(scores)), 60)
+    for name, values in groups.items():
+        axes.hist(
+            values,
+            bins=bins,
+            density=True,
+            histtype="step",
+            linewidth=1.5,
+            label=f"{name} ({len(values):,})",
+        )
+    axes.set_xlabel("score = prior_loss - cond_loss (nats/token)")
+    axes.set_ylabel("density (each source normalised)")
+    axes.set_title("Pool score distributions by source")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    _save(figure, path)

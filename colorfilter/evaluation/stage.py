@@ -1,0 +1,284 @@
+"""The evaluate stage: train a target model per (method, tau, seed) and on a random-data curve.
+
+Every method at a tau trains on the same number of tokens (the budget: `train_tokens`, or the
+smallest selection's full-chunk tokens at that tau), from the same initialisation, with a cosine
+schedule annealed to the end of the run; a smaller selection is repeated in seeded shuffled
+passes. Each run writes OUTPUT/eval/runs/<name>.json atomically; a rerun skips the runs whose
+record carries the same run hash. The report is rebuilt from those records every time.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from colorfilter.config import Config
+from colorfilter.configtools import stable_hash
+from colorfilter.errors import ConfigError
+from colorfilter.evaluation.config import EvaluateConfig
+from colorfilter.evaluation.plan import (
+    Pool,
+    full_chunks,
+    repeated_order,
+    round_to_batches,
+    selection_digest,
+)
+from colorfilter.io.atomic import read_json, remove_stale_temps, write_json_atomic
+from colorfilter.io.token_shards import list_shards
+
+log = logging.getLogger(__name__)
+
+NEAR = 0.03  # random-curve points closer than this (relative token count) are run once
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: which selection, how many chunks, which seed."""
+
+    method: str
+    tau: float  # the selection's ratio (for random-curve runs, tau / multiple, at least 1)
+    n_chunks: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-tau{self.tau:g}-n{self.n_chunks}-seed{self.seed}"
+
+
+def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
+    """Run (or reuse) every evaluation run, then write OUTPUT/eval/report.{json,md} and plots."""
+    from colorfilter.evaluation.report import write_reports
+
+    started = time.perf_counter()
+    cfg: EvaluateConfig = config.evaluate
+    out = config.output_path
+    token_paths, score_paths = _checked_inputs(config, cfg)
+    pool = Pool.read(token_paths)
+    selections = _selections(config, cfg, score_paths)
+    budgets = _budgets(cfg, pool, selections, config.seq_len)
+    method_specs, curve_specs = _plan_runs(cfg, pool, selections, budgets, config.seq_len)
+    setup = _target_setup(config)
+    runs_dir = out / "eval" / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(runs_dir)
+    records: dict[str, dict[str, Any]] = {}
+    for spec in dict.fromkeys(method_specs + curve_specs):
+        seq_ids = selections[(spec.method, spec.tau)]
+        records[spec.name] = _run_once(spec, seq_ids, pool, cfg, setup, runs_dir, overwrite)
+    return write_reports(
+        out / "eval",
+        cfg,
+        pool,
+        selections,
+        budgets,
+        method_specs,
+        curve_specs,
+        records,
+        config.seq_len,
+        time.perf_counter() - started,
+        _pool_scores(pool, score_paths),
+    )
+
+
+def _pool_scores(pool: Pool, score_paths: list[Path]) -> np.ndarray:
+    """Each pool row's score, in the pool's row order (for the by-source plot)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(score_paths, columns=["seq_id", "score"])
+    scores = np.empty(len(pool.index), dtype=np.float32)
+    scores[pool.positions(table.column("seq_id").to_numpy())] = table.column("score").to_numpy()
+    return scores
+
+
+def _checked_inputs(config: Config, cfg: EvaluateConfig) -> tuple[list[Path], list[Path]]:
+    from colorfilter.selection import METHODS
+
+    out = config.output_path
+    token_paths = list_shards(out / "tokens" / "pool")
+    score_paths = list_shards(out / "scores" / "pool")
+    if not token_paths or len(score_paths) != len(token_paths):
+        raise ConfigError(
+            f"{out / 'scores' / 'pool'} has {len(score_paths)} score shards for "
+            f"{len(token_paths)} token shards: run `colorfilter score` first"
+        )
+    if not list_shards(out / "tokens" / "downstream_eval"):
+        raise ConfigError("evaluate needs held-out target data: set data.downstream_eval")
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"evaluate.methods: unknown {unknown}; choose from {list(METHODS)}")
+    if not cfg.taus or any(t < 1 for t in cfg.taus):
+        raise ConfigError(f"evaluate.taus must be non-empty and >= 1, got {cfg.taus}")
+    if cfg.batch_size < 1 or not cfg.seeds:
+        raise ConfigError("evaluate.batch_size must be >= 1 and evaluate.seeds non-empty")
+    return token_paths, score_paths
+
+
+def _curve_taus(cfg: EvaluateConfig) -> list[float]:
+    return [max(1.0, tau / multiple) for tau in cfg.taus for multiple in cfg.random_multiples]
+
+
+def _selections(
+    config: Config, cfg: EvaluateConfig, score_paths: list[Path]
+) -> dict[tuple[str, float], np.ndarray]:
+    """Chosen seq_ids per (method, tau); random also at the random curve's ratios."""
+    from colorfilter.pipeline.select import dsir_weight_shards
+    from colorfilter.selection import ParquetSource, select_many
+
+    wanted: dict[str, list[float]] = {method: list(cfg.taus) for method in cfg.methods}
+    wanted.setdefault("random", [])
+    wanted["random"] = sorted(set(wanted["random"]) | set(_curve_taus(cfg)) | set(cfg.taus))
+    selections = {}
+    for method, taus in wanted.items():
+        paths = dsir_weight_shards(config) if method == "dsir" else score_paths
+        chosen = select_many(method, ParquetSource(paths), taus, seed=config.seed)
+        selections.update({(method, float(tau)): ids for tau, ids in chosen.items()})
+    return selections
+
+
+def _budgets(cfg: EvaluateConfig, pool: Pool, selections: dict, seq_len: int) -> dict[float, int]:
+    """Chunks per run at each tau: the configured tokens, or the smallest selection's."""
+    budgets = {}
+    for tau in cfg.taus:
+        if cfg.train_tokens > 0:
+            n_chunks = cfg.train_tokens // seq_len
+        else:
+            n_chunks = min(
+                len(full_chunks(pool, selections[(m, float(tau))], seq_len)) for m in cfg.methods
+            )
+        budgets[float(tau)] = round_to_batches(n_chunks, cfg.batch_size)
+        if budgets[float(tau)] < cfg.batch_size:
+            raise ConfigError(
+                f"evaluate: at tau={tau:g} the budget ({n_chunks} chunks of "
+                f"{seq_len} tokens) is less than one batch of {cfg.batch_size}"
+            )
+    return budgets
+
+
+def _plan_runs(
+    cfg: EvaluateConfig, pool: Pool, selections: dict, budgets: dict[float, int], seq_len: int
+) -> tuple[list[RunSpec], list[RunSpec]]:
+    """Method runs at each tau's budget, and random-curve runs at multiples of it (one pass over
+    a larger random selection, capped by the pool).
+
+    A curve point within `NEAR` of one already planned (e.g. 2x the budget at tau 16 and 1x at
+    tau 8) is left out: it would cost a run and add nothing to the curve.
+    """
+    method_specs = [
+        RunSpec(m, float(tau), budgets[float(tau)], seed)
+        for seed in cfg.seeds
+        for tau in cfg.taus
+        for m in cfg.methods
+    ]
+    wanted = [
+        RunSpec("random", float(tau), budgets[float(tau)], seed)
+        for seed in cfg.seeds
+        for tau in cfg.taus
+    ]
+    for seed in cfg.seeds:
+        for tau in cfg.taus:
+            for multiple in sorted(cfg.random_multiples):
+                curve_tau = max(1.0, tau / multiple)
+                available = len(full_chunks(pool, selections[("random", curve_tau)], seq_len))
+                n_chunks = round_to_batches(
+                    min(int(multiple * budgets[float(tau)]), available), cfg.batch_size
+                )
+                if n_chunks >= cfg.batch_size:
+                    wanted.append(RunSpec("random", curve_tau, n_chunks, seed))
+    curve_specs: list[RunSpec] = []
+    for spec in wanted:
+        if not any(
+            other.seed == spec.seed and abs(other.n_chunks - spec.n_chunks) <= NEAR * spec.n_chunks
+            for other in curve_specs
+        ):
+            curve_specs.append(spec)
+    return method_specs, curve_specs
+
+
+def _target_setup(config: Config) -> Any:
+    from colorfilter.evaluation.train import TargetSetup
+    from colorfilter.models.checkpoints import load_tokenizer
+
+    out = config.output_path
+    tokenizer, pad_id = load_tokenizer(out / "tokenizer")
+    return TargetSetup(
+        vocab_size=len(tokenizer),
+        pad_id=pad_id,
+        eos_id=tokenizer.eos_token_id,
+        bos_id=tokenizer.bos_token_id,
+        seq_len=config.seq_len,
+        eval_paths=list_shards(out / "tokens" / "downstream_eval"),
+        device=config.device,
+    )
+
+
+def _run_hash(spec: RunSpec, digest: str, cfg: EvaluateConfig, setup: Any) -> str:
+    """What decides a run's result; runtime-only knobs (threads, progress) are left out."""
+    knobs = {
+        k: v
+        for k, v in asdict(cfg).items()
+        if k
+        in (
+            "preset",
+            "batch_size",
+            "lr",
+            "min_lr_ratio",
+            "warmup_steps",
+            "dtype",
+            "eval_max_chunks",
+        )
+    }
+    return stable_hash(
+        {
+            "spec": asdict(spec),
+            "selection": digest,
+            "knobs": knobs,
+            "seq_len": setup.seq_len,
+            "vocab": setup.vocab_size,
+            "eval": [p.name for p in setup.eval_paths],
+        }
+    )
+
+
+def _run_once(
+    spec: RunSpec,
+    seq_ids: np.ndarray,
+    pool: Pool,
+    cfg: EvaluateConfig,
+    setup: Any,
+    runs_dir: Path,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """Train and evaluate one run, or return its finished record."""
+    from colorfilter.evaluation.train import train_and_evaluate
+
+    digest = selection_digest(seq_ids)
+    run_hash = _run_hash(spec, digest, cfg, setup)
+    path = runs_dir / f"{spec.name}.json"
+    if not overwrite and path.exists():
+        record = read_json(path)
+        if record.get("run_hash") == run_hash:
+            log.info("evaluate: %s already finished; skipping", spec.name)
+            return record
+    rows = full_chunks(pool, seq_ids, setup.seq_len)
+    index = pool.index.take(rows)
+    order = repeated_order(index, spec.n_chunks, spec.seed)
+    log.info("evaluate: training %s (%d chunks from %d selected)", spec.name, len(order), len(rows))
+    result = train_and_evaluate(index, order, cfg, setup, spec.seed, spec.name)
+    record = {
+        "name": spec.name,
+        **asdict(spec),
+        "run_hash": run_hash,
+        "selection_digest": digest,
+        "selected_full_chunks": len(rows),
+        "epochs": spec.n_chunks / max(len(rows), 1),
+        **result,
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    }
+    write_json_atomic(path, record)
+    return read_json(path)

@@ -1,0 +1,255 @@
+"""The evaluate stage end to end on a tiny synthetic run directory (micro model, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from colorfilter.config import Config
+from colorfilter.evaluation.config import EvaluateConfig
+from colorfilter.evaluation.curve import data_multiplier
+from colorfilter.evaluation.stage import run_evaluate
+from colorfilter.io.atomic import write_parquet_atomic
+from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
+
+VOCAB = 32
+SEQ_LEN = 16
+SCORE_SCHEMA = pa.schema(
+    [
+        ("seq_id", pa.uint64()),
+        ("prior_loss", pa.float32()),
+        ("cond_loss", pa.float32()),
+        ("score", pa.float32()),
+        ("n_tokens", pa.int32()),
+    ]
+)
+
+
+def _tokenizer(directory: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    eos = "<|endoftext|>"
+    vocab = {eos: 0, **{f"w{i}": i for i in range(1, VOCAB)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token=eos))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token=eos, bos_token=eos, pad_token=eos, unk_token=eos
+    ).save_pretrained(directory)
+
+
+def _chunk(rng: np.random.Generator, book: bool, length: int) -> np.ndarray:
+    """Books cycle through a fixed phrase; web text is uniform noise over the vocab."""
+    if book:
+        start = int(rng.integers(8))
+        return (np.arange(start, start + length) % 8 + 1).astype(np.int32)
+    return rng.integers(1, VOCAB, size=length).astype(np.int32)
+
+
+def _shard(path: Path, file_index: int, books: np.ndarray, rng, short_last: bool) -> None:
+    n = len(books)
+    lengths = [SEQ_LEN] * n
+    if short_last:
+        lengths[-1] = SEQ_LEN // 2  # a file's short tail chunk: never trained on
+    chunks = [_chunk(rng, bool(b), n_tok) for b, n_tok in zip(books, lengths, strict=True)]
+    table = pa.table(
+        {
+            "seq_id": make_seq_ids(file_index, 0, n),
+            "input_ids": pa.array(chunks, pa.list_(pa.int32())),
+            "n_tokens": pa.array(lengths, pa.int32()),
+            "source_file": [f"f{file_index}"] * n,
+            "doc_first": pa.array(np.zeros(n, np.int64)),
+            "doc_last": pa.array(np.zeros(n, np.int64)),
+            "doc_offset": pa.array(np.zeros(n, np.int32)),
+            "source": ["book:x" if b else "web" for b in books],
+        },
+        schema=TOKEN_SCHEMA,
+    )
+    write_parquet_atomic(path, table)
+
+
+def _scores(path: Path, file_index: int, books: np.ndarray, rng) -> None:
+    n = len(books)
+    prior = rng.uniform(2.0, 3.0, n).astype(np.float32)
+    cond = (prior - np.where(books, 1.0, 0.0) - rng.uniform(0, 0.3, n)).astype(np.float32)
+    write_parquet_atomic(
+        path,
+        pa.table(
+            {
+                "seq_id": make_seq_ids(file_index, 0, n),
+                "prior_loss": prior,
+                "cond_loss": cond,
+                "score": prior - cond,
+                "n_tokens": pa.array([SEQ_LEN] * n, pa.int32()),
+            },
+            schema=SCORE_SCHEMA,
+        ),
+    )
+
+
+def _run_dir(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("pool", "downstream_eval"):
+        (root / "tokens" / split).mkdir(parents=True)
+    (root / "scores" / "pool").mkdir(parents=True)
+    for file_index in range(2):
+        books = rng.random(120) < 0.2
+        name = f"{file_index:05d}-00000.parquet"
+        _shard(root / "tokens" / "pool" / name, file_index, books, rng, short_last=True)
+        _scores(root / "scores" / "pool" / name, file_index, books, rng)
+    _shard(
+        root / "tokens" / "downstream_eval" / "00000.parquet",
+        9,
+        np.ones(24, bool),
+        rng,
+        short_last=False,
+    )
+    _tokenizer(root / "tokenizer")
+    return root
+
+
+def _config(root: Path) -> Config:
+    config = Config(output_dir=str(root), seq_len=SEQ_LEN, seed=0, device="cpu")
+    config.evaluate = EvaluateConfig(
+        methods=["color", "random", "conditional_only", "prior_only"],
+        taus=[2, 4],
+        seeds=[0],
+        preset="micro",
+        random_multiples=[1, 2, 4],
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=2,
+        torch_threads=1,
+        target_source=["book:"],
+        eval_batch_size=16,
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> tuple[Path, Config, dict]:
+    root = _run_dir(tmp_path_factory.mktemp("run"))
+    config = _config(root)
+    return root, config, run_evaluate(config)
+
+
+def test_report_schema_and_equal_budgets(evaluated) -> None:
+    root, config, returned = evaluated
+    report = json.loads((root / "eval" / "report.json").read_text())
+    assert report == returned
+    assert set(report) == {"results", "random_curve", "data_multiplier"}
+    cells = {(r["method"], r["tau"]) for r in report["results"]}
+    assert cells == {(m, t) for m in config.evaluate.methods for t in (2, 4)}
+    for row in report["results"]:
+        assert set(row) == {"method", "tau", "train_tokens", "heldout_loss"}
+        assert np.isfinite(row["heldout_loss"]) and row["train_tokens"] % (8 * SEQ_LEN) == 0
+    for tau in (2, 4):
+        tokens = {r["train_tokens"] for r in report["results"] if r["tau"] == tau}
+        assert len(tokens) == 1  # every method at a tau trains on the same tokens
+    # the budget at tau 4 is the smallest selection's full chunks: 240 rows / 4 = 60 selected,
+    # minus any short tail chunk, rounded down to batches of 8 -> 56 chunks
+    assert {r["train_tokens"] for r in report["results"] if r["tau"] == 4} == {56 * SEQ_LEN}
+    for point in report["random_curve"]:
+        assert set(point) == {"train_tokens", "heldout_loss"}
+    curve_tokens = [p["train_tokens"] for p in report["random_curve"]]
+    assert curve_tokens == sorted(set(curve_tokens)) and len(curve_tokens) >= 3
+    assert max(curve_tokens) <= 238 * SEQ_LEN  # capped by the pool's full chunks
+    assert set(report["data_multiplier"]) == {"2", "4"}
+    assert all(v is not None and v > 0 for v in report["data_multiplier"].values())
+
+
+def test_runs_record_exact_tokens_and_outputs_exist(evaluated) -> None:
+    root, _, _ = evaluated
+    runs = [json.loads(p.read_text()) for p in (root / "eval" / "runs").glob("*.json")]
+    assert runs and all(r["train_tokens"] == r["n_chunks"] * SEQ_LEN for r in runs)
+    for name in (
+        "report.md",
+        "details.json",
+        "loss_vs_tau.png",
+        "random_curve.png",
+        "scores_by_source.png",
+    ):
+        assert (root / "eval" / name).stat().st_size > 0
+    details = json.loads((root / "eval" / "details.json").read_text())
+    color = details["composition"]["color-tau4"]
+    random = details["composition"]["random-tau4"]
+    # the scores favour books (~20% of the pool): CoLoR at tau 4 takes nearly all of them
+    assert color["precision"] > 0.7 > 0.4 > random["precision"]
+    assert color["recall"] > 0.9 > 0.5 > random["recall"]
+    assert sum(color["tokens_by_source"].values()) == color["tokens"]
+    report_md = (root / "eval" / "report.md").read_text()
+    assert "| color |" in report_md and "one seed: spread not measured" in report_md
+
+
+def test_rerun_skips_finished_runs(evaluated, monkeypatch) -> None:
+    root, config, first = evaluated
+    import colorfilter.evaluation.train as train_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_module, "train_and_evaluate", refuse)
+    assert run_evaluate(config) == first
+    with pytest.raises(AssertionError, match="trained again"):
+        run_evaluate(config, overwrite=True)
+
+
+def test_data_multiplier_interpolates_and_marks_bounds() -> None:
+    curve = [(100, 4.0), (400, 3.0), (1600, 2.0)]
+    inside = data_multiplier(curve, 2.5, 100)
+    assert inside["bound"] is None and inside["value"] == pytest.approx(8.0)
+    assert data_multiplier(curve, 1.0, 100) == {
+        "value": 16.0,
+        "bound": "lower",
+        "random_tokens": 1600.0,
+    }
+    assert data_multiplier(curve, 5.0, 100)["bound"] == "upper"
+    # a noisy curve (a bigger run worse than a smaller one) is made monotone first
+    assert data_multiplier([(100, 4.0), (200, 4.2), (400, 3.0)], 3.5, 100)["value"] > 1.0
+
+
+def test_repeated_order_repeats_whole_passes_deterministically() -> None:
+    from colorfilter.evaluation.plan import repeated_order
+    from colorfilter.models.data import ChunkIndex
+
+    n = 10
+    index = ChunkIndex(
+        [Path("x")],
+        np.zeros(n, np.int32),
+        np.arange(n, dtype=np.int64),
+        np.arange(100, 100 + n, dtype=np.uint64),
+        np.full(n, SEQ_LEN, np.int32),
+    )
+    order = repeated_order(index, 25, seed=3)
+    assert len(order) == 25 and np.array_equal(order, repeated_order(index, 25, seed=3))
+    assert sorted(order[:10]) == list(range(10)) and sorted(order[10:20]) == list(range(10))
+    assert not np.array_equal(order[:10], order[10:20])  # each pass is its own shuffle
+
+
+def test_verdict_compares_color_with_each_method_against_the_spread() -> None:
+    from colorfilter.evaluation.report import _verdict_lines
+
+    cfg = EvaluateConfig(methods=["color", "random", "dsir"], taus=[8])
+
+    def cell(losses: list[float]) -> dict:
+        return {
+            "mean": float(np.mean(losses)),
+            "spread": float(np.std(losses, ddof=1)),
+            "losses": losses,
+            "seeds": [0, 1],
+        }
+
+    cells = {
+        ("color", 8.0): cell([5.0, 5.1]),
+        ("random", 8.0): cell([6.0, 6.2]),
+        ("dsir", 8.0): cell([5.05, 5.1]),
+    }
+    rows = [line for line in _verdict_lines(cfg, cells) if line.startswith("| 8 |")]
+    assert rows == [
+        "| 8 | random | +1.0500 | 0.1414 | +1.0500 ± 0.0707 | CoLoR lower, clear |",
+        "| 8 | dsir | +0.0250 | 0.0707 | +0.0250 ± 0.0354 | CoLoR lower, within spread |",
+    ]
