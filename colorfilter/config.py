@@ -61,6 +61,7 @@ class SelectionConfig:
     tau: list[float] = field(default_factory=lambda: [16.0])  # keep the top 1/tau; several ok
     temperature: float = 1.0  # color_softmax: sample from softmax(score / temperature)
     block_n: int = 64  # color_batchwise: keep block_n of every block of tau * block_n
+    documents: bool = False  # widen each selection to whole source documents (`-docs` folders)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

@@ -95,6 +95,27 @@ def with_mfu(result: dict, flops_per_token: float, peak: float | None) -> dict:
     return result
 
 
+def naive_loop(model_dirs: list[Path], args, vocab: int) -> dict:
+    """The issue's baseline: model(ids, labels=ids).loss one sequence at a time, both models."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, args.dtype)
+    models = [
+        AutoModelForCausalLM.from_pretrained(d, dtype=dtype).to(args.device).eval()
+        for d in model_dirs
+    ]
+    ids = torch.randint(1, vocab, (8, 1, args.seq_len), device=args.device)
+    tokens, i, start = 0, 0, time.perf_counter()
+    with torch.inference_mode():
+        while time.perf_counter() - start < args.seconds or i < 2:
+            for model in models:
+                model(ids[i % 8], labels=ids[i % 8]).loss.item()  # .item(): per-sequence sync
+            tokens, i = tokens + args.seq_len, i + 1
+    elapsed = time.perf_counter() - start
+    return {"tokens_per_s": round(tokens / elapsed), "sequences": i}
+
+
 def shard_path(scorer, args, vocab: int, batch_size: int, work: Path) -> dict:
     """The production per-shard loop on a token shard written here."""
     import pyarrow as pa
@@ -158,6 +179,13 @@ def run(args: argparse.Namespace) -> dict:
     report["shard_path"] = with_mfu(shard_path(scorer, args, vocab, best, work), flops, peak)
     report["memory"] = scorer.memory_stats()
     report["logits_block_tokens"] = scorer.block_tokens
+    del scorer
+    report["naive"] = with_mfu(naive_loop([prior_dir, cond_dir], args, vocab), flops, peak)
+    fastest = max(
+        [*report["eager"], report.get("compiled", {"tokens_per_s": 0})],
+        key=lambda r: r["tokens_per_s"],
+    )
+    report["best_vs_naive"] = round(fastest["tokens_per_s"] / report["naive"]["tokens_per_s"], 2)
     report["total_s"] = round(time.perf_counter() - started, 1)
     return report
 

@@ -286,11 +286,11 @@ def _plot_loss_vs_tau(cfg: EvaluateConfig, cells: dict, path: Path) -> None:
     axes.set_xscale("log", base=2)
     axes.set_xticks([float(t) for t in cfg.taus], [f"{t:g}" for t in cfg.taus])
     axes.minorticks_off()
-    axes.set_xlabel("selection ratio τ (keep 1 in τ; train tokens = that τ's budget)")
+    axes.set_xlabel("selection ratio τ (keep 1 in τ; every method trains on the same tokens)")
     axes.set_ylabel("held-out loss (nats/token)")
     axes.set_title(f"Held-out target loss by method ({cfg.preset})")
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="best", fontsize=8)
     _save(figure, path)
 
 

@@ -22,6 +22,7 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
     """Write every configured selection; return a summary per folder."""
     from colorfilter.dataset.writer import selection_dir_name, write_selection
     from colorfilter.selection import METHODS, ParquetSource, select_many
+    from colorfilter.selection.documents import expand_to_documents
 
     out = config.output_path
     score_dir, token_dir = out / "scores" / "pool", out / "tokens" / "pool"
@@ -43,12 +44,15 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
         )  # fmt: skip
         for tau, seq_ids in chosen.items():
             name = selection_dir_name(method, tau)
+            top_k = method in ("color", "dsir")
+            if config.selection.documents:
+                seq_ids, name = expand_to_documents(seq_ids, token_paths), f"{name}-docs"
             summaries[name] = write_selection(
                 seq_ids, token_dir, score_dir, out / "tokenizer", out / "selected" / name,
                 method=method, tau=tau, params=_params(config, method),
                 rows_per_shard=config.selection.output.rows_per_shard, seed=config.seed,
                 config=to_dict(config), model_dirs=_model_dirs(out),
-                threshold="min_selected" if method in ("color", "dsir") else None,
+                threshold="min_selected" if top_k and not config.selection.documents else None,
                 checksum_inputs=config.selection.output.checksum_inputs,
                 histogram_bins=config.selection.output.histogram_bins,
                 manifest_extra={"documents": _document_accounting(out)},
@@ -64,6 +68,8 @@ def _params(config: Config, method: str) -> dict:
         params["temperature"] = config.selection.temperature
     if method == "color_batchwise":
         params["block_n"] = config.selection.block_n
+    if config.selection.documents:
+        params["documents"] = "selected chunks widened to their whole source documents"
     return params
 
 

@@ -15,18 +15,10 @@ from colorfilter.evaluation.curve import data_multiplier
 from colorfilter.evaluation.stage import run_evaluate
 from colorfilter.io.atomic import write_parquet_atomic
 from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
+from colorfilter.scoring.shard import SCORE_SCHEMA
 
 VOCAB = 32
 SEQ_LEN = 16
-SCORE_SCHEMA = pa.schema(
-    [
-        ("seq_id", pa.uint64()),
-        ("prior_loss", pa.float32()),
-        ("cond_loss", pa.float32()),
-        ("score", pa.float32()),
-        ("n_tokens", pa.int32()),
-    ]
-)
 
 
 def _tokenizer(directory: Path) -> None:

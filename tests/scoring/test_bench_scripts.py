@@ -24,6 +24,7 @@ def test_gpu_benchmark_smoke_runs_on_cpu():
     assert all(r["tokens_per_s"] > 0 for r in report["eager"])
     shard = report["shard_path"]
     assert shard["rows"] == 3 * shard["batch_size"] and report["memory"]["peak_host_rss_mb"] > 0
+    assert report["naive"]["tokens_per_s"] > 0 and report["best_vs_naive"] > 0
 
 
 def test_cpu_benchmark_measures_the_bare_loop(tmp_path):
