@@ -245,3 +245,18 @@ def test_verdict_compares_color_with_each_method_against_the_spread() -> None:
         "| 8 | random | +1.0500 | 0.1414 | +1.0500 ± 0.0707 | CoLoR lower, clear |",
         "| 8 | dsir | +0.0250 | 0.0707 | +0.0250 ± 0.0354 | CoLoR lower, within spread |",
     ]
+
+
+def test_training_on_one_source_at_a_time(evaluated) -> None:
+    """scripts/eval_by_source.py: book-only targets beat web-only ones on the book held-out set."""
+    import importlib.util
+
+    root, config, _ = evaluated
+    path = Path(__file__).resolve().parents[2] / "scripts" / "eval_by_source.py"
+    spec = importlib.util.spec_from_file_location("eval_by_source", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    book, web = script.train_on_sources(config, [["book:"], ["web"]], n_chunks=48, seed=0)
+    assert book["train_tokens"] == web["train_tokens"] == 48 * SEQ_LEN
+    assert 0 < book["full_chunks"] < web["full_chunks"]
+    assert book["heldout_loss"] < web["heldout_loss"]

@@ -1,0 +1,69 @@
+"""Held-out loss of target models trained on one source group of the pool at a time, as JSON.
+
+Why: the evaluation's ceiling. If a target trained only on the pool's most target-like source
+is barely better than what the selection methods reach, held-out loss cannot separate those
+methods at this scale, whatever they select. Uses the run's `evaluate` settings (preset, lr,
+batch size, tokens per run), so its numbers compare with `eval/report.md`.
+
+  python scripts/eval_by_source.py configs/demo.yaml \
+      book:sensesensibility,book:mansfieldpark,book:northangerabbey book:kjv jargon debian
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def train_on_sources(config, groups: list[list[str]], n_chunks: int, seed: int) -> list[dict]:
+    """One fresh target per group of `source` prefixes, on `n_chunks` of that group's chunks."""
+    from colorfilter.evaluation.plan import Pool, full_chunks, repeated_order
+    from colorfilter.evaluation.stage import _target_setup
+    from colorfilter.evaluation.train import train_and_evaluate
+    from colorfilter.io.token_shards import list_shards
+
+    pool = Pool.read(list_shards(config.output_path / "tokens" / "pool"))
+    if pool.source is None:
+        raise SystemExit("the pool's token shards record no `source` (set data.source_field)")
+    setup = _target_setup(config)
+    labels = np.array([str(s) for s in pool.source], dtype=object)
+    results = []
+    for prefixes in groups:
+        mask = np.array([any(s.startswith(p) for p in prefixes) for s in labels], dtype=bool)
+        rows = full_chunks(pool, pool.index.seq_id[mask], config.seq_len)
+        index = pool.index.take(rows)
+        order = repeated_order(index, n_chunks, seed)
+        name = ",".join(prefixes)
+        result = train_and_evaluate(index, order, config.evaluate, setup, seed, name)
+        results.append({"sources": prefixes, "full_chunks": len(rows), **result})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config")
+    parser.add_argument("groups", nargs="+", help="comma-separated `source` prefixes per run")
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chunks", type=int, default=0, help="0: evaluate.train_tokens/seq_len")
+    args = parser.parse_args()
+    from colorfilter.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    n_chunks = args.chunks or config.evaluate.train_tokens // config.seq_len
+    if n_chunks < config.evaluate.batch_size:
+        raise SystemExit("set --chunks (or evaluate.train_tokens) to at least one batch")
+    groups = [group.split(",") for group in args.groups]
+    results = train_on_sources(config, groups, n_chunks, args.seed)
+    print(json.dumps({"chunks_per_run": n_chunks, "seed": args.seed, "runs": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
