@@ -24,19 +24,19 @@ sys.path.insert(0, str(REPO))
 
 def train_on_sources(config, groups: list[list[str]], n_chunks: int, seed: int) -> list[dict]:
     """One fresh target per group of `source` prefixes, on `n_chunks` of that group's chunks."""
-    from colorfilter.evaluation.plan import Pool, full_chunks, repeated_order
-    from colorfilter.evaluation.stage import _target_setup
+    from colorfilter.evaluation.plan import Pool, full_chunks, is_target, repeated_order
+    from colorfilter.evaluation.stage import target_setup
     from colorfilter.evaluation.train import train_and_evaluate
     from colorfilter.io.token_shards import list_shards
 
     pool = Pool.read(list_shards(config.output_path / "tokens" / "pool"))
     if pool.source is None:
         raise SystemExit("the pool's token shards record no `source` (set data.source_field)")
-    setup = _target_setup(config)
+    setup = target_setup(config)
     labels = np.array([str(s) for s in pool.source], dtype=object)
     results = []
     for prefixes in groups:
-        mask = np.array([any(s.startswith(p) for p in prefixes) for s in labels], dtype=bool)
+        mask = is_target(labels, prefixes)
         rows = full_chunks(pool, pool.index.seq_id[mask], config.seq_len)
         index = pool.index.take(rows)
         order = repeated_order(index, n_chunks, seed)

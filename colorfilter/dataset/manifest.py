@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from colorfilter.io.atomic import TMP_PREFIX, read_json, write_json_atomic
+from colorfilter.io.atomic import TMP_PREFIX, read_json_object, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "colorfilter-selection"
@@ -143,14 +143,8 @@ def write_manifest(folder: str | Path, fields: Mapping[str, Any]) -> dict[str, A
 
 def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     """The folder's manifest, or None when it is missing, unreadable or not marked complete."""
-    path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    try:
-        manifest = read_json(path)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+    manifest = read_json_object(Path(folder) / MANIFEST_NAME)
+    if manifest is None or manifest.get("format") != MANIFEST_FORMAT:
         return None
     return manifest if manifest.get("complete") is True else None
 

@@ -88,12 +88,13 @@ def composition(pool: Pool, seq_ids: np.ndarray, target_source: list[str]) -> di
     if target_source:
         all_labels = np.array(["" if s is None else s for s in pool.source], dtype=object)
         all_tokens = pool.index.n_tokens.astype(np.int64)
-        selected_hits = int(tokens[_is_target(labels, target_source)].sum())
-        pool_hits = int(all_tokens[_is_target(all_labels, target_source)].sum())
+        selected_hits = int(tokens[is_target(labels, target_source)].sum())
+        pool_hits = int(all_tokens[is_target(all_labels, target_source)].sum())
         result["precision"] = selected_hits / tokens.sum() if tokens.sum() else None
         result["recall"] = selected_hits / pool_hits if pool_hits else None
     return result
 
 
-def _is_target(labels: np.ndarray, prefixes: list[str]) -> np.ndarray:
+def is_target(labels: np.ndarray, prefixes: list[str]) -> np.ndarray:
+    """Mask of labels that start with any of `prefixes` (the target-like sources)."""
     return np.array([any(str(s).startswith(p) for p in prefixes) for s in labels], dtype=bool)

@@ -63,7 +63,7 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
     selections = _selections(config, cfg, score_paths)
     budgets = _budgets(cfg, pool, selections, config.seq_len)
     method_specs, curve_specs = _plan_runs(cfg, pool, selections, budgets, config.seq_len)
-    setup = _target_setup(config)
+    setup = target_setup(config)
     runs_dir = out / "eval" / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(runs_dir)
@@ -200,7 +200,7 @@ def _plan_runs(
     return method_specs, curve_specs
 
 
-def _target_setup(config: Config) -> Any:
+def target_setup(config: Config) -> Any:
     from colorfilter.evaluation.train import TargetSetup
     from colorfilter.models.checkpoints import load_tokenizer
 

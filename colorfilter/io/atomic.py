@@ -79,3 +79,15 @@ def remove_stale_temps(directory: str | Path) -> int:
 def read_json(path: str | Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_json_object(path: str | Path) -> dict | None:
+    """A JSON object from `path`, or None when the file is missing, torn or not an object.
+
+    For records a killed job may have left half-written: None means "redo", never a crash.
+    """
+    try:
+        value = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

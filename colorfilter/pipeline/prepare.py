@@ -17,7 +17,12 @@ from typing import Any
 
 from colorfilter.config import Config, section_hash
 from colorfilter.errors import BadDataError, ConfigError
-from colorfilter.io.atomic import read_json, remove_stale_temps, write_json_atomic
+from colorfilter.io.atomic import (
+    read_json,
+    read_json_object,
+    remove_stale_temps,
+    write_json_atomic,
+)
 from colorfilter.io.files import InputFile, resolve_inputs
 
 SPLITS = ("pool", "downstream_train", "downstream_eval")
@@ -299,7 +304,7 @@ def _check_previous(
     mismatched = [
         r
         for r in records
-        if (record := read_record(r)) is not None
+        if (record := read_json_object(r)) is not None
         and record.get("settings_hash") != settings.settings_hash
     ]
     if mismatched and not overwrite:
@@ -320,22 +325,13 @@ def _check_previous(
             record.unlink()
 
 
-def read_record(path: Path) -> dict | None:
-    """A completion record, or None when it is missing or unreadable (then its file is redone)."""
-    try:
-        record = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def is_done(split_dir: Path, file_index: int, item: InputFile, settings: PrepareSettings) -> bool:
     """A file is done when its record matches this input and all its parts are there, whole.
 
     Parts are checked against the sizes the record holds: a missing or truncated part, or a
     record without sizes, means the file is redone.
     """
-    record = read_record(done_path(split_dir, file_index))
+    record = read_json_object(done_path(split_dir, file_index))
     if record is None or not isinstance(record.get("part_bytes"), dict):
         return False
     same_input = record["input"]["uri"] == item.uri and record["input"]["size"] == item.size
