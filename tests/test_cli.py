@@ -56,3 +56,21 @@ def test_run_leaves_evaluate_out_unless_asked():
 
     assert stage_names(None) == ["prepare", "train-prior", "train-conditional", "score", "select"]
     assert stage_names("score,evaluate") == ["score", "evaluate"]
+
+
+def fake_stage(config, overwrite):
+    return {"ran": True}
+
+
+def test_only_rank_zero_writes_the_config_and_prints_stats(tmp_path, monkeypatch):
+    from colorfilter.pipeline import stages
+
+    monkeypatch.setitem(stages.STAGES, "select", "tests.test_cli:fake_stage")
+    config = tmp_path / "c.yaml"
+    for rank, out in (("1", tmp_path / "rank1"), ("0", tmp_path / "rank0")):
+        config.write_text(f"output_dir: {out}\n")
+        monkeypatch.setenv("RANK", rank)
+        result = runner.invoke(app, ["select", str(config)])
+        assert result.exit_code == 0, result.output
+        assert (out / "config.yaml").exists() == (rank == "0")
+        assert ('"ran": true' in result.output) == (rank == "0")
