@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from colorfilter.errors import BadDataError
 from colorfilter.io.token_shards import split_seq_ids
 
 PROVENANCE = ["seq_id", "doc_first", "doc_last"]
@@ -31,10 +32,15 @@ def expand_to_documents(selected: np.ndarray, token_paths: list[Path]) -> np.nda
     token shards, sorted by name as `list_shards` returns them.
     """
     selected = np.unique(np.asarray(selected, dtype=np.uint64))
-    kept = [
-        seq_id[_touches(doc_first, doc_last, np.isin(seq_id, selected, assume_unique=True))]
-        for seq_id, doc_first, doc_last in _per_file(token_paths)
-    ]
+    kept, found = [], 0
+    for seq_id, doc_first, doc_last in _per_file(token_paths):
+        chosen = np.isin(seq_id, selected, assume_unique=True)
+        found += int(chosen.sum())
+        kept.append(seq_id[_touches(doc_first, doc_last, chosen)])
+    if found != len(selected):
+        raise BadDataError(
+            f"{len(selected) - found} selected seq_ids are not in the pool's token shards"
+        )
     return np.sort(np.concatenate(kept)) if kept else np.empty(0, np.uint64)
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from colorfilter.errors import BadDataError
 from colorfilter.io.token_shards import make_seq_ids
 from colorfilter.selection.documents import expand_to_documents
 
@@ -66,6 +68,8 @@ def test_a_document_split_over_shards_is_taken_whole(tmp_path):
     # file 1: chunk 0 holds doc 0 -> chunks 0, 1, 2 (in both shards), not chunk 3 (doc 1 only)
     assert widened.tolist() == [file0[1], file0[2], file1[0], file1[1], file1[2]]
     assert expand_to_documents(np.array([], np.uint64), paths).size == 0
+    with pytest.raises(BadDataError, match="1 selected seq_ids are not in the pool"):
+        expand_to_documents(np.array([file0[0], make_seq_ids(7, 0, 1)[0]]), paths)
 
 
 @settings(max_examples=60, deadline=None)
