@@ -62,7 +62,9 @@ SPILL_DIR = TMP_PREFIX + "spill"
 READ_BATCH_ROWS = 8192
 Threshold = float | Literal["min_selected"] | None
 ROW_ORDER = (
-    "ascending splitmix64(seq_id ^ splitmix64(seed)); indices.npy lists seq_ids in row order"
+    "ascending splitmix64(seq_id ^ salt), salt = splitmix64(splitmix64(seed) ^ "
+    "u64le(blake2b('dataset.release-order/0', digest_size=8))) (colorfilter.hashing); "
+    "indices.npy lists seq_ids in row order"
 )
 
 

@@ -72,8 +72,12 @@ def repeated_order(index: ChunkIndex, n_chunks: int, seed: int) -> np.ndarray:
 
 def selection_digest(seq_ids: np.ndarray) -> str:
     """A short fingerprint of a selection, so a finished run is reused only for the same data."""
-    data = np.sort(np.asarray(seq_ids, dtype=np.uint64)).tobytes()
-    return hashlib.sha256(data).hexdigest()[:16]
+    return order_digest(np.sort(np.asarray(seq_ids, dtype=np.uint64)))
+
+
+def order_digest(seq_ids: np.ndarray) -> str:
+    """A short fingerprint of chunks in training order (a new shuffle is a new run)."""
+    return hashlib.sha256(np.asarray(seq_ids, dtype=np.uint64).tobytes()).hexdigest()[:16]
 
 
 def composition(pool: Pool, seq_ids: np.ndarray, target_source: list[str]) -> dict | None:

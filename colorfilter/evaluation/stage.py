@@ -25,6 +25,7 @@ from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.plan import (
     Pool,
     full_chunks,
+    order_digest,
     repeated_order,
     round_to_batches,
     selection_digest,
@@ -258,16 +259,16 @@ def _run_once(
     from colorfilter.evaluation.train import train_and_evaluate
 
     digest = selection_digest(seq_ids)
-    run_hash = _run_hash(spec, digest, cfg, setup)
+    rows = full_chunks(pool, seq_ids, setup.seq_len)
+    index = pool.index.take(rows)
+    order = repeated_order(index, spec.n_chunks, spec.seed)
+    run_hash = _run_hash(spec, digest + order_digest(index.seq_id[order]), cfg, setup)
     path = runs_dir / f"{spec.name}.json"
     if not overwrite and path.exists():
         record = read_json(path)
         if record.get("run_hash") == run_hash:
             log.info("evaluate: %s already finished; skipping", spec.name)
             return record
-    rows = full_chunks(pool, seq_ids, setup.seq_len)
-    index = pool.index.take(rows)
-    order = repeated_order(index, spec.n_chunks, spec.seed)
     log.info("evaluate: training %s (%d chunks from %d selected)", spec.name, len(order), len(rows))
     result = train_and_evaluate(index, order, cfg, setup, spec.seed, spec.name)
     record = {

@@ -16,25 +16,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from colorfilter.hashing import seeded_keys
 from colorfilter.io.token_shards import pad_input_ids
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-def mix64(values: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser: a fast, well-spread hash of uint64 values (wrapping arithmetic)."""
-    x = np.asarray(values, dtype=np.uint64) + _GOLDEN
-    x = (x ^ (x >> np.uint64(30))) * _MIX1
-    x = (x ^ (x >> np.uint64(27))) * _MIX2
-    return x ^ (x >> np.uint64(31))
 
 
 def chunk_keys(seq_ids: np.ndarray, seed: int, salt: int = 0) -> np.ndarray:
-    """A seeded pseudo-random uint64 key per chunk; sorting by it is a seeded shuffle."""
-    stream = mix64(np.array([(seed & 0xFFFFFFFF) << 20 | (salt & 0xFFFFF)], dtype=np.uint64))
-    return mix64(np.asarray(seq_ids, dtype=np.uint64) ^ stream)
+    """A seeded pseudo-random uint64 key per chunk for training-data slice `salt`."""
+    return seeded_keys(seq_ids, seed, "models.train-slice", salt)
 
 
 @dataclass
@@ -117,7 +105,7 @@ def epoch_order(index: ChunkIndex, epochs: int, seed: int) -> np.ndarray:
     """Positions into `index` for `epochs` passes, each pass its own seeded shuffle."""
     orders = []
     for epoch in range(epochs):
-        keys = chunk_keys(index.seq_id, seed, salt=1 + epoch)
+        keys = seeded_keys(index.seq_id, seed, "models.epoch-order", epoch)
         orders.append(np.lexsort((index.seq_id, keys)))
     return np.concatenate(orders) if orders else np.zeros(0, dtype=np.int64)
 

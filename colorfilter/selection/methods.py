@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from colorfilter.errors import BadDataError
+from colorfilter.hashing import seeded_keys
 from colorfilter.selection.topk import (
     DEFAULT_MAX_BUFFER_ROWS,
     SEQ_ID,
@@ -39,8 +40,7 @@ DSIR_WEIGHT = "dsir_weight"  # column holding dsir.log_importance weights for me
 # Algorithm 1 picks n of every tau*n candidates, n being the target model's batch (256 sequences
 # of 512 tokens in the paper); blocks that large keep the floor() losses on the last block small.
 DEFAULT_BLOCK_N = 256
-_STREAM_RANDOM, _STREAM_GUMBEL, _STREAM_PERMUTATION = 1, 2, 3
-_MASK64 = (1 << 64) - 1
+_STREAM_RANDOM, _STREAM_GUMBEL, _STREAM_PERMUTATION = "random", "gumbel", "permutation"
 
 
 def n_selected(n_rows: int, tau: float) -> int:
@@ -62,21 +62,9 @@ def check_tau(tau: float) -> None:
 # ----------------------------------------------------------------------------- seeded keys
 
 
-def splitmix64(values: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser: a bijective, well-mixed hash of uint64 values."""
-    with np.errstate(over="ignore"):
-        z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def seeded_hash(seq_id: np.ndarray, seed: int, stream: int) -> np.ndarray:
+def seeded_hash(seq_id: np.ndarray, seed: int, stream: str) -> np.ndarray:
     """A uint64 per seq_id that depends only on (seed, stream, seq_id)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
-    salt = splitmix64(np.array([(int(seed) * 4 + stream) & _MASK64], dtype=np.uint64))[0]
-    return splitmix64(np.asarray(seq_id, dtype=np.uint64) ^ salt)
+    return seeded_keys(seq_id, seed, f"selection.{stream}")
 
 
 def random_key(seq_id: np.ndarray, seed: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from colorfilter.dataset.order import shuffle_keys, shuffled_order, splitmix64
+from colorfilter.dataset.order import shuffle_keys, shuffled_order
 
 
 @settings(max_examples=50, deadline=None)
@@ -22,9 +22,7 @@ def test_order_is_a_permutation_that_ignores_input_order(ids, seed):
     assert len(set(shuffle_keys(seq_ids, seed).tolist())) == len(ids)
 
 
-def test_known_values_and_seed_dependence():
-    # splitmix64 reference: first outputs of the generator seeded with 0
-    assert int(splitmix64(np.array([0], dtype=np.uint64))[0]) == 0xE220A8397B1DCDAF
+def test_seed_dependence():
     ids = np.arange(1000, dtype=np.uint64)
     assert not np.array_equal(shuffled_order(ids, 1), shuffled_order(ids, 2))
     np.testing.assert_array_equal(shuffled_order(ids, 1), shuffled_order(ids.copy(), 1))

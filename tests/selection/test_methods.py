@@ -151,7 +151,7 @@ def test_softmax_at_low_temperature_is_color():
 def reference_batchwise(columns, tau: float, block_n: int, seed: int) -> np.ndarray:
     """Algorithm 1 written out block by block."""
     seq_id, score = columns["seq_id"], columns["score"]
-    permuted = np.lexsort((seq_id, seeded_hash(seq_id, seed, 3)))
+    permuted = np.lexsort((seq_id, seeded_hash(seq_id, seed, "permutation")))
     size = math.floor(tau * block_n + 0.5)
     kept = []
     for start in range(0, len(seq_id), size):
