@@ -77,6 +77,7 @@ def write_reports(
         "random_curve": curve,
         "data_multiplier": multipliers,
         "composition": compositions,
+        "overlap_with_color": overlap_with_color(cfg, selections),
         "runs": records,
         "elapsed_s": elapsed_s,
         "train_time_s": sum(r.get("wall_time_s", 0.0) for r in records.values()),
@@ -92,6 +93,41 @@ def write_reports(
     if pool_scores is not None and pool.source is not None:
         _plot_scores_by_source(pool, pool_scores, eval_dir / "scores_by_source.png")
     return report
+
+
+def overlap_with_color(cfg: EvaluateConfig, selections: dict) -> dict[str, dict[str, float]]:
+    """Per tau: the share of CoLoR's selected chunks that each other method also selects.
+
+    Selections at one tau have the same size, so this is also the share of the method's own.
+    Near 1, the two train on nearly the same data and their held-out losses must tie.
+    """
+    if "color" not in cfg.methods:
+        return {}
+    result = {}
+    for tau in cfg.taus:
+        color = selections[("color", float(tau))]
+        result[f"{tau:g}"] = {
+            m: len(np.intersect1d(color, selections[(m, float(tau))])) / max(len(color), 1)
+            for m in cfg.methods
+            if m != "color"
+        }
+    return result
+
+
+def _overlap_lines(cfg: EvaluateConfig, overlap: dict) -> list[str]:
+    if not overlap:
+        return []
+    others = [m for m in cfg.methods if m != "color"]
+    lines = ["", "## Overlap with CoLoR's selection (share of its chunks also selected)", ""]
+    lines += ["| τ | " + " | ".join(others) + " |", "|---|" + "---|" * len(others)]
+    for tau, shares in overlap.items():
+        lines.append(f"| {tau} | " + " | ".join(_percent(shares[m]) for m in others) + " |")
+    lines += [
+        "",
+        "A method that shares most of CoLoR's chunks trains on nearly the same data, so its "
+        "held-out loss can only tie CoLoR's.",
+    ]
+    return lines
 
 
 def _method_cells(cfg: EvaluateConfig, specs: list, records: dict) -> dict:
@@ -168,6 +204,7 @@ def _markdown(cfg, cells, curve, multipliers, compositions, details) -> str:
         lines.append(f"| {tau} | {budget[tau]:,} | {tokens} | {mark}{value} |")
     lines += ["", "(≥ / ≤: CoLoR's loss is outside the random curve; clamped to its end.)"]
     lines += _composition_lines(cfg, compositions)
+    lines += _overlap_lines(cfg, details["overlap_with_color"])
     lines += [
         "",
         f"{len(details['runs'])} runs; their training and held-out evaluation took "

@@ -175,6 +175,24 @@ def test_runs_record_exact_tokens_and_outputs_exist(evaluated) -> None:
     assert sum(color["tokens_by_source"].values()) == color["tokens"]
     report_md = (root / "eval" / "report.md").read_text()
     assert "| color |" in report_md and "one seed: spread not measured" in report_md
+    overlap = details["overlap_with_color"]
+    assert set(overlap) == {"2", "4"}
+    assert set(overlap["4"]) == {"random", "conditional_only", "prior_only"}
+    assert overlap["4"]["random"] < 0.5 and "## Overlap with CoLoR" in report_md
+
+
+def test_overlap_with_color_is_the_shared_share_of_each_selection() -> None:
+    from colorfilter.evaluation.report import overlap_with_color
+
+    cfg = EvaluateConfig(methods=["color", "dsir", "random"], taus=[4])
+    ids = lambda *xs: np.array(xs, dtype=np.uint64)  # noqa: E731
+    selections = {
+        ("color", 4.0): ids(1, 2, 3, 4),
+        ("dsir", 4.0): ids(4, 3, 5, 6),
+        ("random", 4.0): ids(7, 8, 9, 10),
+    }
+    assert overlap_with_color(cfg, selections) == {"4": {"dsir": 0.5, "random": 0.0}}
+    assert overlap_with_color(EvaluateConfig(methods=["random"], taus=[4]), selections) == {}
 
 
 def test_rerun_skips_finished_runs(evaluated, monkeypatch) -> None:
