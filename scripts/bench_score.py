@@ -7,7 +7,10 @@ process so that its peak memory is its own:
   naive  model(ids, labels=ids).loss one sequence at a time, for both models
   shard  score_token_shard over token shards on disk (reader thread + atomic writes), in-process
   ray    the full `colorfilter score` CLI path on a prepared run directory (Ray actor pool)
+  peak   not a scorer: fp32 GEMM (2048^3, torch.mm) GFLOP/s with the same threads, the ceiling
 Tokens are sequence tokens through both models (a pair-token/s; double it for model-token/s).
+Each mode also reports `gflops` (forward FLOPs of both models per token, 2N + 2 n_layer seq d,
+times tokens/s) and, where `peak` ran, `of_peak`: how close a path is to what the cores can do.
 
   python scripts/bench_score.py                       # tiny and llama-135m, all modes (~6 min)
   python scripts/bench_score.py --models tiny --modes bare,naive --seconds 10
@@ -42,7 +45,7 @@ MODELS = {  # name -> how to build it (presets where they fit, SmolLM2-135M's sh
     },
     "olmo-150m": {"preset": "olmo-150m", "vocab": 50280},
 }
-MODES = ("bare", "plain", "naive", "shard", "ray")
+MODES = ("peak", "bare", "plain", "naive", "shard", "ray")
 
 
 def build_pair(name: str, root: Path, seq_len: int) -> tuple[Path, Path]:
@@ -99,6 +102,33 @@ def run_bare(args, prior_dir: Path, cond_dir: Path) -> dict:
         return ids.size
 
     return {**timed_loop(step, batches, args.seconds), "logits_block": scorer.block_tokens}
+
+
+def run_peak(args, prior_dir: Path, cond_dir: Path) -> dict:
+    """fp32 GEMM throughput: the most any fp32 scorer could reach on these cores."""
+    import torch
+
+    size = 2048
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min(args.seconds, 5.0):
+        torch.mm(a, b)
+        count += 1
+    elapsed = time.perf_counter() - start
+    return {"gemm": f"{size}^3 fp32", "gflops": round(2 * size**3 * count / elapsed / 1e9, 1)}
+
+
+def forward_flops_per_token(model_dir: Path, seq_len: int) -> float:
+    """Forward FLOPs of one model per token: 2 x matmul weights (lm head included, embedding
+    lookup not) + 2 n_layer seq_len d for attention scores and values (Kaplan et al. 2020)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    d, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads = config["num_attention_heads"]
+    kv_dim = d * config.get("num_key_value_heads", heads) // heads
+    per_layer = 2 * d * d + 2 * d * kv_dim + 3 * d * config["intermediate_size"]
+    weights = layers * per_layer + d * config["vocab_size"]
+    return 2.0 * weights + 2.0 * layers * seq_len * d
 
 
 def load_models(prior_dir: Path, cond_dir: Path) -> list:
@@ -209,7 +239,13 @@ def run_child(args) -> dict:
 
     torch.set_num_threads(args.threads)
     prior_dir, cond_dir = Path(args.model_dir) / "prior", Path(args.model_dir) / "conditional"
-    runner = {"bare": run_bare, "plain": run_plain, "naive": run_naive, "shard": run_shard}
+    runner = {
+        "peak": run_peak,
+        "bare": run_bare,
+        "plain": run_plain,
+        "naive": run_naive,
+        "shard": run_shard,
+    }
     result = runner[args.one](args, prior_dir, cond_dir)
     from colorfilter.scoring.base import host_peak_rss_mb
 
@@ -304,6 +340,13 @@ def bench_model(name: str, args) -> dict:
         if mode == "bare":
             rate = results[mode].get("tokens_per_s")
         print(f"[bench] {name} {mode}: {results[mode]}", file=sys.stderr, flush=True)
+    pair_flops = 2 * forward_flops_per_token(model_dir / "prior", args.seq_len)
+    peak = results.get("peak", {}).get("gflops")
+    for result in results.values():
+        if "tokens_per_s" in result:
+            result["gflops"] = round(result["tokens_per_s"] * pair_flops / 1e9, 1)
+            if peak:
+                result["of_peak"] = round(result["gflops"] / peak, 3)
     bare = results.get("bare", {}).get("tokens_per_s")
     for mode, result in results.items():
         if bare and "tokens_per_s" in result and mode != "bare":

@@ -27,10 +27,30 @@ def test_gpu_benchmark_smoke_runs_on_cpu():
     assert report["naive"]["tokens_per_s"] > 0 and report["best_vs_naive"] > 0
 
 
-def test_cpu_benchmark_measures_the_bare_loop(tmp_path):
+def test_cpu_benchmark_measures_the_bare_loop_against_the_gemm_peak(tmp_path):
     report = run_script(
-        "bench_score.py", "--models", "tiny", "--modes", "bare", "--seconds", "0.2",
+        "bench_score.py", "--models", "tiny", "--modes", "peak,bare", "--seconds", "0.2",
         "--seq-len", "32", "--batch-size", "4", "--work", str(tmp_path),
     )  # fmt: skip
     tiny = report["models"]["tiny"]
     assert tiny["bare"]["tokens_per_s"] > 0 and tiny["bare"]["peak_host_rss_mb"] > 0
+    assert tiny["peak"]["gflops"] > 0 and 0 < tiny["bare"]["of_peak"] < 1.5
+
+
+def test_flops_per_token_counts_every_matmul_weight(tmp_path):
+    """2 x (weights of every nn.Linear, lm head included) + the attention term."""
+    import importlib.util
+
+    import torch
+
+    from colorfilter.models.presets import build_model
+
+    spec = importlib.util.spec_from_file_location("bench_score", SCRIPTS / "bench_score.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = build_model("tiny", 512, 64, seed=0)
+    model.save_pretrained(tmp_path)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    config = model.config
+    attention = 2 * config.num_hidden_layers * 64 * config.hidden_size
+    assert bench.forward_flops_per_token(tmp_path, 64) == 2 * linear + attention
