@@ -9,7 +9,7 @@ process so that its peak memory is its own:
   ray    the full `colorfilter score` CLI path on a prepared run directory (Ray actor pool)
   peak   not a scorer: fp32 GEMM (2048^3, torch.mm) GFLOP/s with the same threads, the ceiling
 Tokens are sequence tokens through both models (a pair-token/s; double it for model-token/s).
-Each mode also reports `gflops` (forward FLOPs of both models per token, 2N + 2 n_layer seq d,
+Each mode also reports `gflops` (forward FLOPs of both models per token, 2N + 4 n_layer seq d,
 times tokens/s) and, where `peak` ran, `of_peak`: how close a path is to what the cores can do.
 
   python scripts/bench_score.py                       # tiny and llama-135m, all modes (~6 min)
@@ -120,15 +120,13 @@ def run_peak(args, prior_dir: Path, cond_dir: Path) -> dict:
 
 
 def forward_flops_per_token(model_dir: Path, seq_len: int) -> float:
-    """Forward FLOPs of one model per token: 2 x matmul weights (lm head included, embedding
-    lookup not) + 2 n_layer seq_len d for attention scores and values (Kaplan et al. 2020)."""
-    config = json.loads((model_dir / "config.json").read_text())
-    d, layers = config["hidden_size"], config["num_hidden_layers"]
-    heads = config["num_attention_heads"]
-    kv_dim = d * config.get("num_key_value_heads", heads) // heads
-    per_layer = 2 * d * d + 2 * d * kv_dim + 3 * d * config["intermediate_size"]
-    weights = layers * per_layer + d * config["vocab_size"]
-    return 2.0 * weights + 2.0 * layers * seq_len * d
+    """Forward FLOPs of one model per token: a third of the project's training count (as
+    bench_score_gpu.py), i.e. 2 x matmul weights (LM head included) + 4 n_layer d seq_len."""
+    from transformers import AutoConfig
+
+    from colorfilter.models.presets import train_flops_per_token
+
+    return train_flops_per_token(AutoConfig.from_pretrained(model_dir), seq_len) / 3.0
 
 
 def load_models(prior_dir: Path, cond_dir: Path) -> list:

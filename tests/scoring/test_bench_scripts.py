@@ -52,5 +52,5 @@ def test_flops_per_token_counts_every_matmul_weight(tmp_path):
     model.save_pretrained(tmp_path)
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     config = model.config
-    attention = 2 * config.num_hidden_layers * 64 * config.hidden_size
+    attention = 4 * config.num_hidden_layers * 64 * config.hidden_size
     assert bench.forward_flops_per_token(tmp_path, 64) == 2 * linear + attention
