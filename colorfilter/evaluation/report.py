@@ -12,7 +12,7 @@ import numpy as np
 
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.curve import data_multiplier
-from colorfilter.evaluation.plan import Pool, composition
+from colorfilter.evaluation.plan import Pool, composition, is_target
 from colorfilter.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 
@@ -35,11 +35,12 @@ def write_reports(
     records: dict,
     seq_len: int,
     elapsed_s: float,
-    pool_scores: np.ndarray | None = None,
+    pool_scores: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Aggregate the run records over seeds and write every report file; return report.json.
 
-    `pool_scores` (aligned with the pool's rows) adds a plot of score distributions by source.
+    `pool_scores` (`prior_loss`, `cond_loss` and `score`, aligned with the pool's rows) adds a
+    table and a plot of the scores by source, where the pool records one.
     """
     cells = _method_cells(cfg, method_specs, records)
     curve = _random_curve(curve_specs, records)
@@ -78,6 +79,7 @@ def write_reports(
         "data_multiplier": multipliers,
         "composition": compositions,
         "overlap_with_color": overlap_with_color(cfg, selections),
+        "scores_by_source": scores_by_source(pool, pool_scores, cfg.target_source),
         "runs": records,
         "elapsed_s": elapsed_s,
         "train_time_s": sum(r.get("wall_time_s", 0.0) for r in records.values()),
@@ -91,8 +93,49 @@ def write_reports(
     _plot_loss_vs_tau(cfg, cells, eval_dir / "loss_vs_tau.png")
     _plot_random_curve(cfg, cells, curve, eval_dir / "random_curve.png")
     if pool_scores is not None and pool.source is not None:
-        _plot_scores_by_source(pool, pool_scores, eval_dir / "scores_by_source.png")
+        _plot_scores_by_source(pool, pool_scores["score"], eval_dir / "scores_by_source.png")
     return report
+
+
+def _source_groups(pool: Pool) -> dict[str, np.ndarray]:
+    """Row masks of the pool's largest sources (MAX_SOURCES) and of the rest, as "other"."""
+    labels = np.array(["(none)" if s is None else str(s) for s in pool.source], dtype=object)
+    names, counts = np.unique(labels, return_counts=True)
+    shown = [str(n) for n in names[np.argsort(-counts, kind="stable")][:MAX_SOURCES]]
+    groups = {name: labels == name for name in sorted(shown)}
+    rest = ~np.isin(labels, shown)
+    if rest.any():
+        groups["other"] = rest
+    return groups
+
+
+def scores_by_source(
+    pool: Pool, pool_scores: dict[str, np.ndarray] | None, target_source: list[str]
+) -> dict[str, dict[str, float]] | None:
+    """Mean prior_loss, cond_loss and score per source, plus the whole pool ("all") and its
+    target-like and other parts.
+
+    Why: `cond_loss - prior_loss` on the non-target part is how far fine-tuning moved the
+    conditional away from the prior on the pool. When that drift dwarfs the spread of prior_loss,
+    cond_loss ranks by target-likeness alone and conditional_only selects much as CoLoR does.
+    """
+    if pool_scores is None or pool.source is None:
+        return None
+    masks = _source_groups(pool)
+    masks["all"] = np.ones(len(pool.index), dtype=bool)
+    if target_source:
+        target = is_target(np.array([str(s) for s in pool.source], dtype=object), target_source)
+        masks["target-like"], masks["not target-like"] = target, ~target
+    out = {}
+    for name, mask in masks.items():
+        if not mask.any():
+            continue
+        row = {"chunks": int(mask.sum())}
+        for column in ("prior_loss", "cond_loss", "score"):
+            row[column] = float(np.mean(pool_scores[column][mask], dtype=np.float64))
+        row["prior_loss_std"] = float(np.std(pool_scores["prior_loss"][mask], dtype=np.float64))
+        out[name] = row
+    return out
 
 
 def overlap_with_color(cfg: EvaluateConfig, selections: dict) -> dict[str, dict[str, float]]:
@@ -205,6 +248,7 @@ def _markdown(cfg, cells, curve, multipliers, compositions, details) -> str:
     lines += ["", "(≥ / ≤: CoLoR's loss is outside the random curve; clamped to its end.)"]
     lines += _composition_lines(cfg, compositions)
     lines += _overlap_lines(cfg, details["overlap_with_color"])
+    lines += _scores_by_source_lines(details["scores_by_source"])
     lines += [
         "",
         f"{len(details['runs'])} runs; their training and held-out evaluation took "
@@ -294,6 +338,32 @@ def _composition_lines(cfg: EvaluateConfig, compositions: dict) -> list[str]:
     return lines
 
 
+def _scores_by_source_lines(rows: dict[str, dict[str, float]] | None) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Pool scores by source (mean nats/token)",
+        "",
+        "| source | chunks | prior_loss (std) | cond_loss | score |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        label = f"*{name}*" if name in ("all", "target-like", "not target-like") else name
+        lines.append(
+            f"| {label} | {row['chunks']:,} | {row['prior_loss']:.3f} "
+            f"({row['prior_loss_std']:.3f}) | {row['cond_loss']:.3f} | {row['score']:+.3f} |"
+        )
+    lines += [
+        "",
+        "On the part of the pool that is not target-like, cond_loss - prior_loss (minus the score) "
+        "is how far fine-tuning moved the conditional away from the prior. When that drift dwarfs "
+        "the spread of prior_loss, cond_loss ranks by target-likeness alone and conditional_only "
+        "selects much as CoLoR does.",
+    ]
+    return lines
+
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
 
@@ -360,13 +430,7 @@ MAX_SOURCES = 8  # sources drawn one by one in the score plot; the rest are pool
 
 def _plot_scores_by_source(pool: Pool, scores: np.ndarray, path: Path) -> None:
     """Score (prior_loss - cond_loss) histograms per source, each normalised to its own count."""
-    labels = np.array(["(none)" if s is None else str(s) for s in pool.source], dtype=object)
-    names, counts = np.unique(labels, return_counts=True)
-    shown = [str(n) for n in names[np.argsort(-counts, kind="stable")][:MAX_SOURCES]]
-    groups = {name: scores[labels == name] for name in sorted(shown)}
-    rest = ~np.isin(labels, shown)
-    if rest.any():
-        groups["other"] = scores[rest]
+    groups = {name: scores[mask] for name, mask in _source_groups(pool).items()}
     figure, axes = _figure()
     bins = np.linspace(float(np.min(scores)), float(np.max(scores)), 60)
     for name, values in groups.items():

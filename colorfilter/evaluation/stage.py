@@ -61,7 +61,8 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
     out = config.output_path
     token_paths, score_paths = _checked_inputs(config, cfg)
     pool = Pool.read(token_paths)
-    selections = _selections(config, cfg, score_paths)
+    scores = _read_scores(score_paths)
+    selections = _selections(config, cfg, scores)
     budgets = _budgets(cfg, pool, selections, config.seq_len)
     method_specs, curve_specs = _plan_runs(cfg, pool, selections, budgets, config.seq_len)
     setup = target_setup(config)
@@ -83,18 +84,26 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
         records,
         config.seq_len,
         time.perf_counter() - started,
-        _pool_scores(pool, score_paths),
+        _pool_scores(pool, scores),
     )
 
 
-def _pool_scores(pool: Pool, score_paths: list[Path]) -> np.ndarray:
-    """Each pool row's score, in the pool's row order (for the by-source plot)."""
+def _read_scores(score_paths: list[Path]) -> Any:
+    """The pool's score columns, read once: every score-based selection and the by-source plot
+    use them, and the evaluation holds the pool's index in memory anyway."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(score_paths, columns=["seq_id", "score"])
-    scores = np.empty(len(pool.index), dtype=np.float32)
-    scores[pool.positions(table.column("seq_id").to_numpy())] = table.column("score").to_numpy()
-    return scores
+    return pq.read_table(score_paths, columns=["seq_id", "prior_loss", "cond_loss", "score"])
+
+
+def _pool_scores(pool: Pool, scores: Any) -> dict[str, np.ndarray]:
+    """Each pool row's losses and score, in the pool's row order (for the by-source report)."""
+    rows = pool.positions(scores.column("seq_id").to_numpy())
+    out = {}
+    for name in ("prior_loss", "cond_loss", "score"):
+        out[name] = np.empty(len(pool.index), dtype=np.float32)
+        out[name][rows] = scores.column(name).to_numpy()
+    return out
 
 
 def _checked_inputs(config: Config, cfg: EvaluateConfig) -> tuple[list[Path], list[Path]]:
@@ -125,9 +134,12 @@ def _curve_taus(cfg: EvaluateConfig) -> list[float]:
 
 
 def _selections(
-    config: Config, cfg: EvaluateConfig, score_paths: list[Path]
+    config: Config, cfg: EvaluateConfig, scores: Any
 ) -> dict[tuple[str, float], np.ndarray]:
-    """Chosen seq_ids per (method, tau); random also at the random curve's ratios."""
+    """Chosen seq_ids per (method, tau); random also at the random curve's ratios.
+
+    `scores`: the pool's score columns (an Arrow table); DSIR reads its own weight shards.
+    """
     from colorfilter.pipeline.select import dsir_weight_shards
     from colorfilter.selection import ParquetSource, select_many
 
@@ -136,8 +148,8 @@ def _selections(
     wanted["random"] = sorted(set(wanted["random"]) | set(_curve_taus(cfg)) | set(cfg.taus))
     selections = {}
     for method, taus in wanted.items():
-        paths = dsir_weight_shards(config) if method == "dsir" else score_paths
-        chosen = select_many(method, ParquetSource(paths), taus, seed=config.seed)
+        data = ParquetSource(dsir_weight_shards(config)) if method == "dsir" else scores
+        chosen = select_many(method, data, taus, seed=config.seed)
         selections.update({(method, float(tau)): ids for tau, ids in chosen.items()})
     return selections
 

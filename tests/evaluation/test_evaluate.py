@@ -181,6 +181,31 @@ def test_runs_record_exact_tokens_and_outputs_exist(evaluated) -> None:
     assert overlap["4"]["random"] < 0.5 and "## Overlap with CoLoR" in report_md
 
 
+def test_scores_by_source_match_the_score_shards(evaluated) -> None:
+    import pyarrow.parquet as pq
+
+    root, _, _ = evaluated
+    tokens = pq.read_table(sorted((root / "tokens" / "pool").glob("*.parquet")))
+    scores = pq.read_table(sorted((root / "scores" / "pool").glob("*.parquet")))
+    assert tokens.column("seq_id").equals(scores.column("seq_id"))
+    book = np.array([s.startswith("book:") for s in tokens.column("source").to_pylist()])
+    prior, cond = (
+        scores.column(c).to_numpy().astype(np.float64) for c in ("prior_loss", "cond_loss")
+    )
+    rows = json.loads((root / "eval" / "details.json").read_text())["scores_by_source"]
+    assert set(rows) == {"book:x", "web", "all", "target-like", "not target-like"}
+    for name, mask in (("book:x", book), ("web", ~book), ("all", book | ~book)):
+        assert rows[name]["chunks"] == int(mask.sum())
+        assert rows[name]["prior_loss"] == pytest.approx(prior[mask].mean(), abs=1e-6)
+        assert rows[name]["cond_loss"] == pytest.approx(cond[mask].mean(), abs=1e-6)
+        assert rows[name]["prior_loss_std"] == pytest.approx(prior[mask].std(), abs=1e-6)
+    assert rows["target-like"] == rows["book:x"] and rows["not target-like"] == rows["web"]
+    # the fixture's conditional gains 1 nat on books and up to 0.3 elsewhere
+    assert rows["book:x"]["score"] > 1.0 > 0.3 > rows["web"]["score"] > 0.0
+    report_md = (root / "eval" / "report.md").read_text()
+    assert "## Pool scores by source" in report_md and "| *target-like* |" in report_md
+
+
 def test_overlap_with_color_is_the_shared_share_of_each_selection() -> None:
     from colorfilter.evaluation.report import overlap_with_color
 
