@@ -5,7 +5,8 @@ The sample mirrors the paper's C4 -> Books task at toy scale, from text that Deb
 
 * pool: Debian long package descriptions (web-like), Jargon File and FOLDOC entries
   (reference prose), and a small minority of book passages (three Austen novels + the KJV);
-* target: two other Austen novels (train, for conditioning) and a third one (eval);
+* target: two other Austen novels (train, for conditioning) and a third one (eval), plus
+  next-sentence multiple-choice items from the third novel's chapters that eval leaves out;
 * a byte-level BPE tokenizer (vocab 4096) trained on pool + target train.
 
 Everything is deterministic: sorted inputs, fixed seeds, gzip with mtime=0, zstd at a fixed
@@ -85,6 +86,10 @@ POOL_BUDGET_CHARS = {
     "book:kjv": 125_000,
 }
 EVAL_BUDGET_CHARS = 330_000  # first chapters of the eval novel, about 95k tokens
+MC_ITEMS = 200  # next-sentence multiple-choice items from the eval novel's remaining chapters
+MC_CONTEXT_SENTENCES = 3  # sentences of context before the true next sentence
+MC_CHOICES = 4  # the true next sentence and three from elsewhere in those chapters
+MC_SENTENCE_WORDS = (4, 40)  # sentences used as choices have this many words
 MIN_DOC_CHARS = 300  # documents shorter than this (after paragraph dedup) are dropped
 MAX_DOC_CHARS = 20_000  # and longer ones (a few huge Debian lists of font or module names)
 MIN_DEDUP_PARA_CHARS = 40  # paragraphs at least this long are deduplicated across documents
@@ -605,8 +610,9 @@ def read_web(roots: dict[str, Path], translation: Path) -> dict[str, list[Doc]]:
 
 def read_books(
     roots: dict[str, Path], seed: int
-) -> tuple[dict[str, list[Doc]], list[Doc], list[Doc]]:
-    """(pool book candidates by group, target train documents, target eval documents)."""
+) -> tuple[dict[str, list[Doc]], list[Doc], list[Doc], list[Doc]]:
+    """(pool book candidates by group, target train documents, target eval documents, the eval
+    novel's remaining passages, which no split holds)."""
     novels = read_austen(roots["r-cran-janeaustenr"])
     if set(novels) != {*POOL_NOVELS, *TARGET_TRAIN_NOVELS, *TARGET_EVAL_NOVELS}:
         raise ValueError(f"unexpected janeaustenr contents: {sorted(novels)}")
@@ -620,15 +626,69 @@ def read_books(
         d for n in TARGET_TRAIN_NOVELS for d in book_docs(n, novels[n], TARGET_PASSAGE_WORDS, seed)
     ]
     random.Random(f"{seed}:train").shuffle(train)
-    evals, total = [], 0
+    evals, rest, total = [], [], 0
     for doc in (
         d for n in TARGET_EVAL_NOVELS for d in book_docs(n, novels[n], TARGET_PASSAGE_WORDS, seed)
     ):
         if total >= EVAL_BUDGET_CHARS:
-            break
+            rest.append(doc)
+            continue
         evals.append(doc)
         total += len(doc.text)
-    return pool, train, evals
+    return pool, train, evals, rest
+
+
+# --------------------------------------------------------------------------- multiple choice
+
+_SENTENCE_END_RE = re.compile(
+    r"(?<!\bMr)(?<!\bMrs)(?<!\bDr)(?<!\bSt)[.!?][\"'\u201d\u2019]*\s+(?=[\"'\u201c\u2018]?[A-Z])"
+)
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences of a passage: split after . ! ? (and closing quotes) before a capital letter,
+    except after the abbreviations Mr. Mrs. Dr. St. (good enough for Austen's prose)."""
+    out = []
+    for para in text.split("\n"):
+        cuts = [0] + [m.end() for m in _SENTENCE_END_RE.finditer(para)] + [len(para)]
+        out += [para[a:b].strip() for a, b in zip(cuts, cuts[1:]) if para[a:b].strip()]
+    return out
+
+
+def mc_items(docs: list[Doc], seed: int) -> list[dict]:
+    """Next-sentence items (lm-eval style): context = consecutive sentences of one passage, the
+    answer their true next sentence, distractors sentences from elsewhere in `docs`."""
+    rng = random.Random(f"{seed}:multiple-choice")
+    runs = [sentences(d.text) for d in docs]
+    fits = lambda x: MC_SENTENCE_WORDS[0] <= word_count(x) <= MC_SENTENCE_WORDS[1]  # noqa: E731
+    pool = [(r, i) for r, run in enumerate(runs) for i, x in enumerate(run) if fits(x)]
+    windows = [
+        (r, i)
+        for r, run in enumerate(runs)
+        for i in range(MC_CONTEXT_SENTENCES, len(run), MC_CONTEXT_SENTENCES + 1)
+        if fits(run[i])
+    ]
+    items = []
+    for r, i in rng.sample(windows, min(MC_ITEMS, len(windows))):
+        near = {(r, j) for j in range(i - MC_CONTEXT_SENTENCES - 1, i + 2)}
+        distractors: list[str] = []
+        while len(distractors) < MC_CHOICES - 1:
+            dr, di = rng.choice(pool)
+            text = runs[dr][di]
+            if (dr, di) not in near and text != runs[r][i] and text not in distractors:
+                distractors.append(text)
+        label = rng.randrange(MC_CHOICES)
+        choices = distractors[:label] + [runs[r][i]] + distractors[label:]
+        context = " ".join(runs[r][i - MC_CONTEXT_SENTENCES : i])
+        items.append(
+            {
+                "context": context,
+                "choices": [" " + c for c in choices],
+                "label": label,
+                "source": docs[r].source,
+            }
+        )
+    return items
 
 
 # --------------------------------------------------------------------------- writing
@@ -801,6 +861,11 @@ With the same cache, reruns are byte-identical.
 - `target/train.jsonl.zst`: conditioning data (held-out books), `{{"text", "source"}}` records,
   shuffled passages.
 - `target/eval.jsonl.zst`: held-out evaluation passages from a different novel, in book order.
+- `target/mc.jsonl.zst`: {mc_items} multiple-choice items in the lm-eval style
+  (`{{"context", "choices", "label", "source"}}`) from the same novel's remaining chapters, which
+  no other file holds: {mc_context} sentences of context, then its true next sentence among
+  {mc_choices} choices (the other {mc_distractors} are sentences of {mc_words[0]}-{mc_words[1]}
+  words from elsewhere in those chapters). Used by `evaluate.multiple_choice`.
 - `tokenizer/`: byte-level BPE (vocab {vocab}, `<|endoftext|>` = id 0 as EOS/BOS/PAD), trained
   on pool + target train (not eval). Load it with
   `AutoTokenizer.from_pretrained("data/sample/tokenizer")`; it adds no special tokens, and
@@ -903,6 +968,11 @@ def write_readme(out: Path, stats: dict) -> None:
         min_doc=MIN_DOC_CHARS,
         max_doc=MAX_DOC_CHARS,
         seed=stats["seed"],
+        mc_items=stats["multiple_choice"]["items"],
+        mc_context=MC_CONTEXT_SENTENCES,
+        mc_choices=MC_CHOICES,
+        mc_distractors=MC_CHOICES - 1,
+        mc_words=MC_SENTENCE_WORDS,
         budgets=", ".join(f"{k} {v:,}" for k, v in POOL_BUDGET_CHARS.items()),
         files_table=table(files, ("docs", "text_bytes", "tokens", "file_bytes")),
         pool_table=table(
@@ -944,6 +1014,23 @@ def write_outputs(
     return files
 
 
+def write_mc(out: Path, items: list[dict]) -> dict:
+    """Write the multiple-choice items; return their stats."""
+    path = out / "target" / "mc.jsonl.zst"
+    lines = (json.dumps(item, ensure_ascii=False) + "\n" for item in items)
+    data = compress("".join(lines).encode("utf-8"), path)
+    write_file(path, data)
+    return {
+        "file": str(path.relative_to(out)),
+        "items": len(items),
+        "choices": MC_CHOICES,
+        "context_sentences": MC_CONTEXT_SENTENCES,
+        "sources": sorted({item["source"] for item in items}),
+        "file_bytes": len(data),
+        "sha256": sha256(data),
+    }
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -967,7 +1054,7 @@ def main(argv: list[str] | None = None) -> dict:
             file=sys.stderr,
         )
     web = read_web(roots, translation)
-    book_pool, train, evals = read_books(roots, args.seed)
+    book_pool, train, evals, eval_rest = read_books(roots, args.seed)
     pool = build_pool(web, book_pool, args.seed)
     check_unique(pool + train + evals)
     for sub in ("pool", "target", "tokenizer", "LICENSES"):
@@ -995,6 +1082,7 @@ def main(argv: list[str] | None = None) -> dict:
         "pool_by_source": by_source(pool, counts["pool"]),
         "target_by_source": {k: by_source(v, counts[k]) for k, v in splits.items()},
     }
+    stats["multiple_choice"] = write_mc(args.out, mc_items(eval_rest, args.seed))
     gfdl = Path("/usr/share/common-licenses/GFDL-1.2")
     write_file(args.out / "LICENSES/GFDL-1.2", gfdl.read_bytes())
     write_file(args.out / "stats.json", (json.dumps(stats, indent=2) + "\n").encode())

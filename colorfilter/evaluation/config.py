@@ -30,6 +30,9 @@ class EvaluateConfig:
     warmup_steps: int = 20  # linear warmup; capped at a tenth of the run
     torch_threads: int = 0  # torch CPU threads; 0 = torch's default
     target_source: list[str] = field(default_factory=list)  # `source` prefixes that are target-like
+    multiple_choice: list[str] = field(
+        default_factory=list
+    )  # JSON-lines files of {"context", "choices", "label"}: rank-classification accuracy per run
     eval_batch_size: int = 32  # sequences per forward pass on the held-out split
     eval_max_chunks: int = 0  # cap on held-out chunks; 0 = the whole downstream_eval split
     dtype: str = "auto"  # auto (bf16 on cuda, fp32 on cpu), float32 or bfloat16

@@ -189,6 +189,10 @@ def _method_cells(cfg: EvaluateConfig, specs: list, records: dict) -> dict:
             "seeds": [r["seed"] for r in runs],
             "epochs": float(np.mean([r["epochs"] for r in runs])),
         }
+        for metric in ("mc_accuracy", "mc_accuracy_norm"):
+            values = [r[metric] for r in runs if metric in r]
+            if len(values) == len(runs):
+                cells[key][metric] = {"mean": float(np.mean(values)), "spread": _spread(values)}
     return cells
 
 
@@ -227,6 +231,7 @@ def _markdown(cfg, cells, curve, multipliers, compositions, details) -> str:
     budget = details["budget_tokens"]
     lines.append("| *train tokens* | " + " | ".join(f"{budget[f'{t:g}']:,}" for t in taus) + " |")
     lines += _verdict_lines(cfg, cells)
+    lines += _accuracy_lines(cfg, cells, details["runs"])
     lines += [
         "",
         "## Random-data curve and data multiplier",
@@ -302,6 +307,41 @@ def _verdict_row(method: str, color: dict, other: dict) -> str:
     side = "CoLoR lower" if difference > 0 else f"{method} lower"
     verdict = f"{side}, {'clear' if abs(difference) > spread else 'within spread'}"
     return f"{difference:+.4f} | {spread:.4f} | {paired_text} | {verdict}"
+
+
+def _accuracy_lines(cfg: EvaluateConfig, cells: dict, runs: dict) -> list[str]:
+    """Multiple-choice accuracy per method and tau, where every run of a cell measured it."""
+    taus = [float(t) for t in cfg.taus]
+    if not any("mc_accuracy" in cell for cell in cells.values()):
+        return []
+    n_items = next(r["mc_items"] for r in runs.values() if "mc_items" in r)
+    lines = [
+        "",
+        f"## Multiple-choice accuracy ({n_items:,} items, rank classification)",
+        "",
+        "acc / acc_norm (log-likelihood per character of the choice), mean ± std over seeds; "
+        "higher is better.",
+        "",
+        "| method | " + " | ".join(f"τ={t:g}" for t in taus) + " |",
+        "|---|" + "---|" * len(taus),
+    ]
+    for method in cfg.methods:
+        row = []
+        for tau in taus:
+            cell = cells.get((method, tau), {})
+            if "mc_accuracy" not in cell:
+                row.append("—")
+                continue
+            acc, norm = cell["mc_accuracy"], cell["mc_accuracy_norm"]
+            text = f"{100 * acc['mean']:.1f}% / {100 * norm['mean']:.1f}%"
+            if len(cell["losses"]) > 1:
+                text = (
+                    f"{100 * acc['mean']:.1f} ± {100 * acc['spread']:.1f}% / "
+                    f"{100 * norm['mean']:.1f} ± {100 * norm['spread']:.1f}%"
+                )
+            row.append(text)
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    return lines
 
 
 def _cell_text(cell: dict | None) -> str:

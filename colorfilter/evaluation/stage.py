@@ -124,6 +124,9 @@ def _checked_inputs(config: Config, cfg: EvaluateConfig) -> tuple[list[Path], li
         raise ConfigError(f"evaluate.methods: unknown {unknown}; choose from {list(METHODS)}")
     if not cfg.taus or any(t < 1 for t in cfg.taus):
         raise ConfigError(f"evaluate.taus must be non-empty and >= 1, got {cfg.taus}")
+    missing = [path for path in cfg.multiple_choice if not Path(path).is_file()]
+    if missing:
+        raise ConfigError(f"evaluate.multiple_choice: no such file {missing}")
     if cfg.batch_size < 1 or not cfg.seeds:
         raise ConfigError("evaluate.batch_size must be >= 1 and evaluate.seeds non-empty")
     return token_paths, score_paths
@@ -219,6 +222,12 @@ def target_setup(config: Config) -> Any:
 
     out = config.output_path
     tokenizer, pad_id = load_tokenizer(out / "tokenizer")
+    mc_items, mc_digest = (), ""
+    if config.evaluate.multiple_choice:
+        from colorfilter.evaluation.multiple_choice import items_digest, load_items
+
+        mc_items = tuple(load_items(config.evaluate.multiple_choice, tokenizer, config.seq_len))
+        mc_digest = items_digest(mc_items)
     return TargetSetup(
         vocab_size=len(tokenizer),
         pad_id=pad_id,
@@ -227,6 +236,8 @@ def target_setup(config: Config) -> Any:
         seq_len=config.seq_len,
         eval_paths=list_shards(out / "tokens" / "downstream_eval"),
         device=config.device,
+        mc_items=mc_items,
+        mc_digest=mc_digest,
     )
 
 
@@ -246,16 +257,17 @@ def _run_hash(spec: RunSpec, digest: str, cfg: EvaluateConfig, setup: Any) -> st
             "eval_max_chunks",
         )
     }
-    return stable_hash(
-        {
-            "spec": asdict(spec),
-            "selection": digest,
-            "knobs": knobs,
-            "seq_len": setup.seq_len,
-            "vocab": setup.vocab_size,
-            "eval": [p.name for p in setup.eval_paths],
-        }
-    )
+    decided_by = {
+        "spec": asdict(spec),
+        "selection": digest,
+        "knobs": knobs,
+        "seq_len": setup.seq_len,
+        "vocab": setup.vocab_size,
+        "eval": [p.name for p in setup.eval_paths],
+    }
+    if setup.mc_digest:  # absent without items, so runs made before the option still match
+        decided_by["multiple_choice"] = setup.mc_digest
+    return stable_hash(decided_by)
 
 
 def _run_once(

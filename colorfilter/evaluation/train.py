@@ -28,6 +28,8 @@ class TargetSetup:
     seq_len: int
     eval_paths: list[Path]
     device: str
+    mc_items: tuple = ()  # multiple_choice.McItem, for rank-classification accuracy
+    mc_digest: str = ""  # multiple_choice.items_digest of mc_items ("" when there are none)
 
 
 def train_config(cfg: EvaluateConfig) -> Any:
@@ -94,10 +96,16 @@ def train_and_evaluate(
         cfg.eval_max_chunks,
     )
     last = state.history[-10:]
+    mc = {}
+    if setup.mc_items:
+        from colorfilter.evaluation.multiple_choice import accuracy
+
+        mc = accuracy(model, setup.mc_items, setup.pad_id, cfg.eval_batch_size, device)
     return {
         "train_tokens": int(state.tokens_seen),
         "steps": int(state.step),
         "heldout_loss": float(heldout),
+        **mc,
         "final_train_loss": float(np.mean([r["train_loss"] for r in last])) if last else None,
         "train_time_s": state.elapsed_s,
         "wall_time_s": time.perf_counter() - started,

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from colorfilter.config import Config
+from colorfilter.errors import ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.curve import data_multiplier
 from colorfilter.evaluation.stage import run_evaluate
@@ -204,6 +205,34 @@ def test_scores_by_source_match_the_score_shards(evaluated) -> None:
     assert rows["book:x"]["score"] > 1.0 > 0.3 > rows["web"]["score"] > 0.0
     report_md = (root / "eval" / "report.md").read_text()
     assert "## Pool scores by source" in report_md and "| *target-like* |" in report_md
+
+
+def test_multiple_choice_accuracy_per_run_and_in_the_report(evaluated, tmp_path) -> None:
+    import shutil
+
+    root, _, _ = evaluated
+    copy = tmp_path / "run"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("eval"))
+    items = [
+        {"context": "w1 w2 w3", "choices": [" w4 w5", " w20 w9"], "label": 0},
+        {"context": "w5 w6", "choices": [" w30", " w7", " w2"], "label": 1},
+    ]
+    mc_path = tmp_path / "mc.jsonl"
+    mc_path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    config = _config(copy)
+    config.evaluate.methods, config.evaluate.taus = ["color", "random"], [4]
+    config.evaluate.random_multiples = [1]
+    config.evaluate.multiple_choice = [str(mc_path)]
+    run_evaluate(config)
+    runs = [json.loads(p.read_text()) for p in (copy / "eval" / "runs").glob("*.json")]
+    assert runs and all(r["mc_items"] == 2 and 0 <= r["mc_accuracy"] <= 1 for r in runs)
+    cells = json.loads((copy / "eval" / "details.json").read_text())["cells"]
+    assert all("mc_accuracy" in c and "mc_accuracy_norm" in c for c in cells)
+    report_md = (copy / "eval" / "report.md").read_text()
+    assert "## Multiple-choice accuracy (2 items, rank classification)" in report_md
+    config.evaluate.multiple_choice = [str(tmp_path / "missing.jsonl")]
+    with pytest.raises(ConfigError, match="missing.jsonl"):
+        run_evaluate(config)
 
 
 def test_overlap_with_color_is_the_shared_share_of_each_selection() -> None:
