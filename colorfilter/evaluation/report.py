@@ -222,12 +222,8 @@ def _markdown(cfg, cells, curve, multipliers, compositions, details) -> str:
         "the same tokens (below), cosine-annealed to the end of its run. Held-out loss in "
         "nats/token on `downstream_eval` (mean ± std over seeds; lower is better).",
         "",
-        "| method | " + " | ".join(f"τ={t:g}" for t in taus) + " |",
-        "|---|" + "---|" * len(taus),
+        *_method_table(cfg, cells, _cell_text),
     ]
-    for method in cfg.methods:
-        row = [_cell_text(cells.get((method, t))) for t in taus]
-        lines.append(f"| {method} | " + " | ".join(row) + " |")
     budget = details["budget_tokens"]
     lines.append("| *train tokens* | " + " | ".join(f"{budget[f'{t:g}']:,}" for t in taus) + " |")
     lines += _verdict_lines(cfg, cells)
@@ -309,39 +305,44 @@ def _verdict_row(method: str, color: dict, other: dict) -> str:
     return f"{difference:+.4f} | {spread:.4f} | {paired_text} | {verdict}"
 
 
+def _method_table(cfg: EvaluateConfig, cells: dict, text: Any) -> list[str]:
+    """A method x tau Markdown table; `text(cell or None)` renders each cell."""
+    taus = [float(t) for t in cfg.taus]
+    lines = [
+        "| method | " + " | ".join(f"τ={t:g}" for t in taus) + " |",
+        "|---|" + "---|" * len(taus),
+    ]
+    for method in cfg.methods:
+        row = [text(cells.get((method, t))) for t in taus]
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    return lines
+
+
 def _accuracy_lines(cfg: EvaluateConfig, cells: dict, runs: dict) -> list[str]:
     """Multiple-choice accuracy per method and tau, where every run of a cell measured it."""
-    taus = [float(t) for t in cfg.taus]
     if not any("mc_accuracy" in cell for cell in cells.values()):
         return []
     n_items = next(r["mc_items"] for r in runs.values() if "mc_items" in r)
-    lines = [
+    return [
         "",
         f"## Multiple-choice accuracy ({n_items:,} items, rank classification)",
         "",
         "acc / acc_norm (log-likelihood per character of the choice), mean ± std over seeds; "
         "higher is better.",
         "",
-        "| method | " + " | ".join(f"τ={t:g}" for t in taus) + " |",
-        "|---|" + "---|" * len(taus),
+        *_method_table(cfg, cells, _accuracy_text),
     ]
-    for method in cfg.methods:
-        row = []
-        for tau in taus:
-            cell = cells.get((method, tau), {})
-            if "mc_accuracy" not in cell:
-                row.append("—")
-                continue
-            acc, norm = cell["mc_accuracy"], cell["mc_accuracy_norm"]
-            text = f"{100 * acc['mean']:.1f}% / {100 * norm['mean']:.1f}%"
-            if len(cell["losses"]) > 1:
-                text = (
-                    f"{100 * acc['mean']:.1f} ± {100 * acc['spread']:.1f}% / "
-                    f"{100 * norm['mean']:.1f} ± {100 * norm['spread']:.1f}%"
-                )
-            row.append(text)
-        lines.append(f"| {method} | " + " | ".join(row) + " |")
-    return lines
+
+
+def _accuracy_text(cell: dict | None) -> str:
+    if cell is None or "mc_accuracy" not in cell:
+        return "—"
+    parts = []
+    for metric in ("mc_accuracy", "mc_accuracy_norm"):
+        value = cell[metric]
+        spread = f" ± {100 * value['spread']:.1f}" if len(cell["losses"]) > 1 else ""
+        parts.append(f"{100 * value['mean']:.1f}{spread}%")
+    return " / ".join(parts)
 
 
 def _cell_text(cell: dict | None) -> str:

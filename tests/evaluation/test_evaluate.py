@@ -332,3 +332,16 @@ def test_training_on_one_source_at_a_time(evaluated) -> None:
     assert book["train_tokens"] == web["train_tokens"] == 48 * SEQ_LEN
     assert 0 < book["full_chunks"] < web["full_chunks"]
     assert book["heldout_loss"] < web["heldout_loss"]
+
+
+def test_accuracy_cells_show_the_spread_over_seeds() -> None:
+    from colorfilter.evaluation.report import _accuracy_text
+
+    two = {
+        "losses": [5.0, 5.1],
+        "mc_accuracy": {"mean": 0.2, "spread": 0.01},
+        "mc_accuracy_norm": {"mean": 0.3, "spread": 0.02},
+    }
+    assert _accuracy_text(two) == "20.0 ± 1.0% / 30.0 ± 2.0%"
+    assert _accuracy_text({**two, "losses": [5.0]}) == "20.0% / 30.0%"
+    assert _accuracy_text({"losses": [5.0]}) == _accuracy_text(None) == "—"
