@@ -65,6 +65,9 @@ def write_reports(
         ],
         "data_multiplier": {tau: m["value"] for tau, m in multipliers.items()},
     }
+    by_source = None  # row masks per source, computed once for the table and the plot
+    if pool_scores is not None and pool.source is not None:
+        by_source = _source_groups(pool, cfg.target_source)
     compositions = {
         f"{m}-tau{t:g}": composition(pool, selections[(m, float(t))], cfg.target_source)
         for t in cfg.taus
@@ -79,7 +82,9 @@ def write_reports(
         "data_multiplier": multipliers,
         "composition": compositions,
         "overlap_with_color": overlap_with_color(cfg, selections),
-        "scores_by_source": scores_by_source(pool, pool_scores, cfg.target_source),
+        "scores_by_source": (
+            None if by_source is None else scores_by_source(by_source, pool_scores)
+        ),
         "runs": records,
         "elapsed_s": elapsed_s,
         "train_time_s": sum(r.get("wall_time_s", 0.0) for r in records.values()),
@@ -92,13 +97,21 @@ def write_reports(
     )
     _plot_loss_vs_tau(cfg, cells, eval_dir / "loss_vs_tau.png")
     _plot_random_curve(cfg, cells, curve, eval_dir / "random_curve.png")
-    if pool_scores is not None and pool.source is not None:
-        _plot_scores_by_source(pool, pool_scores["score"], eval_dir / "scores_by_source.png")
+    if by_source is not None:
+        _plot_scores_by_source(by_source, pool_scores["score"], eval_dir / "scores_by_source.png")
     return report
 
 
-def _source_groups(pool: Pool) -> dict[str, np.ndarray]:
-    """Row masks of the pool's largest sources (MAX_SOURCES) and of the rest, as "other"."""
+@dataclasses.dataclass(frozen=True)
+class SourceGroups:
+    """Row masks of the pool: its largest sources (MAX_SOURCES) and the rest as "other"; and,
+    where the config names target-like prefixes, the target-like part."""
+
+    sources: dict[str, np.ndarray]
+    target: np.ndarray | None
+
+
+def _source_groups(pool: Pool, target_source: list[str]) -> SourceGroups:
     labels = np.array(["(none)" if s is None else str(s) for s in pool.source], dtype=object)
     names, counts = np.unique(labels, return_counts=True)
     shown = [str(n) for n in names[np.argsort(-counts, kind="stable")][:MAX_SOURCES]]
@@ -106,12 +119,13 @@ def _source_groups(pool: Pool) -> dict[str, np.ndarray]:
     rest = ~np.isin(labels, shown)
     if rest.any():
         groups["other"] = rest
-    return groups
+    target = is_target(labels, target_source) if target_source else None
+    return SourceGroups(groups, target)
 
 
 def scores_by_source(
-    pool: Pool, pool_scores: dict[str, np.ndarray] | None, target_source: list[str]
-) -> dict[str, dict[str, float]] | None:
+    groups: SourceGroups, pool_scores: dict[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
     """Mean prior_loss, cond_loss and score per source, plus the whole pool ("all") and its
     target-like and other parts.
 
@@ -119,13 +133,10 @@ def scores_by_source(
     conditional away from the prior on the pool. When that drift dwarfs the spread of prior_loss,
     cond_loss ranks by target-likeness alone and conditional_only selects much as CoLoR does.
     """
-    if pool_scores is None or pool.source is None:
-        return None
-    masks = _source_groups(pool)
-    masks["all"] = np.ones(len(pool.index), dtype=bool)
-    if target_source:
-        target = is_target(np.array([str(s) for s in pool.source], dtype=object), target_source)
-        masks["target-like"], masks["not target-like"] = target, ~target
+    masks = dict(groups.sources)
+    masks["all"] = np.ones(len(pool_scores["score"]), dtype=bool)
+    if groups.target is not None:
+        masks["target-like"], masks["not target-like"] = groups.target, ~groups.target
     out = {}
     for name, mask in masks.items():
         if not mask.any():
@@ -469,9 +480,9 @@ def _plot_random_curve(cfg: EvaluateConfig, cells: dict, curve: list, path: Path
 MAX_SOURCES = 8  # sources drawn one by one in the score plot; the rest are pooled as "other"
 
 
-def _plot_scores_by_source(pool: Pool, scores: np.ndarray, path: Path) -> None:
+def _plot_scores_by_source(by_source: SourceGroups, scores: np.ndarray, path: Path) -> None:
     """Score (prior_loss - cond_loss) histograms per source, each normalised to its own count."""
-    groups = {name: scores[mask] for name, mask in _source_groups(pool).items()}
+    groups = {name: scores[mask] for name, mask in by_source.sources.items()}
     figure, axes = _figure()
     bins = np.linspace(float(np.min(scores)), float(np.max(scores)), 60)
     for name, values in groups.items():
