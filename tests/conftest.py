@@ -62,7 +62,8 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=[EOS],
+        vocab_size=400,
+        special_tokens=[EOS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(sample_documents(200, seed=1), trainer)
@@ -80,8 +81,12 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
-                 log_to_driver=False)
+        ray.init(
+            num_cpus=2,
+            object_store_memory=300 * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     yield ray
     ray.shutdown()
 
@@ -91,8 +96,12 @@ def c4_inputs(tmp_path) -> dict[str, list[Path]]:
     """C4-shaped pool files (.json.gz and .zst) and downstream train/eval files."""
     docs = sample_documents(90)
     records = [
-        {"text": t, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.org/{i}",
-         "source": "web" if i % 3 else "book"}
+        {
+            "text": t,
+            "timestamp": "2019-04-25T12:57:54Z",
+            "url": f"https://example.org/{i}",
+            "source": "web" if i % 3 else "book",
+        }
         for i, t in enumerate(docs)
     ]
     pool = [
@@ -102,5 +111,9 @@ def c4_inputs(tmp_path) -> dict[str, list[Path]]:
     ]
     train = [write_jsonl(tmp_path / "target" / "train.jsonl.zst", records[80:86])]
     evaluation = [write_jsonl(tmp_path / "target" / "eval.jsonl.gz", records[86:])]
-    return {"pool": pool, "downstream_train": train, "downstream_eval": evaluation,
-            "records": records}
+    return {
+        "pool": pool,
+        "downstream_train": train,
+        "downstream_eval": evaluation,
+        "records": records,
+    }

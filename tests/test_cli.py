@@ -27,8 +27,17 @@ def test_help_imports_no_heavy_library():
 
 def test_every_stage_has_a_command():
     result = runner.invoke(app, ["--help"])
-    for name in ("run", "prepare", "train-prior", "train-conditional", "score", "select",
-                 "evaluate", "release", "submit"):
+    for name in (
+        "run",
+        "prepare",
+        "train-prior",
+        "train-conditional",
+        "score",
+        "select",
+        "evaluate",
+        "release",
+        "submit",
+    ):
         assert name in result.output
 
 

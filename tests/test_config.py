@@ -17,8 +17,15 @@ def write(tmp_path, text: str):
 
 def test_yaml_and_overrides(tmp_path):
     path = write(tmp_path, "output_dir: out\nseq_len: 128\ndata:\n  pool: [a.jsonl]\n")
-    config = load_config(path, ["data.pool=[a.jsonl.zst,b/*.json.gz]", "seq_len=256",
-                                "data.text_field=content", "prepare.worker_cpus=1"])
+    config = load_config(
+        path,
+        [
+            "data.pool=[a.jsonl.zst,b/*.json.gz]",
+            "seq_len=256",
+            "data.text_field=content",
+            "prepare.worker_cpus=1",
+        ],
+    )
     assert config.data.pool == ["a.jsonl.zst", "b/*.json.gz"]
     assert config.seq_len == 256 and config.data.text_field == "content"
     assert config.prepare.worker_cpus == 1.0 and isinstance(config.prepare.worker_cpus, float)

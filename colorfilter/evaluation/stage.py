@@ -20,7 +20,7 @@ import numpy as np
 
 from colorfilter.config import Config
 from colorfilter.configtools import stable_hash
-from colorfilter.errors import ConfigError
+from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.plan import (
     Pool,
@@ -61,7 +61,7 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
     out = config.output_path
     token_paths, score_paths = _checked_inputs(config, cfg)
     pool = Pool.read(token_paths)
-    scores = _read_scores(score_paths)
+    scores = _read_scores(score_paths, pool)
     selections = _selections(config, cfg, scores)
     budgets = _budgets(cfg, pool, selections, config.seq_len)
     method_specs, curve_specs = _plan_runs(cfg, pool, selections, budgets, config.seq_len)
@@ -88,12 +88,19 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
     )
 
 
-def _read_scores(score_paths: list[Path]) -> Any:
-    """The pool's score columns, read once: every score-based selection and the by-source plot
-    use them, and the evaluation holds the pool's index in memory anyway."""
+def _read_scores(score_paths: list[Path], pool: Pool) -> Any:
+    """The pool's score columns, read once: every score-based selection and the by-source report
+    use them, and the evaluation holds the pool's index in memory anyway. Refused before any
+    training unless there is one row per pool chunk."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(score_paths, columns=["seq_id", "prior_loss", "cond_loss", "score"])
+    scores = pq.read_table(score_paths, columns=["seq_id", "prior_loss", "cond_loss", "score"])
+    if scores.num_rows != len(pool.index):
+        raise BadDataError(
+            f"the pool's score shards hold {scores.num_rows:,} rows for {len(pool.index):,} "
+            "chunks: rerun `colorfilter score`"
+        )
+    return scores
 
 
 def _pool_scores(pool: Pool, scores: Any) -> dict[str, np.ndarray]:

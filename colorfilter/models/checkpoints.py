@@ -33,8 +33,11 @@ def fingerprint(target: str | Path | list[Path] | None) -> Any:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
             size = file.stat().st_size
-            digest = (hashlib.sha256(file.read_bytes()).hexdigest()[:16]
-                      if size <= SMALL_FILE_BYTES else None)
+            digest = (
+                hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+                if size <= SMALL_FILE_BYTES
+                else None
+            )
             entries.append([file.name, size, digest])
     return entries
 
@@ -74,14 +77,18 @@ def check_tokenizer_matches(model_dir: str | Path, tokenizer: Any) -> None:
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
-        raise ConfigError(f"prior.init_from {model_dir} is not a HF checkpoint directory "
-                          "(no config.json); see scripts/convert_smollm2.py for GGUF files")
+        raise ConfigError(
+            f"prior.init_from {model_dir} is not a HF checkpoint directory "
+            "(no config.json); see scripts/convert_smollm2.py for GGUF files"
+        )
     if not any((model_dir / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
         return
     own = AutoTokenizer.from_pretrained(str(model_dir))
     if own.get_vocab() != tokenizer.get_vocab():
-        raise ConfigError(f"prior.init_from {model_dir} has its own tokenizer, which differs from "
-                          "the run's: prepare the data with that checkpoint's tokenizer")
+        raise ConfigError(
+            f"prior.init_from {model_dir} has its own tokenizer, which differs from "
+            "the run's: prepare the data with that checkpoint's tokenizer"
+        )
 
 
 def prepare_out_dir(out_dir: Path, stats_file: str) -> None:

@@ -11,7 +11,14 @@ from pathlib import Path
 from colorfilter.io.atomic import atomic_path, write_text_atomic
 
 CURVE_COLUMNS = (
-    "step", "tokens_seen", "lr", "train_loss", "z_loss", "grad_norm", "elapsed_s", "eval_loss"
+    "step",
+    "tokens_seen",
+    "lr",
+    "train_loss",
+    "z_loss",
+    "grad_norm",
+    "elapsed_s",
+    "eval_loss",
 )
 
 
@@ -37,8 +44,11 @@ def write_loss_curve_png(
     axes = figure.add_subplot(1, 1, 1)
     tokens = [r["tokens_seen"] for r in history]
     axes.plot(tokens, [r["train_loss"] for r in history], label="train loss", linewidth=1)
-    evals = [(r["tokens_seen"], r["eval_loss"]) for r in history
-             if not math.isnan(r.get("eval_loss", math.nan))]
+    evals = [
+        (r["tokens_seen"], r["eval_loss"])
+        for r in history
+        if not math.isnan(r.get("eval_loss", math.nan))
+    ]
     if evals:
         axes.plot(*zip(*evals, strict=True), "o-", label="held-out loss", markersize=4)
     axes.set_xlabel("tokens seen")

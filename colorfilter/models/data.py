@@ -141,7 +141,11 @@ class RankBatches:
 
 
 def load_rank_batches(
-    index: ChunkIndex, order: np.ndarray, batch_size: int, num_steps: int, rank: int = 0,
+    index: ChunkIndex,
+    order: np.ndarray,
+    batch_size: int,
+    num_steps: int,
+    rank: int = 0,
     world_size: int = 1,
 ) -> RankBatches:
     """Read the tokens of the chunks that `rank` trains on over the first `num_steps` steps."""
@@ -163,8 +167,9 @@ def load_rank_batches(
 def _read_rows(path: Path, rows: np.ndarray) -> pa.ListArray:
     """`input_ids` of `rows` of one shard, reading only the row groups that hold them."""
     parquet = pq.ParquetFile(path)
-    starts = np.cumsum([0] + [parquet.metadata.row_group(i).num_rows
-                              for i in range(parquet.num_row_groups)])
+    starts = np.cumsum(
+        [0] + [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+    )
     group_of_row = np.searchsorted(starts, rows, side="right") - 1
     groups = np.unique(group_of_row)
     table = parquet.read_row_groups([int(g) for g in groups], columns=["input_ids"])

@@ -73,19 +73,40 @@ def train_prior(
         return stats
     tokenizer, pad_id = load_tokenizer(tokenizer_dir)
     if cfg.init_from:
-        return _adopt_prior(cfg, out_dir, tokenizer, pad_id, seq_len, seed, device,
-                            eval_token_dir, config_hash)
+        return _adopt_prior(
+            cfg, out_dir, tokenizer, pad_id, seq_len, seed, device, eval_token_dir, config_hash
+        )
     from colorfilter.models.presets import build_model
 
     index = select_token_budget(pool_paths, cfg.token_budget, seed)
     model = build_model(
-        cfg.preset, len(tokenizer), seq_len, seed=seed, pad_token_id=pad_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        cfg.preset,
+        len(tokenizer),
+        seq_len,
+        seed=seed,
+        pad_token_id=pad_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
         **cfg.model_overrides,
     )
     extra = {"preset": cfg.preset, "token_budget": cfg.token_budget}
-    return _train_stage("prior", model, index, np.arange(len(index)), cfg, out_dir, tokenizer,
-                        pad_id, seq_len, seed, device, eval_token_dir, config_hash, extra, on_step)
+    return _train_stage(
+        "prior",
+        model,
+        index,
+        np.arange(len(index)),
+        cfg,
+        out_dir,
+        tokenizer,
+        pad_id,
+        seq_len,
+        seed,
+        device,
+        eval_token_dir,
+        config_hash,
+        extra,
+        on_step,
+    )
 
 
 def train_conditional(
@@ -120,11 +141,27 @@ def train_conditional(
     model = AutoModelForCausalLM.from_pretrained(prior_dir, dtype="float32")
     extra: dict[str, Any] = {"epochs": cfg.epochs, "prior_dir": str(prior_dir)}
     if eval_token_dir is not None:
-        extra["prior_eval_loss"], _ = _held_out(model, eval_token_dir, seq_len, pad_id, cfg,
-                                               resolve_device(device))
+        extra["prior_eval_loss"], _ = _held_out(
+            model, eval_token_dir, seq_len, pad_id, cfg, resolve_device(device)
+        )
     order = epoch_order(index, cfg.epochs, seed)
-    return _train_stage("conditional", model, index, order, cfg, out_dir, tokenizer, pad_id,
-                        seq_len, seed, device, eval_token_dir, config_hash, extra, on_step)
+    return _train_stage(
+        "conditional",
+        model,
+        index,
+        order,
+        cfg,
+        out_dir,
+        tokenizer,
+        pad_id,
+        seq_len,
+        seed,
+        device,
+        eval_token_dir,
+        config_hash,
+        extra,
+        on_step,
+    )
 
 
 def finished_stats(out_dir: str | Path, config_hash: str) -> dict[str, Any] | None:
@@ -145,30 +182,54 @@ def _shards_or_fail(token_dir: str | Path, what: str) -> list[Path]:
 
 def _plan_steps(n_chunks: int, cfg: TrainConfig, world_size: int, stage: str) -> int:
     if cfg.batch_size % world_size:
-        raise ConfigError(f"{stage}.batch_size={cfg.batch_size} is not a multiple of the "
-                          f"{world_size} data-parallel ranks")
+        raise ConfigError(
+            f"{stage}.batch_size={cfg.batch_size} is not a multiple of the "
+            f"{world_size} data-parallel ranks"
+        )
     steps = n_chunks // cfg.batch_size
     if cfg.max_steps > 0:
         steps = min(steps, cfg.max_steps)
     if steps < 1:
-        raise ConfigError(f"{stage}: {n_chunks} chunks make no full batch of "
-                          f"{cfg.batch_size}; lower {stage}.batch_size or add data")
+        raise ConfigError(
+            f"{stage}: {n_chunks} chunks make no full batch of "
+            f"{cfg.batch_size}; lower {stage}.batch_size or add data"
+        )
     return steps
 
 
-def _held_out(model: Any, eval_token_dir: str | Path, seq_len: int, pad_id: int,
-              cfg: TrainConfig, device: Any) -> tuple[float, int]:
+def _held_out(
+    model: Any, eval_token_dir: str | Path, seq_len: int, pad_id: int, cfg: TrainConfig, device: Any
+) -> tuple[float, int]:
     """(mean held-out loss, predicted positions) on the eval split."""
     model.to(device)
-    nll, count = evaluate_sums(model, eval_token_dir, seq_len, pad_id, cfg.eval_batch_size,
-                               device, cfg.dtype, cfg.eval_max_chunks)
+    nll, count = evaluate_sums(
+        model,
+        eval_token_dir,
+        seq_len,
+        pad_id,
+        cfg.eval_batch_size,
+        device,
+        cfg.dtype,
+        cfg.eval_max_chunks,
+    )
     return (nll / count if count else float("nan")), count
 
 
 def _train_stage(
-    stage: str, model: Any, index: ChunkIndex, order: np.ndarray, cfg: TrainConfig,
-    out_dir: Path, tokenizer: Any, pad_id: int, seq_len: int, seed: int, device_name: str,
-    eval_token_dir: str | Path | None, config_hash: str, extra: dict[str, Any],
+    stage: str,
+    model: Any,
+    index: ChunkIndex,
+    order: np.ndarray,
+    cfg: TrainConfig,
+    out_dir: Path,
+    tokenizer: Any,
+    pad_id: int,
+    seq_len: int,
+    seed: int,
+    device_name: str,
+    eval_token_dir: str | Path | None,
+    config_hash: str,
+    extra: dict[str, Any],
     on_step: StepHook | None,
 ) -> dict[str, Any]:
     """Train, then write the checkpoint, curves and stats (rank 0); return the stats."""
@@ -187,26 +248,58 @@ def _train_stage(
             write_seq_ids(index.seq_id[: steps * cfg.batch_size], out_dir / "train_seq_ids.parquet")
     dist.barrier()
     batches = load_rank_batches(index, order, cfg.batch_size, steps, dist.rank, dist.world_size)
-    spec = LoopSpec(steps, seq_len, pad_id, out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE,
-                    config_hash, desc=stage)
+    spec = LoopSpec(
+        steps, seq_len, pad_id, out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE, config_hash, desc=stage
+    )
 
     def eval_fn(trained: Any) -> float:
         return _held_out(trained, eval_token_dir, seq_len, pad_id, cfg, device)[0]
 
-    state = train_loop(model, batches, cfg, spec, device, dist,
-                       eval_fn if eval_token_dir is not None else None, on_step)
+    state = train_loop(
+        model,
+        batches,
+        cfg,
+        spec,
+        device,
+        dist,
+        eval_fn if eval_token_dir is not None else None,
+        on_step,
+    )
     if dist.is_main:
-        stats = _finish(stage, model, tokenizer, state, cfg, out_dir, seq_len, seed, device,
-                        dist.world_size, eval_fn if eval_token_dir is not None else None,
-                        config_hash, {**extra, "n_chunks": len(index)}, started)
+        stats = _finish(
+            stage,
+            model,
+            tokenizer,
+            state,
+            cfg,
+            out_dir,
+            seq_len,
+            seed,
+            device,
+            dist.world_size,
+            eval_fn if eval_token_dir is not None else None,
+            config_hash,
+            {**extra, "n_chunks": len(index)},
+            started,
+        )
     dist.barrier()
     return stats if dist.is_main else read_json(out_dir / STATS_FILE)
 
 
 def _finish(
-    stage: str, model: Any, tokenizer: Any, state: Any, cfg: TrainConfig, out_dir: Path,
-    seq_len: int, seed: int, device: Any, world_size: int,
-    eval_fn: Callable[[Any], float] | None, config_hash: str, extra: dict[str, Any],
+    stage: str,
+    model: Any,
+    tokenizer: Any,
+    state: Any,
+    cfg: TrainConfig,
+    out_dir: Path,
+    seq_len: int,
+    seed: int,
+    device: Any,
+    world_size: int,
+    eval_fn: Callable[[Any], float] | None,
+    config_hash: str,
+    extra: dict[str, Any],
     started: float,
 ) -> dict[str, Any]:
     from colorfilter.models.presets import count_parameters
@@ -248,8 +341,15 @@ def _finish(
 
 
 def _adopt_prior(
-    cfg: PriorConfig, out_dir: Path, tokenizer: Any, pad_id: int, seq_len: int, seed: int,
-    device_name: str, eval_token_dir: str | Path | None, config_hash: str,
+    cfg: PriorConfig,
+    out_dir: Path,
+    tokenizer: Any,
+    pad_id: int,
+    seq_len: int,
+    seed: int,
+    device_name: str,
+    eval_token_dir: str | Path | None,
+    config_hash: str,
 ) -> dict[str, Any]:
     """Use an existing HF checkpoint as the prior: check its vocab, copy it, evaluate it."""
     from transformers import AutoModelForCausalLM
@@ -261,20 +361,32 @@ def _adopt_prior(
     check_tokenizer_matches(cfg.init_from, tokenizer)
     model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype="float32")
     if model.config.vocab_size < len(tokenizer):
-        raise ConfigError(f"prior.init_from {cfg.init_from} has vocab {model.config.vocab_size}, "
-                          f"smaller than the tokenizer's {len(tokenizer)}")
+        raise ConfigError(
+            f"prior.init_from {cfg.init_from} has vocab {model.config.vocab_size}, "
+            f"smaller than the tokenizer's {len(tokenizer)}"
+        )
     prepare_out_dir(out_dir, STATS_FILE)
     eval_loss = None
     if eval_token_dir is not None:
-        eval_loss, _ = _held_out(model, eval_token_dir, seq_len, pad_id, cfg,
-                                 resolve_device(device_name))
+        eval_loss, _ = _held_out(
+            model, eval_token_dir, seq_len, pad_id, cfg, resolve_device(device_name)
+        )
     save_model_dir(model.to("cpu"), tokenizer, out_dir)
     stats = {
-        "stage": "prior", "config_hash": config_hash, "config": dataclasses.asdict(cfg),
-        "init_from": cfg.init_from, "architecture": type(model).__name__,
-        "parameters": count_parameters(model), "seq_len": seq_len, "seed": seed, "steps": 0,
-        "tokens_seen": 0, "final_train_loss": None, "eval_loss": eval_loss,
-        "train_time_s": 0.0, "wall_time_s": time.perf_counter() - started,
+        "stage": "prior",
+        "config_hash": config_hash,
+        "config": dataclasses.asdict(cfg),
+        "init_from": cfg.init_from,
+        "architecture": type(model).__name__,
+        "parameters": count_parameters(model),
+        "seq_len": seq_len,
+        "seed": seed,
+        "steps": 0,
+        "tokens_seen": 0,
+        "final_train_loss": None,
+        "eval_loss": eval_loss,
+        "train_time_s": 0.0,
+        "wall_time_s": time.perf_counter() - started,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
     write_json_atomic(out_dir / STATS_FILE, stats)

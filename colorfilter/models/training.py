@@ -156,9 +156,15 @@ def train_loop(
         state.step, session_tokens = step + 1, session_tokens + real_tokens
         state.tokens_seen += real_tokens
         state.elapsed_s = elapsed_before + time.perf_counter() - started
-        record = {"step": state.step, "tokens_seen": state.tokens_seen, "lr": lr,
-                  "train_loss": train_loss, "z_loss": z_loss, "grad_norm": grad_norm,
-                  "elapsed_s": state.elapsed_s}
+        record = {
+            "step": state.step,
+            "tokens_seen": state.tokens_seen,
+            "lr": lr,
+            "train_loss": train_loss,
+            "z_loss": z_loss,
+            "grad_norm": grad_norm,
+            "elapsed_s": state.elapsed_s,
+        }
         finished = state.step == spec.total_steps
         if eval_fn is not None and cfg.eval_every and state.step % cfg.eval_every == 0:
             if dist.is_main and not finished:
@@ -179,8 +185,17 @@ def train_loop(
 
 
 def optimizer_step(
-    runner: Any, model: Any, optimizer: Any, batches: RankBatches, step: int, lr: float,
-    cfg: TrainConfig, spec: LoopSpec, device: Any, amp: Any, dist: DistContext,
+    runner: Any,
+    model: Any,
+    optimizer: Any,
+    batches: RankBatches,
+    step: int,
+    lr: float,
+    cfg: TrainConfig,
+    spec: LoopSpec,
+    device: Any,
+    amp: Any,
+    dist: DistContext,
 ) -> tuple[float, float, float, int]:
     """One optimizer step on the global batch `step`: (loss, z-loss, grad norm, real tokens)."""
     import torch
@@ -199,8 +214,15 @@ def optimizer_step(
 
 
 def _accumulate_gradients(
-    runner: Any, batches: RankBatches, step: int, cfg: TrainConfig, spec: LoopSpec,
-    predicted: int, device: Any, amp: Any, dist: DistContext,
+    runner: Any,
+    batches: RankBatches,
+    step: int,
+    cfg: TrainConfig,
+    spec: LoopSpec,
+    predicted: int,
+    device: Any,
+    amp: Any,
+    dist: DistContext,
 ) -> tuple[float, float]:
     """Forward/backward this rank's micro-batches of `step`; return the global mean losses."""
     import torch
@@ -249,7 +271,12 @@ def _progress_bar(cfg: TrainConfig, spec: LoopSpec, start_step: int, dist: DistC
     from tqdm.auto import tqdm
 
     return tqdm(
-        total=spec.total_steps, initial=start_step, desc=spec.desc, unit="step",
-        disable=not (cfg.progress and dist.is_main), mininterval=1.0, file=sys.stderr,
+        total=spec.total_steps,
+        initial=start_step,
+        desc=spec.desc,
+        unit="step",
+        disable=not (cfg.progress and dist.is_main),
+        mininterval=1.0,
+        file=sys.stderr,
         dynamic_ncols=True,
     )

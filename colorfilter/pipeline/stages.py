@@ -145,4 +145,3 @@ def run_stage(name: str, config: Config, overwrite: bool = False) -> dict:
 def is_main_process() -> bool:
     """False on the non-zero ranks of a torchrun launch, which leave shared outputs to rank 0."""
     return os.environ.get("RANK", "0") == "0"
-

@@ -156,7 +156,11 @@ def ranking_key(method: str, *, seed: int = 0, temperature: float = 1.0) -> Rank
 
 
 def batchwise_select(
-    seq_id: np.ndarray, score: np.ndarray, tau: float, *, block_n: int = DEFAULT_BLOCK_N,
+    seq_id: np.ndarray,
+    score: np.ndarray,
+    tau: float,
+    *,
+    block_n: int = DEFAULT_BLOCK_N,
     seed: int = 0,
 ) -> np.ndarray:
     """The paper's Algorithm 1: best `block_n` of each random block of round(tau * block_n).
@@ -228,7 +232,10 @@ def select_many(
         }
     ranking = ranking_key(method, seed=seed, temperature=temperature)
     result = topk(
-        source, k_by_tau.values(), key=ranking.key, direction=ranking.direction,
+        source,
+        k_by_tau.values(),
+        key=ranking.key,
+        direction=ranking.direction,
         max_buffer_rows=max_buffer_rows,
     )
     return {tau: result.seq_ids[k] for tau, k in k_by_tau.items()}
@@ -246,6 +253,11 @@ def select(
 ) -> np.ndarray:
     """Chosen seq_ids (uint64, ascending) of `method` at ratio `tau`; see `select_many`."""
     return select_many(
-        method, data, [tau], seed=seed, temperature=temperature, block_n=block_n,
+        method,
+        data,
+        [tau],
+        seed=seed,
+        temperature=temperature,
+        block_n=block_n,
         max_buffer_rows=max_buffer_rows,
     )[tau]

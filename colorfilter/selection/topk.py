@@ -223,8 +223,9 @@ class _Prefix:
     def next_digit(self, key_bits: int) -> _Digit | None:
         """The digit right after this prefix (the first one wider), or None when all is known."""
         if self.key_bits < key_bits:
-            width = min(_FIRST_DIGIT_BITS if self.key_bits == 0 else _DIGIT_BITS,
-                        key_bits - self.key_bits)
+            width = min(
+                _FIRST_DIGIT_BITS if self.key_bits == 0 else _DIGIT_BITS, key_bits - self.key_bits
+            )
             return _Digit("key", key_bits - self.key_bits - width, width)
         if self.seq_bits < 64:
             width = min(_DIGIT_BITS, 64 - self.seq_bits)
@@ -475,8 +476,14 @@ def _plan(selectors: list[_Selector], key_bits: int, max_buffer_rows: int) -> di
 
 
 def _run_pass(
-    source: Source, key: KeySpec, direction: Direction, selectors: list[_Selector],
-    max_buffer_rows: int, n_rows: int, first_pass: bool, key_bits: int | None,
+    source: Source,
+    key: KeySpec,
+    direction: Direction,
+    selectors: list[_Selector],
+    max_buffer_rows: int,
+    n_rows: int,
+    first_pass: bool,
+    key_bits: int | None,
 ) -> tuple[int | None, int]:
     """Read every batch once and feed the open selectors; return (key bit width, rows buffered)."""
     rows = nan_count = 0

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from colorfilter.config import Config
-from colorfilter.errors import ConfigError
+from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.curve import data_multiplier
 from colorfilter.evaluation.stage import run_evaluate
@@ -232,6 +232,22 @@ def test_multiple_choice_accuracy_per_run_and_in_the_report(evaluated, tmp_path)
     assert "## Multiple-choice accuracy (2 items, rank classification)" in report_md
     config.evaluate.multiple_choice = [str(tmp_path / "missing.jsonl")]
     with pytest.raises(ConfigError, match="missing.jsonl"):
+        run_evaluate(config)
+
+
+def test_score_shards_missing_rows_are_refused(evaluated, tmp_path) -> None:
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    root, config, _ = evaluated
+    copy = tmp_path / "run"
+    shutil.copytree(root, copy)
+    shard = sorted((copy / "scores" / "pool").glob("*.parquet"))[0]
+    table = pq.read_table(shard)
+    write_parquet_atomic(shard, table.slice(0, table.num_rows - 1))
+    config = _config(copy)
+    with pytest.raises(BadDataError, match="239 rows for 240 chunks"):
         run_evaluate(config)
 
 

@@ -24,8 +24,9 @@ def read_all(path, fmt=None, **kwargs):
     return list(iter_records(item, **kwargs))
 
 
-@pytest.mark.parametrize("name", ["a.jsonl", "c4-train.00000-of-01024.json.gz", "a.jsonl.zst",
-                                  "a.json"])
+@pytest.mark.parametrize(
+    "name", ["a.jsonl", "c4-train.00000-of-01024.json.gz", "a.jsonl.zst", "a.json"]
+)
 def test_jsonl_variants(tmp_path, name):
     path = write_jsonl(tmp_path / name, RECORDS)
     docs = read_all(path, source_field="source")
@@ -47,12 +48,21 @@ def test_parquet_and_saved_hf_dataset(tmp_path):
 
 def test_bad_records_have_reasons_and_line_indices(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_bytes(b'{"text": "ok"}\n[1, 2]\n{"text": null}\n\n{"text": "\\ud800"}\n'
-                     b'{"text": "\xc3\x28"}\n{"text": "end"}')
+    path.write_bytes(
+        b'{"text": "ok"}\n[1, 2]\n{"text": null}\n\n{"text": "\\ud800"}\n'
+        b'{"text": "\xc3\x28"}\n{"text": "end"}'
+    )
     records = read_all(path)
     reasons = [r.reason if isinstance(r, BadRecord) else "ok" for r in records]
-    assert reasons == ["ok", "not_an_object", "non_string_text", "empty_line", "invalid_utf8",
-                       "invalid_utf8", "ok"]
+    assert reasons == [
+        "ok",
+        "not_an_object",
+        "non_string_text",
+        "empty_line",
+        "invalid_utf8",
+        "invalid_utf8",
+        "ok",
+    ]
     assert isinstance(records[-1], Document) and records[-1].index == 6
 
 

@@ -124,14 +124,28 @@ def _run_torchrun(spec: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     driver.write_text(DRIVER)
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node", str(WORLD_SIZE), str(driver), str(spec_path)]
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(WORLD_SIZE),
+        str(driver),
+        str(spec_path),
+    ]
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
 
 
 def _relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -140,8 +154,7 @@ def _relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
     return (diff / norm) ** 0.5
 
 
-def test_two_rank_ddp_matches_one_process_with_the_same_global_batch(corpus, tmp_path,
-                                                                      monkeypatch):
+def test_two_rank_ddp_matches_one_process_with_the_same_global_batch(corpus, tmp_path, monkeypatch):
     # Checkpoint every 2 steps (kept), evaluate every 4: the rank-0-only paths inside the loop.
     single_cfg = micro_prior_config(checkpoint_every=2, keep_checkpoint=True, eval_every=4)
     # Each DDP rank holds 4 of the 8 rows per step; micro-batches of 2 exercise no_sync.
@@ -153,22 +166,42 @@ def test_two_rank_ddp_matches_one_process_with_the_same_global_batch(corpus, tmp
 
     def recording_local_batch(self, step, seq_len, pad_id):
         input_ids, n_tokens = plain_local_batch(self, step, seq_len, pad_id)
-        single_batches.append({"positions": self.global_positions(step).tolist(),
-                               "input_ids": input_ids.tolist(), "n_tokens": n_tokens.tolist()})
+        single_batches.append(
+            {
+                "positions": self.global_positions(step).tolist(),
+                "input_ids": input_ids.tolist(),
+                "n_tokens": n_tokens.tolist(),
+            }
+        )
         return input_ids, n_tokens
 
     monkeypatch.setattr(RankBatches, "local_batch", recording_local_batch)
     single_dir = tmp_path / "single" / "prior"
-    single = train_prior(corpus.pool, single_dir, corpus.tokenizer, single_cfg, SEQ_LEN, seed=3,
-                         device="cpu", eval_token_dir=corpus.pool_eval)
+    single = train_prior(
+        corpus.pool,
+        single_dir,
+        corpus.tokenizer,
+        single_cfg,
+        SEQ_LEN,
+        seed=3,
+        device="cpu",
+        eval_token_dir=corpus.pool_eval,
+    )
     monkeypatch.undo()
 
     # Two ranks under torchrun.
     ddp_dir, log_dir = tmp_path / "ddp" / "prior", tmp_path / "logs"
     log_dir.mkdir()
-    spec = {"pool": str(corpus.pool), "tokenizer": str(corpus.tokenizer),
-            "eval_dir": str(corpus.pool_eval), "out_dir": str(ddp_dir), "log_dir": str(log_dir),
-            "seq_len": SEQ_LEN, "seed": 3, "config": dataclasses.asdict(ddp_cfg)}
+    spec = {
+        "pool": str(corpus.pool),
+        "tokenizer": str(corpus.tokenizer),
+        "eval_dir": str(corpus.pool_eval),
+        "out_dir": str(ddp_dir),
+        "log_dir": str(log_dir),
+        "seq_len": SEQ_LEN,
+        "seed": 3,
+        "config": dataclasses.asdict(ddp_cfg),
+    }
     result = _run_torchrun(spec, tmp_path)
     output = f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     assert result.returncode == 0, f"torchrun failed:\n{output}"
@@ -198,8 +231,9 @@ def test_two_rank_ddp_matches_one_process_with_the_same_global_batch(corpus, tmp
     assert renamed.count("train_stats.json") == renamed.count("model.safetensors") == 1
     assert renamed.count("checkpoint/state.pt") == steps // 2
     files = sorted(str(p.relative_to(ddp_dir)) for p in ddp_dir.rglob("*") if p.is_file())
-    assert files == sorted(str(p.relative_to(single_dir)) for p in single_dir.rglob("*")
-                           if p.is_file())
+    assert files == sorted(
+        str(p.relative_to(single_dir)) for p in single_dir.rglob("*") if p.is_file()
+    )
     assert [f for f in files if f.startswith("checkpoint")] == ["checkpoint/state.pt"]
     assert not [f for f in files if Path(f).name.startswith(".tmp-")]
 
@@ -229,8 +263,9 @@ def test_two_rank_ddp_matches_one_process_with_the_same_global_batch(corpus, tmp
             assert float(ddp_row[column]) == pytest.approx(float(single_row[column]), rel=1e-5)
         assert bool(ddp_row["eval_loss"]) == bool(single_row["eval_loss"])
         if single_row["eval_loss"]:
-            assert float(ddp_row["eval_loss"]) == pytest.approx(float(single_row["eval_loss"]),
-                                                                rel=1e-5)
+            assert float(ddp_row["eval_loss"]) == pytest.approx(
+                float(single_row["eval_loss"]), rel=1e-5
+            )
     assert stats["eval_loss"] == pytest.approx(single["eval_loss"], rel=1e-5)
 
     # Weights: both replicas identical bit for bit, the saved model is rank 0's, and it equals

@@ -56,8 +56,9 @@ def test_evaluate_loss_is_token_weighted_over_shards(corpus):
     with torch.no_grad():
         for _, ids, lengths in iter_padded_batches(paths, 5, SEQ_LEN, 0):
             ids_t = torch.from_numpy(ids)
-            nll, _, n = token_losses(model(input_ids=ids_t).logits, ids_t,
-                                     torch.from_numpy(lengths.astype(np.int64)))
+            nll, _, n = token_losses(
+                model(input_ids=ids_t).logits, ids_t, torch.from_numpy(lengths.astype(np.int64))
+            )
             total, count = total + float(nll), count + int(n)
     loss = evaluate_loss(model, corpus.train, SEQ_LEN, pad_id=0, batch_size=7, device="cpu")
     assert loss == pytest.approx(total / count, rel=1e-5)

@@ -62,9 +62,17 @@ def test_saved_prior_reloads_as_a_standard_checkpoint(trained_prior, corpus):
 
 def test_conditional_predicts_downstream_better_than_prior(trained_prior, corpus, tmp_path):
     prior_dir, _ = trained_prior
-    stats = train_conditional(prior_dir, corpus.train, tmp_path / "conditional", corpus.tokenizer,
-                              micro_conditional_config(), SEQ_LEN, seed=0, device="cpu",
-                              eval_token_dir=corpus.eval)
+    stats = train_conditional(
+        prior_dir,
+        corpus.train,
+        tmp_path / "conditional",
+        corpus.tokenizer,
+        micro_conditional_config(),
+        SEQ_LEN,
+        seed=0,
+        device="cpu",
+        eval_token_dir=corpus.eval,
+    )
     assert stats["eval_loss"] < stats["prior_eval_loss"] - 0.3
     assert stats["steps"] == 2 * 32 // 8  # two epochs of 32 chunks, batch 8
     # eos doubles as pad but is a real token: its embedding row must train, not stay frozen.
@@ -79,8 +87,16 @@ def test_resume_after_kill_gives_the_uninterrupted_weights(corpus, tmp_path):
     args = (corpus.pool, corpus.tokenizer)
     train_prior(args[0], tmp_path / "whole", args[1], cfg, SEQ_LEN, seed=5, device="cpu")
     with pytest.raises(Killed):
-        train_prior(args[0], tmp_path / "killed", args[1], cfg, SEQ_LEN, seed=5, device="cpu",
-                    on_step=_kill_at(5))
+        train_prior(
+            args[0],
+            tmp_path / "killed",
+            args[1],
+            cfg,
+            SEQ_LEN,
+            seed=5,
+            device="cpu",
+            on_step=_kill_at(5),
+        )
     assert not (tmp_path / "killed" / "train_stats.json").exists()
     stats = train_prior(args[0], tmp_path / "killed", args[1], cfg, SEQ_LEN, seed=5, device="cpu")
     assert stats["resumed_from_steps"] == [4]
@@ -90,7 +106,8 @@ def test_resume_after_kill_gives_the_uninterrupted_weights(corpus, tmp_path):
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
     timeless = ("elapsed_s",)
     assert _curve(tmp_path / "whole" / "loss_curve.csv", timeless) == _curve(
-        tmp_path / "killed" / "loss_curve.csv", timeless)
+        tmp_path / "killed" / "loss_curve.csv", timeless
+    )
     # The kept final checkpoint and the saved model give the same logits.
     state = torch.load(tmp_path / "whole" / "checkpoint" / "state.pt", weights_only=False)
     from_state = build_model("micro", VOCAB, SEQ_LEN)
@@ -103,8 +120,16 @@ def test_resume_after_kill_gives_the_uninterrupted_weights(corpus, tmp_path):
 
 def test_finished_stage_is_skipped_and_runtime_fields_do_not_retrain(trained_prior, corpus):
     prior_dir, stats = trained_prior
-    again = train_prior(corpus.pool, prior_dir, corpus.tokenizer, micro_prior_config(), SEQ_LEN,
-                        seed=0, device="cpu", on_step=_kill_at(1))
+    again = train_prior(
+        corpus.pool,
+        prior_dir,
+        corpus.tokenizer,
+        micro_prior_config(),
+        SEQ_LEN,
+        seed=0,
+        device="cpu",
+        on_step=_kill_at(1),
+    )
     assert again == stats
 
     def hash_of(cfg, seed=0):
@@ -118,9 +143,16 @@ def test_finished_stage_is_skipped_and_runtime_fields_do_not_retrain(trained_pri
 
 def test_prior_can_be_adopted_from_a_checkpoint(trained_prior, corpus, tmp_path):
     prior_dir, stats = trained_prior
-    adopted = train_prior(corpus.pool, tmp_path / "adopted", corpus.tokenizer,
-                          micro_prior_config(init_from=str(prior_dir)), SEQ_LEN, seed=0,
-                          device="cpu", eval_token_dir=corpus.pool_eval)
+    adopted = train_prior(
+        corpus.pool,
+        tmp_path / "adopted",
+        corpus.tokenizer,
+        micro_prior_config(init_from=str(prior_dir)),
+        SEQ_LEN,
+        seed=0,
+        device="cpu",
+        eval_token_dir=corpus.pool_eval,
+    )
     assert adopted["steps"] == 0 and adopted["init_from"] == str(prior_dir)
     assert adopted["eval_loss"] == pytest.approx(stats["eval_loss"], rel=1e-6)
     original = load_file(prior_dir / "model.safetensors")
@@ -134,11 +166,25 @@ def test_checkpoint_with_another_tokenizer_is_refused(trained_prior, corpus, tmp
     shutil.copytree(prior_dir, other)
     build_tokenizer(other, vocab_size=VOCAB - 8)
     with pytest.raises(ConfigError, match="tokenizer"):
-        train_prior(corpus.pool, tmp_path / "adopted", corpus.tokenizer,
-                    micro_prior_config(init_from=str(other)), SEQ_LEN, seed=0, device="cpu")
+        train_prior(
+            corpus.pool,
+            tmp_path / "adopted",
+            corpus.tokenizer,
+            micro_prior_config(init_from=str(other)),
+            SEQ_LEN,
+            seed=0,
+            device="cpu",
+        )
 
 
 def test_too_little_data_for_one_batch_is_a_config_error(corpus, tmp_path):
     with pytest.raises(ConfigError, match="batch_size"):
-        train_prior(corpus.pool, tmp_path / "prior", corpus.tokenizer,
-                    micro_prior_config(token_budget=SEQ_LEN * 3), SEQ_LEN, seed=0, device="cpu")
+        train_prior(
+            corpus.pool,
+            tmp_path / "prior",
+            corpus.tokenizer,
+            micro_prior_config(token_budget=SEQ_LEN * 3),
+            SEQ_LEN,
+            seed=0,
+            device="cpu",
+        )

@@ -27,8 +27,9 @@ def test_huge_single_document_is_prepared_in_bounded_memory(tmp_path, tokenizer_
     text = " ".join(rng.choices(words, k=7_000_000))  # ~50 MB in one record
     assert len(text) > 45_000_000
     huge = write_jsonl(tmp_path / "huge" / "one.jsonl", [{"text": text}])
-    config = make_config(tmp_path, tokenizer_dir, dict(c4_inputs, pool=[huge]),
-                         **{"prepare.rows_per_shard": 100_000})
+    config = make_config(
+        tmp_path, tokenizer_dir, dict(c4_inputs, pool=[huge]), **{"prepare.rows_per_shard": 100_000}
+    )
     config_path = save_resolved(config)
     command = [sys.executable, "-m", "colorfilter", "prepare", str(config_path)]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -38,8 +39,9 @@ def test_huge_single_document_is_prepared_in_bounded_memory(tmp_path, tokenizer_
     assert peak_mb < 2500, f"peak RSS {peak_mb:.0f} MB for a 50 MB document"
     table = pq.read_table(list_shards(config.output_path / "tokens" / "pool"))
     assert table.num_rows > 1000 and set(table.column("doc_last").to_pylist()) == {0}
-    ids = np.concatenate([np.asarray(x) for x in table.sort_by("seq_id").column("input_ids")
-                          .to_pylist()])
+    ids = np.concatenate(
+        [np.asarray(x) for x in table.sort_by("seq_id").column("input_ids").to_pylist()]
+    )
     from tokenizers import Tokenizer
 
     backend = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
@@ -55,8 +57,9 @@ def test_unreadable_inputs_name_the_file(tmp_path, tokenizer_dir, c4_inputs):
         locked = write_jsonl(tmp_path / "locked.jsonl", [{"text": "x"}])
         locked.chmod(0)
         with pytest.raises(ConfigError, match="cannot read"):
-            run_stage("prepare", make_config(tmp_path, tokenizer_dir,
-                                             dict(c4_inputs, pool=[locked])))
+            run_stage(
+                "prepare", make_config(tmp_path, tokenizer_dir, dict(c4_inputs, pool=[locked]))
+            )
 
 
 def test_tokenizer_that_does_not_fit_the_models_is_refused(tmp_path, tokenizer_dir, c4_inputs):
@@ -66,7 +69,8 @@ def test_tokenizer_that_does_not_fit_the_models_is_refused(tmp_path, tokenizer_d
     run_stage("prepare", config)
     for name in ("prior", "conditional"):  # the tokenizer has 400 tokens; these models 300
         build_model("micro", vocab_size=300, seq_len=64, seed=0).save_pretrained(
-            config.output_path / "models" / name)
+            config.output_path / "models" / name
+        )
     with pytest.raises(ConfigError, match="has 400 tokens but the models"):
         run_stage("score", config)
 
@@ -74,8 +78,7 @@ def test_tokenizer_that_does_not_fit_the_models_is_refused(tmp_path, tokenizer_d
 def test_output_dir_of_another_config_is_refused(tmp_path, tokenizer_dir, c4_inputs):
     config = make_config(tmp_path, tokenizer_dir, c4_inputs)
     run_stage("prepare", config)
-    other_tokenizer = make_config(tmp_path, tokenizer_dir, c4_inputs,
-                                  **{"data.text_field": "url"})
+    other_tokenizer = make_config(tmp_path, tokenizer_dir, c4_inputs, **{"data.text_field": "url"})
     with pytest.raises(ConfigError, match="data.text_field: 'text' -> 'url'"):
         run_stage("prepare", other_tokenizer)
     saved = json.loads(json.dumps({"prior": {"lr": 0.001, "torch_threads": 1}, "seed": 0}))
@@ -87,11 +90,17 @@ def test_output_dir_of_another_config_is_refused(tmp_path, tokenizer_dir, c4_inp
 def test_token_rows_are_all_accounted_for(tmp_path, tokenizer_dir, c4_inputs):
     bad = tmp_path / "pool" / "bad.jsonl"
     bad.write_bytes(b'{"text": "a fine document here"}\n{"oops"\n{"text": ""}\n')
-    config = make_config(tmp_path, tokenizer_dir, dict(c4_inputs, pool=c4_inputs["pool"] + [bad]),
-                         **{"data.max_bad_fraction": 0.1})
+    config = make_config(
+        tmp_path,
+        tokenizer_dir,
+        dict(c4_inputs, pool=c4_inputs["pool"] + [bad]),
+        **{"data.max_bad_fraction": 0.1},
+    )
     stats = run_stage("prepare", config)["pool"]
     assert stats["records"] == 83 and stats["documents"] == 81
     assert stats["skipped"] == {"malformed_json": 1, "empty_text": 1}
-    rows = sum(pq.ParquetFile(p).metadata.num_rows
-               for p in list_shards(config.output_path / "tokens" / "pool"))
+    rows = sum(
+        pq.ParquetFile(p).metadata.num_rows
+        for p in list_shards(config.output_path / "tokens" / "pool")
+    )
     assert rows == stats["chunks"]

@@ -101,8 +101,15 @@ def test_killed_driver_resumes_without_redoing_finished_shards(run_dir, tmp_path
     reference = copy_run(run_dir, tmp_path / "reference")
     run_stage("score", reference)
     config_path = run_dir.output_path / "config.yaml"
-    command = [sys.executable, "-m", "colorfilter", "score", str(config_path),
-               "--set", "executor=local"]
+    command = [
+        sys.executable,
+        "-m",
+        "colorfilter",
+        "score",
+        str(config_path),
+        "--set",
+        "executor=local",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done_dir = run_dir.output_path / "scores" / "pool" / "_done"
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

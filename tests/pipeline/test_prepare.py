@@ -34,8 +34,10 @@ def make_config(tmp_path: Path, tokenizer_dir: Path, inputs: dict, out: str = "o
 
 
 def shard_digests(split_dir: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(pq.read_table(p).to_string().encode()).hexdigest()
-            for p in list_shards(split_dir)}
+    return {
+        p.name: hashlib.sha256(pq.read_table(p).to_string().encode()).hexdigest()
+        for p in list_shards(split_dir)
+    }
 
 
 def decode_documents(split_dir: Path, tokenizer_dir: Path) -> dict[str, list[str]]:
@@ -82,19 +84,24 @@ def test_chunks_are_full_and_provenance_points_at_documents(tmp_path, tokenizer_
     for row in table.slice(0, 20).to_pylist():  # file 0 holds records[0:30]
         first_doc = records[row["doc_first"]]["text"]
         doc_tokens = tokenizer(first_doc, add_special_tokens=False)["input_ids"]
-        expected = (doc_tokens + [tokenizer.eos_token_id])[row["doc_offset"]:][: row["n_tokens"]]
+        expected = (doc_tokens + [tokenizer.eos_token_id])[row["doc_offset"] :][: row["n_tokens"]]
         assert row["input_ids"][: len(expected)] == expected
         assert row["source"] == records[row["doc_first"]]["source"]
 
 
-def test_ids_and_shards_independent_of_order_and_workers(tmp_path, tokenizer_dir, c4_inputs,
-                                                         ray_session):
+def test_ids_and_shards_independent_of_order_and_workers(
+    tmp_path, tokenizer_dir, c4_inputs, ray_session
+):
     first = make_config(tmp_path, tokenizer_dir, c4_inputs, out="a")
     run_stage("prepare", first)
     reordered = dict(c4_inputs, pool=list(reversed(c4_inputs["pool"])))
-    second = make_config(tmp_path, tokenizer_dir, reordered, out="b",
-                         **{"executor": "ray", "prepare.num_workers": 2,
-                            "prepare.worker_cpus": 0.5})
+    second = make_config(
+        tmp_path,
+        tokenizer_dir,
+        reordered,
+        out="b",
+        **{"executor": "ray", "prepare.num_workers": 2, "prepare.worker_cpus": 0.5},
+    )
     run_stage("prepare", second)
     for split in ("pool", "downstream_train", "downstream_eval"):
         a = shard_digests(first.output_path / "tokens" / split)
@@ -128,13 +135,20 @@ def test_changed_settings_refused_unless_overwrite(tmp_path, tokenizer_dir, c4_i
 
 def test_bad_records_are_counted_with_locations(tmp_path, tokenizer_dir, c4_inputs):
     bad = tmp_path / "pool" / "bad.jsonl"
-    bad.write_bytes(b'{"text": "fine document"}\n{not json\n{"text": 5}\n{"url": "x"}\n'
-                    b'{"text": "  "}\n\xff\xfe{"text": "bad bytes"}\n{"text": "also fine"}\n')
+    bad.write_bytes(
+        b'{"text": "fine document"}\n{not json\n{"text": 5}\n{"url": "x"}\n'
+        b'{"text": "  "}\n\xff\xfe{"text": "bad bytes"}\n{"text": "also fine"}\n'
+    )
     inputs = dict(c4_inputs, pool=c4_inputs["pool"] + [bad])
     config = make_config(tmp_path, tokenizer_dir, inputs, **{"data.max_bad_fraction": 0.5})
     stats = run_stage("prepare", config)["pool"]
-    assert stats["skipped"] == {"malformed_json": 1, "non_string_text": 1,
-                                "missing_text_field": 1, "empty_text": 1, "invalid_utf8": 1}
+    assert stats["skipped"] == {
+        "malformed_json": 1,
+        "non_string_text": 1,
+        "missing_text_field": 1,
+        "empty_text": 1,
+        "invalid_utf8": 1,
+    }
     assert stats["records"] == stats["documents"] + sum(stats["skipped"].values())
     assert any(f"{bad.resolve()}:2: malformed_json" in s for s in stats["bad_samples"])
     strict = make_config(tmp_path, tokenizer_dir, inputs, out="strict")

@@ -19,8 +19,12 @@ def test_document_mode_writes_widened_selections(scored_run):  # noqa: F811
     summaries = run_stage("select", documents)
     selected = scored_run.output_path / "selected"
     token_paths = list_shards(scored_run.output_path / "tokens" / "pool")
-    assert sorted(summaries) == ["color-tau4-docs", "color-tau8-docs", "random-tau4-docs",
-                                 "random-tau8-docs"]
+    assert sorted(summaries) == [
+        "color-tau4-docs",
+        "color-tau8-docs",
+        "random-tau4-docs",
+        "random-tau8-docs",
+    ]
     for name in ("color-tau4", "random-tau8"):
         chunks = np.load(selected / name / "indices.npy")
         widened = np.sort(np.load(selected / f"{name}-docs" / "indices.npy"))

@@ -14,11 +14,11 @@ from colorfilter.selection.topk import topk_arrays
 COMMON = "the a of and to in is it that with for on as this was by at from".split()
 TOPICS = {
     "kitchen": "flour butter oven bake sugar dough whisk simmer garlic onion pan salt pepper "
-               "knead roast recipe minutes golden crust sauce stir boil cream".split(),
+    "knead roast recipe minutes golden crust sauce stir boil cream".split(),
     "computing": "kernel compiler thread memory cache packet socket server debug library "
-                 "install config binary module daemon process network buffer parse".split(),
+    "install config binary module daemon process network buffer parse".split(),
     "sports": "match goal season coach league striker keeper referee penalty stadium fans "
-              "score trophy injury transfer squad tactics derby final".split(),
+    "score trophy injury transfer squad tactics derby final".split(),
 }
 PUNCTUATION = [".", ",", ";", "!", "?", " -", "'s", ":"]
 
@@ -32,8 +32,10 @@ def make_docs(topic: str, count: int, seed: int) -> list[str]:
         sentences = []
         for _ in range(rng.randint(2, 8)):
             words = TOPICS[rng.choice(list(TOPICS)) if topic == "mixed" else topic]
-            body = [rng.choice(words if rng.random() < 0.55 else COMMON)
-                    for _ in range(rng.randint(4, 14))]
+            body = [
+                rng.choice(words if rng.random() < 0.55 else COMMON)
+                for _ in range(rng.randint(4, 14))
+            ]
             body[0] = body[0].capitalize()
             sentences.append(" ".join(body) + rng.choice(PUNCTUATION))
         docs.append(" ".join(sentences))
@@ -42,12 +44,17 @@ def make_docs(topic: str, count: int, seed: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def corpora() -> dict[str, list[str]]:
-    labelled = [(topic, doc) for topic, count in
-                (("kitchen", 40), ("mixed", 100), ("computing", 80), ("sports", 80))
-                for doc in make_docs(topic, count, 1)]
+    labelled = [
+        (topic, doc)
+        for topic, count in (("kitchen", 40), ("mixed", 100), ("computing", 80), ("sports", 80))
+        for doc in make_docs(topic, count, 1)
+    ]
     random.Random(0).shuffle(labelled)
-    return {"target": make_docs("kitchen", 80, 2), "pool": [doc for _, doc in labelled],
-            "topics": [topic for topic, _ in labelled]}
+    return {
+        "target": make_docs("kitchen", 80, 2),
+        "pool": [doc for _, doc in labelled],
+        "topics": [topic for topic, _ in labelled],
+    }
 
 
 def test_tokenizer_and_buckets_match_nltk_and_the_package():
@@ -98,8 +105,11 @@ def package_weights(tmp_path, target: list[str], pool: list[str]) -> np.ndarray:
         paths[name] = tmp_path / f"{name}.jsonl"
         paths[name].write_text("".join(json.dumps({"text": doc}) + "\n" for doc in docs))
     selector = package.HashedNgramDSIR(
-        raw_datasets=[str(paths["pool"])], target_datasets=[str(paths["target"])],
-        cache_dir=str(tmp_path / "cache"), num_proc=1, min_example_length=0,
+        raw_datasets=[str(paths["pool"])],
+        target_datasets=[str(paths["target"])],
+        cache_dir=str(tmp_path / "cache"),
+        num_proc=1,
+        min_example_length=0,
     )
     selector.fit_importance_estimator(num_tokens_to_fit="all")
     selector.compute_importance_weights()
@@ -126,9 +136,12 @@ def test_topk_matches_the_data_selection_package(tmp_path, corpora):
     # ones), but picks the same share of target-topic documents.
     add_one_top = topk_arrays(seq_id, dsir.log_importance(dsir.fit(target, pool), pool), k)
     overlap = jaccard(add_one_top, reference_top)
-    print(f"DSIR top-{k} of {len(pool)}: Jaccard with data-selection = 1.0 (same smoothing), "
-          f"{overlap:.3f} (add-one smoothing)")
+    print(
+        f"DSIR top-{k} of {len(pool)}: Jaccard with data-selection = 1.0 (same smoothing), "
+        f"{overlap:.3f} (add-one smoothing)"
+    )
     assert overlap >= 0.75
     topics = np.array(corpora["topics"])
     assert np.mean(topics[add_one_top.astype(int)] == "kitchen") == pytest.approx(
-        np.mean(topics[reference_top.astype(int)] == "kitchen"), abs=0.05)
+        np.mean(topics[reference_top.astype(int)] == "kitchen"), abs=0.05
+    )

@@ -36,9 +36,14 @@ def scored(n: int, seed: int = 0, distinct: bool = False) -> dict[str, np.ndarra
     score = prior_loss - cond_loss
     if distinct:
         score = rng.permutation(n).astype(np.float32) / n
-    return {"seq_id": seq_id, "prior_loss": prior_loss, "cond_loss": cond_loss, "score": score,
-            "dsir_weight": rng.normal(size=n).astype(np.float32),
-            "n_tokens": np.full(n, 512, np.int32)}
+    return {
+        "seq_id": seq_id,
+        "prior_loss": prior_loss,
+        "cond_loss": cond_loss,
+        "score": score,
+        "dsir_weight": rng.normal(size=n).astype(np.float32),
+        "n_tokens": np.full(n, 512, np.int32),
+    }
 
 
 def reference_topk(columns, key: str, k: int, best: str) -> np.ndarray:
@@ -50,14 +55,26 @@ def reference_topk(columns, key: str, k: int, best: str) -> np.ndarray:
 def shuffled(columns, seed: int, parts: int = 3) -> list[dict[str, np.ndarray]]:
     """The same rows in another order, split into several parts (like shards listed anew)."""
     order = np.random.default_rng(seed).permutation(len(columns["seq_id"]))
-    return [{name: values[chunk] for name, values in columns.items()}
-            for chunk in np.array_split(order, parts)]
+    return [
+        {name: values[chunk] for name, values in columns.items()}
+        for chunk in np.array_split(order, parts)
+    ]
 
 
 @pytest.mark.parametrize(
     ("n_rows", "tau", "expected"),
-    [(0, 7, 0), (1, 7, 1), (6, 7, 1), (7, 7, 1), (14, 7, 2), (100, 16, 6), (1000, 1.5, 666),
-     (64, 64, 1), (10**9, 7, 142857142), (5, 1, 5)],
+    [
+        (0, 7, 0),
+        (1, 7, 1),
+        (6, 7, 1),
+        (7, 7, 1),
+        (14, 7, 2),
+        (100, 16, 6),
+        (1000, 1.5, 666),
+        (64, 64, 1),
+        (10**9, 7, 142857142),
+        (5, 1, 5),
+    ],
 )
 def test_n_selected_is_floor_but_at_least_one(n_rows, tau, expected):
     assert n_selected(n_rows, tau) == expected
@@ -82,8 +99,12 @@ def test_every_topk_method_keeps_exactly_n_selected(n, tau, method):
 
 @pytest.mark.parametrize(
     ("method", "key", "best"),
-    [("color", "score", "max"), ("conditional_only", "cond_loss", "min"),
-     ("prior_only", "prior_loss", "min"), ("dsir", "dsir_weight", "max")],
+    [
+        ("color", "score", "max"),
+        ("conditional_only", "cond_loss", "min"),
+        ("prior_only", "prior_loss", "min"),
+        ("dsir", "dsir_weight", "max"),
+    ],
 )
 def test_column_methods_rank_by_their_column_with_ties_by_seq_id(method, key, best):
     columns = scored(2000)
@@ -94,8 +115,10 @@ def test_column_methods_rank_by_their_column_with_ties_by_seq_id(method, key, be
 
 
 def test_all_tied_scores_keep_the_smallest_seq_ids():
-    columns = {"seq_id": np.array([9, 3, 7, 1, 5], dtype=np.uint64),
-               "score": np.zeros(5, np.float32)}
+    columns = {
+        "seq_id": np.array([9, 3, 7, 1, 5], dtype=np.uint64),
+        "score": np.zeros(5, np.float32),
+    }
     assert select("color", columns, 2).tolist() == [1, 3]
 
 
@@ -110,8 +133,9 @@ def test_selection_ignores_row_order_and_splits(method):
     columns = scored(3000)
     expected = select(method, columns, 16, seed=5, block_n=8)
     for seed in (1, 2):
-        assert np.array_equal(select(method, shuffled(columns, seed), 16, seed=5, block_n=8),
-                              expected)
+        assert np.array_equal(
+            select(method, shuffled(columns, seed), 16, seed=5, block_n=8), expected
+        )
 
 
 @pytest.mark.parametrize("method", SEEDED_METHODS)
@@ -133,10 +157,13 @@ def test_random_is_uniform():
 
 
 def test_softmax_samples_in_proportion_to_exp_score_over_temperature():
-    columns = {"seq_id": np.array([10, 20, 30], np.uint64),
-               "score": np.array([0.0, 0.5, 1.0], np.float32)}
-    draws = [int(select("color_softmax", columns, 3, seed=s, temperature=0.5)[0])
-             for s in range(3000)]
+    columns = {
+        "seq_id": np.array([10, 20, 30], np.uint64),
+        "score": np.array([0.0, 0.5, 1.0], np.float32),
+    }
+    draws = [
+        int(select("color_softmax", columns, 3, seed=s, temperature=0.5)[0]) for s in range(3000)
+    ]
     frequency = np.array([draws.count(seq) for seq in (10, 20, 30)]) / 3000
     expected = np.exp(np.array([0.0, 1.0, 2.0]))
     assert np.allclose(frequency, expected / expected.sum(), atol=0.03)
@@ -144,8 +171,9 @@ def test_softmax_samples_in_proportion_to_exp_score_over_temperature():
 
 def test_softmax_at_low_temperature_is_color():
     columns = scored(2000, distinct=True)
-    assert np.array_equal(select("color_softmax", columns, 16, temperature=1e-6),
-                          select("color", columns, 16))
+    assert np.array_equal(
+        select("color_softmax", columns, 16, temperature=1e-6), select("color", columns, 16)
+    )
 
 
 def reference_batchwise(columns, tau: float, block_n: int, seed: int) -> np.ndarray:
@@ -173,8 +201,9 @@ def test_batchwise_is_algorithm_1(n, tau, block_n):
 
 def test_batchwise_with_one_block_is_global_topk():
     columns = scored(500)
-    assert np.array_equal(select("color_batchwise", columns, 7, block_n=256),
-                          select("color", columns, 7))
+    assert np.array_equal(
+        select("color_batchwise", columns, 7, block_n=256), select("color", columns, 7)
+    )
     assert len(select("color_batchwise", columns, 1, block_n=8)) == 500
 
 
@@ -196,8 +225,14 @@ def test_streaming_over_parquet_equals_in_memory(tmp_path, method):
     for index, part in enumerate(shuffled(columns, seed=9, parts=4)):
         paths.append(tmp_path / f"scores-{index}.parquet")
         pq.write_table(pa.table(part), paths[-1])
-    streamed = select_many(method, ParquetSource(paths[::-1], batch_rows=100), [7, 64],
-                           seed=1, max_buffer_rows=16, block_n=16)
+    streamed = select_many(
+        method,
+        ParquetSource(paths[::-1], batch_rows=100),
+        [7, 64],
+        seed=1,
+        max_buffer_rows=16,
+        block_n=16,
+    )
     for tau in (7, 64):
         assert np.array_equal(streamed[tau], select(method, columns, tau, seed=1, block_n=16))
 
