@@ -16,7 +16,8 @@ class EvaluateConfig:
 
     methods: list[str] = field(
         default_factory=lambda: ["color", "random", "conditional_only", "prior_only", "dsir"]
-    )  # selection methods to compare (colorfilter.selection.METHODS)
+    )  # selection methods to compare (colorfilter.selection.METHODS), and label_oracle: a
+    # reference that reads the pool's source labels (target_source first, then CoLoR's order)
     taus: list[float] = field(default_factory=lambda: [4.0, 8.0, 16.0])  # selection ratios
     seeds: list[int] = field(default_factory=lambda: [0])  # target-model init and data-order seeds
     preset: str = "tiny"  # target model preset (colorfilter.models.presets)

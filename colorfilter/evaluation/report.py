@@ -12,8 +12,17 @@ import numpy as np
 
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.curve import data_multiplier
+from colorfilter.evaluation.oracle import LABEL_ORACLE
 from colorfilter.evaluation.plan import Pool, composition, is_target
 from colorfilter.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+
+ORACLE_NOTE = (
+    f"`{LABEL_ORACLE}` is a reference, not a selector: it reads the pool's source labels "
+    "(every chunk of a source starting with {prefixes} first, the rest in CoLoR's order), which "
+    "no method may. Its loss is what perfect recall of the target-like sources gives this target "
+    "model: where CoLoR and a baseline both sit within the seed spread of it, better recall of "
+    "those sources cannot separate them."
+)
 
 
 def _tau_value(tau: float) -> int | float:
@@ -237,6 +246,8 @@ def _markdown(cfg, cells, curve, multipliers, compositions, details) -> str:
     ]
     budget = details["budget_tokens"]
     lines.append("| *train tokens* | " + " | ".join(f"{budget[f'{t:g}']:,}" for t in taus) + " |")
+    if LABEL_ORACLE in cfg.methods:
+        lines += ["", ORACLE_NOTE.format(prefixes=cfg.target_source)]
     lines += _verdict_lines(cfg, cells)
     lines += _accuracy_lines(cfg, cells, details["runs"])
     lines += [

@@ -22,9 +22,11 @@ from colorfilter.config import Config
 from colorfilter.configtools import stable_hash
 from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
+from colorfilter.evaluation.oracle import LABEL_ORACLE, label_oracle
 from colorfilter.evaluation.plan import (
     Pool,
     full_chunks,
+    is_target,
     order_digest,
     repeated_order,
     round_to_batches,
@@ -62,7 +64,10 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
     token_paths, score_paths = _checked_inputs(config, cfg)
     pool = Pool.read(token_paths)
     scores = _read_scores(score_paths, pool)
+    pool_scores = _pool_scores(pool, scores)
     selections = _selections(config, cfg, scores)
+    if LABEL_ORACLE in cfg.methods:
+        selections.update(_oracle_selections(cfg, pool, pool_scores["score"]))
     budgets = _budgets(cfg, pool, selections, config.seq_len)
     method_specs, curve_specs = _plan_runs(cfg, pool, selections, budgets, config.seq_len)
     setup = target_setup(config)
@@ -84,7 +89,7 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
         records,
         config.seq_len,
         time.perf_counter() - started,
-        _pool_scores(pool, scores),
+        pool_scores,
     )
 
 
@@ -126,9 +131,15 @@ def _checked_inputs(config: Config, cfg: EvaluateConfig) -> tuple[list[Path], li
         )
     if not list_shards(out / "tokens" / "downstream_eval"):
         raise ConfigError("evaluate needs held-out target data: set data.downstream_eval")
-    unknown = [m for m in cfg.methods if m not in METHODS]
+    known = [*METHODS, LABEL_ORACLE]
+    unknown = [m for m in cfg.methods if m not in known]
     if unknown:
-        raise ConfigError(f"evaluate.methods: unknown {unknown}; choose from {list(METHODS)}")
+        raise ConfigError(f"evaluate.methods: unknown {unknown}; choose from {known}")
+    if LABEL_ORACLE in cfg.methods and not cfg.target_source:
+        raise ConfigError(
+            f"evaluate.methods: {LABEL_ORACLE} needs evaluate.target_source (the `source` "
+            "prefixes it puts first)"
+        )
     if not cfg.taus or any(t < 1 for t in cfg.taus):
         raise ConfigError(f"evaluate.taus must be non-empty and >= 1, got {cfg.taus}")
     missing = [path for path in cfg.multiple_choice if not Path(path).is_file()]
@@ -153,7 +164,7 @@ def _selections(
     from colorfilter.pipeline.select import dsir_weight_shards
     from colorfilter.selection import ParquetSource, select_many
 
-    wanted: dict[str, list[float]] = {method: list(cfg.taus) for method in cfg.methods}
+    wanted = {method: list(cfg.taus) for method in cfg.methods if method != LABEL_ORACLE}
     wanted.setdefault("random", [])
     wanted["random"] = sorted(set(wanted["random"]) | set(_curve_taus(cfg)) | set(cfg.taus))
     selections = {}
@@ -162,6 +173,20 @@ def _selections(
         chosen = select_many(method, data, taus, seed=config.seed)
         selections.update({(method, float(tau)): ids for tau, ids in chosen.items()})
     return selections
+
+
+def _oracle_selections(
+    cfg: EvaluateConfig, pool: Pool, score: np.ndarray
+) -> dict[tuple[str, float], np.ndarray]:
+    """The label oracle's selections: it reads the pool's `source` labels, as no method may."""
+    if pool.source is None:
+        raise ConfigError(
+            f"evaluate.methods: {LABEL_ORACLE} needs the pool's `source` labels; the token "
+            "shards have none (set data.source_field and rerun prepare)"
+        )
+    labels = np.array(["" if s is None else str(s) for s in pool.source], dtype=object)
+    chosen = label_oracle(pool.index.seq_id, score, is_target(labels, cfg.target_source), cfg.taus)
+    return {(LABEL_ORACLE, tau): ids for tau, ids in chosen.items()}
 
 
 def _budgets(cfg: EvaluateConfig, pool: Pool, selections: dict, seq_len: int) -> dict[float, int]:

@@ -235,6 +235,49 @@ def test_multiple_choice_accuracy_per_run_and_in_the_report(evaluated, tmp_path)
         run_evaluate(config)
 
 
+def test_label_oracle_takes_every_target_like_chunk_first(evaluated, tmp_path) -> None:
+    import shutil
+
+    root, _, _ = evaluated
+    copy = tmp_path / "run"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("eval"))
+    config = _config(copy)
+    config.evaluate.methods, config.evaluate.taus = ["color", "label_oracle"], [4, 8]
+    config.evaluate.random_multiples = [1]
+    report = run_evaluate(config)
+    assert {(r["method"], r["tau"]) for r in report["results"]} == {
+        (m, t) for m in ("color", "label_oracle") for t in (4, 8)
+    }
+    details = json.loads((copy / "eval" / "details.json").read_text())
+    oracle = details["composition"]["label_oracle-tau8"]
+    color = details["composition"]["color-tau8"]
+    # 240 chunks, ~20% books: 30 selected at tau 8, all of them books, so precision is 1
+    assert oracle["precision"] == 1.0 >= color["precision"]
+    # at tau 4 (60 chunks) every book fits: recall is 1 and the rest follow CoLoR's order
+    assert details["composition"]["label_oracle-tau4"]["recall"] == 1.0
+    report_md = (copy / "eval" / "report.md").read_text()
+    assert "`label_oracle` is a reference, not a selector" in report_md
+    assert "| label_oracle |" in report_md
+    config.evaluate.target_source = []
+    with pytest.raises(ConfigError, match="label_oracle needs evaluate.target_source"):
+        run_evaluate(config)
+
+
+def test_label_oracle_needs_source_labels() -> None:
+    from colorfilter.evaluation.plan import Pool
+    from colorfilter.evaluation.stage import _oracle_selections
+    from colorfilter.models.data import ChunkIndex
+
+    ids = np.arange(4, dtype=np.uint64)
+    index = ChunkIndex(
+        [Path("x")], np.zeros(4, np.int32), np.arange(4), ids, np.full(4, SEQ_LEN, np.int32)
+    )
+    pool = Pool(index, None, np.arange(4))
+    cfg = EvaluateConfig(methods=["label_oracle"], taus=[2], target_source=["book:"])
+    with pytest.raises(ConfigError, match="needs the pool's `source` labels"):
+        _oracle_selections(cfg, pool, np.zeros(4, np.float32))
+
+
 def test_score_shards_missing_rows_are_refused(evaluated, tmp_path) -> None:
     import shutil
 
