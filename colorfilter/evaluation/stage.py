@@ -38,6 +38,9 @@ from colorfilter.io.token_shards import list_shards
 log = logging.getLogger(__name__)
 
 NEAR = 0.03  # random-curve points closer than this (relative token count) are run once
+# Random-curve runs draw from the whole pool, so a point larger than a tau's random selection
+# still sees distinct chunks (a selection would be repeated, or capped to its own size).
+CURVE_TAU = 1.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class RunSpec:
     """One training run: which selection, how many chunks, which seed."""
 
     method: str
-    tau: float  # the selection's ratio (for random-curve runs, tau / multiple, at least 1)
+    tau: float  # the selection's ratio (CURVE_TAU, the whole pool, for random-curve runs)
     n_chunks: int
     seed: int
 
@@ -151,7 +154,7 @@ def _checked_inputs(config: Config, cfg: EvaluateConfig) -> tuple[list[Path], li
 
 
 def _curve_taus(cfg: EvaluateConfig) -> list[float]:
-    return [max(1.0, tau / multiple) for tau in cfg.taus for multiple in cfg.random_multiples]
+    return [CURVE_TAU] if cfg.random_multiples else []
 
 
 def _selections(
@@ -211,11 +214,12 @@ def _budgets(cfg: EvaluateConfig, pool: Pool, selections: dict, seq_len: int) ->
 def _plan_runs(
     cfg: EvaluateConfig, pool: Pool, selections: dict, budgets: dict[float, int], seq_len: int
 ) -> tuple[list[RunSpec], list[RunSpec]]:
-    """Method runs at each tau's budget, and random-curve runs at multiples of it (one pass over
-    a larger random selection, capped by the pool).
+    """Method runs at each tau's budget, and random-curve runs at multiples of it: one pass over
+    that many distinct chunks of a seeded random order of the whole pool (capped by the pool).
 
-    A curve point within `NEAR` of one already planned (e.g. 2x the budget at tau 16 and 1x at
-    tau 8) is left out: it would cost a run and add nothing to the curve.
+    A curve point within `NEAR` of one already planned (the random method's run at the same
+    budget, or the same multiple of an equal budget at another tau) is left out: it would cost a
+    run and add nothing to the curve.
     """
     method_specs = [
         RunSpec(m, float(tau), budgets[float(tau)], seed)
@@ -228,16 +232,15 @@ def _plan_runs(
         for seed in cfg.seeds
         for tau in cfg.taus
     ]
+    available = len(full_chunks(pool, selections[("random", CURVE_TAU)], seq_len))
     for seed in cfg.seeds:
         for tau in cfg.taus:
             for multiple in sorted(cfg.random_multiples):
-                curve_tau = max(1.0, tau / multiple)
-                available = len(full_chunks(pool, selections[("random", curve_tau)], seq_len))
                 n_chunks = round_to_batches(
                     min(int(multiple * budgets[float(tau)]), available), cfg.batch_size
                 )
                 if n_chunks >= cfg.batch_size:
-                    wanted.append(RunSpec("random", curve_tau, n_chunks, seed))
+                    wanted.append(RunSpec("random", CURVE_TAU, n_chunks, seed))
     curve_specs: list[RunSpec] = []
     for spec in wanted:
         if not any(

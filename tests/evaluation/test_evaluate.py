@@ -159,6 +159,9 @@ def test_runs_record_exact_tokens_and_outputs_exist(evaluated) -> None:
     root, _, _ = evaluated
     runs = [json.loads(p.read_text()) for p in (root / "eval" / "runs").glob("*.json")]
     assert runs and all(r["train_tokens"] == r["n_chunks"] * SEQ_LEN for r in runs)
+    # random-curve runs draw from the whole pool: one pass over distinct chunks, never repeated
+    curve = [r for r in runs if r["method"] == "random" and r["tau"] == 1.0]
+    assert len(curve) >= 2 and all(r["epochs"] <= 1.0 for r in curve)
     for name in (
         "report.md",
         "details.json",
