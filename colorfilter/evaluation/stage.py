@@ -232,7 +232,8 @@ def _plan_runs(
         for seed in cfg.seeds
         for tau in cfg.taus
     ]
-    available = len(full_chunks(pool, selections[("random", CURVE_TAU)], seq_len))
+    pool_random = selections.get(("random", CURVE_TAU), np.empty(0, np.uint64))
+    available = len(full_chunks(pool, pool_random, seq_len))  # 0 without random_multiples
     for seed in cfg.seeds:
         for tau in cfg.taus:
             for multiple in sorted(cfg.random_multiples):

@@ -266,6 +266,24 @@ def test_label_oracle_takes_every_target_like_chunk_first(evaluated, tmp_path) -
         run_evaluate(config)
 
 
+def test_no_random_curve_without_multiples(evaluated, tmp_path) -> None:
+    import shutil
+
+    root, _, _ = evaluated
+    copy = tmp_path / "run"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("eval"))
+    config = _config(copy)
+    config.evaluate.methods, config.evaluate.taus = ["color", "random"], [4]
+    config.evaluate.random_multiples = []
+    report = run_evaluate(config)
+    # the random method's own run is the curve's only point
+    assert [p["train_tokens"] for p in report["random_curve"]] == [56 * SEQ_LEN]
+    assert sorted(p.name for p in (copy / "eval" / "runs").glob("*.json")) == [
+        "color-tau4-n56-seed0.json",
+        "random-tau4-n56-seed0.json",
+    ]
+
+
 def test_label_oracle_needs_source_labels() -> None:
     from colorfilter.evaluation.plan import Pool
     from colorfilter.evaluation.stage import _oracle_selections
