@@ -130,6 +130,20 @@ def evaluated(tmp_path_factory) -> tuple[Path, Config, dict]:
     return root, config, run_evaluate(config)
 
 
+def _copy_config(
+    root: Path, tmp_path: Path, methods: list[str], taus: list[float], random_multiples: list[float]
+) -> Config:
+    """The fixture's run directory copied without its eval/, configured for a smaller evaluation."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("eval"))
+    config = _config(copy)
+    config.evaluate.methods, config.evaluate.taus = methods, taus
+    config.evaluate.random_multiples = random_multiples
+    return config
+
+
 def test_report_schema_and_equal_budgets(evaluated) -> None:
     root, config, returned = evaluated
     report = json.loads((root / "eval" / "report.json").read_text())
@@ -211,20 +225,14 @@ def test_scores_by_source_match_the_score_shards(evaluated) -> None:
 
 
 def test_multiple_choice_accuracy_per_run_and_in_the_report(evaluated, tmp_path) -> None:
-    import shutil
-
-    root, _, _ = evaluated
-    copy = tmp_path / "run"
-    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("eval"))
+    config = _copy_config(evaluated[0], tmp_path, ["color", "random"], [4], [1])
+    copy = config.output_path
     items = [
         {"context": "w1 w2 w3", "choices": [" w4 w5", " w20 w9"], "label": 0},
         {"context": "w5 w6", "choices": [" w30", " w7", " w2"], "label": 1},
     ]
     mc_path = tmp_path / "mc.jsonl"
     mc_path.write_text("".join(json.dumps(item) + "\n" for item in items))
-    config = _config(copy)
-    config.evaluate.methods, config.evaluate.taus = ["color", "random"], [4]
-    config.evaluate.random_multiples = [1]
     config.evaluate.multiple_choice = [str(mc_path)]
     run_evaluate(config)
     runs = [json.loads(p.read_text()) for p in (copy / "eval" / "runs").glob("*.json")]
@@ -239,14 +247,8 @@ def test_multiple_choice_accuracy_per_run_and_in_the_report(evaluated, tmp_path)
 
 
 def test_label_oracle_takes_every_target_like_chunk_first(evaluated, tmp_path) -> None:
-    import shutil
-
-    root, _, _ = evaluated
-    copy = tmp_path / "run"
-    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("eval"))
-    config = _config(copy)
-    config.evaluate.methods, config.evaluate.taus = ["color", "label_oracle"], [4, 8]
-    config.evaluate.random_multiples = [1]
+    config = _copy_config(evaluated[0], tmp_path, ["color", "label_oracle"], [4, 8], [1])
+    copy = config.output_path
     report = run_evaluate(config)
     assert {(r["method"], r["tau"]) for r in report["results"]} == {
         (m, t) for m in ("color", "label_oracle") for t in (4, 8)
@@ -267,14 +269,8 @@ def test_label_oracle_takes_every_target_like_chunk_first(evaluated, tmp_path) -
 
 
 def test_no_random_curve_without_multiples(evaluated, tmp_path) -> None:
-    import shutil
-
-    root, _, _ = evaluated
-    copy = tmp_path / "run"
-    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("eval"))
-    config = _config(copy)
-    config.evaluate.methods, config.evaluate.taus = ["color", "random"], [4]
-    config.evaluate.random_multiples = []
+    config = _copy_config(evaluated[0], tmp_path, ["color", "random"], [4], [])
+    copy = config.output_path
     report = run_evaluate(config)
     # the random method's own run is the curve's only point
     assert [p["train_tokens"] for p in report["random_curve"]] == [56 * SEQ_LEN]
