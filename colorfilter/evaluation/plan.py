@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,12 @@ class Pool:
     def read(cls, paths: list[Path]) -> Pool:
         index = read_chunk_index(paths)
         return cls(index, _read_sources(paths), np.argsort(index.seq_id, kind="stable"))
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """Each row's `source` as str ("" where a row has none), built once; the pool must record
+        sources."""
+        return np.array(["" if s is None else str(s) for s in self.source], dtype=object)
 
     def positions(self, seq_ids: np.ndarray) -> np.ndarray:
         """Index rows of `seq_ids` (every id must be in the pool)."""
@@ -86,11 +93,11 @@ def composition(pool: Pool, seq_ids: np.ndarray, target_source: list[str]) -> di
         return None
     rows = pool.positions(seq_ids)
     tokens = pool.index.n_tokens[rows].astype(np.int64)
-    labels = np.array(["" if s is None else s for s in pool.source[rows]], dtype=object)
+    all_labels = pool.labels
+    labels = all_labels[rows]
     by_source = {str(s): int(tokens[labels == s].sum()) for s in np.unique(labels)}
     result: dict = {"tokens": int(tokens.sum()), "tokens_by_source": by_source}
     if target_source:
-        all_labels = np.array(["" if s is None else s for s in pool.source], dtype=object)
         all_tokens = pool.index.n_tokens.astype(np.int64)
         selected_hits = int(tokens[is_target(labels, target_source)].sum())
         pool_hits = int(all_tokens[is_target(all_labels, target_source)].sum())

@@ -187,8 +187,8 @@ def _oracle_selections(
             f"evaluate.methods: {LABEL_ORACLE} needs the pool's `source` labels; the token "
             "shards have none (set data.source_field and rerun prepare)"
         )
-    labels = np.array(["" if s is None else str(s) for s in pool.source], dtype=object)
-    chosen = label_oracle(pool.index.seq_id, score, is_target(labels, cfg.target_source), cfg.taus)
+    target_like = is_target(pool.labels, cfg.target_source)
+    chosen = label_oracle(pool.index.seq_id, score, target_like, cfg.taus)
     return {(LABEL_ORACLE, tau): ids for tau, ids in chosen.items()}
 
 
