@@ -4,35 +4,26 @@ Every method at a tau trains on the same number of tokens (the budget: `train_to
 smallest selection's full-chunk tokens at that tau), from the same initialisation, with a cosine
 schedule annealed to the end of the run; a smaller selection is repeated in seeded shuffled
 passes. Each run writes OUTPUT/eval/runs/<name>.json atomically; a rerun skips the runs whose
-record carries the same run hash. The report is rebuilt from those records every time.
+record carries the same run hash (`runs.py`, which also trains `evaluate.workers` runs at a time).
+The report is rebuilt from those records every time.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from colorfilter.config import Config
-from colorfilter.configtools import stable_hash
 from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.oracle import LABEL_ORACLE, label_oracle
-from colorfilter.evaluation.plan import (
-    Pool,
-    full_chunks,
-    is_target,
-    order_digest,
-    repeated_order,
-    round_to_batches,
-    selection_digest,
-)
-from colorfilter.io.atomic import read_json, remove_stale_temps, write_json_atomic
+from colorfilter.evaluation.plan import Pool, full_chunks, is_target, round_to_batches
+from colorfilter.evaluation.runs import RunSpec, plan_run, run_all
+from colorfilter.io.atomic import remove_stale_temps
 from colorfilter.io.token_shards import list_shards
 
 log = logging.getLogger(__name__)
@@ -41,20 +32,6 @@ NEAR = 0.03  # random-curve points closer than this (relative token count) are r
 # Random-curve runs draw from the whole pool, so a point larger than a tau's random selection
 # still sees distinct chunks (a selection would be repeated, or capped to its own size).
 CURVE_TAU = 1.0
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run: which selection, how many chunks, which seed."""
-
-    method: str
-    tau: float  # the selection's ratio (CURVE_TAU, the whole pool, for random-curve runs)
-    n_chunks: int
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.method}-tau{self.tau:g}-n{self.n_chunks}-seed{self.seed}"
 
 
 def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
@@ -77,10 +54,11 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
     runs_dir = out / "eval" / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(runs_dir)
-    records: dict[str, dict[str, Any]] = {}
-    for spec in dict.fromkeys(method_specs + curve_specs):
-        seq_ids = selections[(spec.method, spec.tau)]
-        records[spec.name] = _run_once(spec, seq_ids, pool, cfg, setup, runs_dir, overwrite)
+    runs = [
+        plan_run(spec, selections[(spec.method, spec.tau)], pool, cfg, setup)
+        for spec in dict.fromkeys(method_specs + curve_specs)
+    ]
+    records = run_all(runs, cfg, setup, runs_dir, overwrite)
     return write_reports(
         out / "eval",
         cfg,
@@ -148,8 +126,10 @@ def _checked_inputs(config: Config, cfg: EvaluateConfig) -> tuple[list[Path], li
     missing = [path for path in cfg.multiple_choice if not Path(path).is_file()]
     if missing:
         raise ConfigError(f"evaluate.multiple_choice: no such file {missing}")
-    if cfg.batch_size < 1 or not cfg.seeds:
-        raise ConfigError("evaluate.batch_size must be >= 1 and evaluate.seeds non-empty")
+    if cfg.batch_size < 1 or cfg.workers < 1 or not cfg.seeds:
+        raise ConfigError(
+            "evaluate.batch_size and evaluate.workers must be >= 1 and evaluate.seeds non-empty"
+        )
     return token_paths, score_paths
 
 
@@ -275,71 +255,3 @@ def target_setup(config: Config) -> Any:
         mc_items=mc_items,
         mc_digest=mc_digest,
     )
-
-
-def _run_hash(spec: RunSpec, digest: str, cfg: EvaluateConfig, setup: Any) -> str:
-    """What decides a run's result; runtime-only knobs (threads, progress) are left out."""
-    knobs = {
-        k: v
-        for k, v in asdict(cfg).items()
-        if k
-        in (
-            "preset",
-            "batch_size",
-            "lr",
-            "min_lr_ratio",
-            "warmup_steps",
-            "dtype",
-            "eval_max_chunks",
-        )
-    }
-    decided_by = {
-        "spec": asdict(spec),
-        "selection": digest,
-        "knobs": knobs,
-        "seq_len": setup.seq_len,
-        "vocab": setup.vocab_size,
-        "eval": [p.name for p in setup.eval_paths],
-    }
-    if setup.mc_digest:  # absent without items, so runs made before the option still match
-        decided_by["multiple_choice"] = setup.mc_digest
-    return stable_hash(decided_by)
-
-
-def _run_once(
-    spec: RunSpec,
-    seq_ids: np.ndarray,
-    pool: Pool,
-    cfg: EvaluateConfig,
-    setup: Any,
-    runs_dir: Path,
-    overwrite: bool,
-) -> dict[str, Any]:
-    """Train and evaluate one run, or return its finished record."""
-    from colorfilter.evaluation.train import train_and_evaluate
-
-    digest = selection_digest(seq_ids)
-    rows = full_chunks(pool, seq_ids, setup.seq_len)
-    index = pool.index.take(rows)
-    order = repeated_order(index, spec.n_chunks, spec.seed)
-    run_hash = _run_hash(spec, digest + order_digest(index.seq_id[order]), cfg, setup)
-    path = runs_dir / f"{spec.name}.json"
-    if not overwrite and path.exists():
-        record = read_json(path)
-        if record.get("run_hash") == run_hash:
-            log.info("evaluate: %s already finished; skipping", spec.name)
-            return record
-    log.info("evaluate: training %s (%d chunks from %d selected)", spec.name, len(order), len(rows))
-    result = train_and_evaluate(index, order, cfg, setup, spec.seed, spec.name)
-    record = {
-        "name": spec.name,
-        **asdict(spec),
-        "run_hash": run_hash,
-        "selection_digest": digest,
-        "selected_full_chunks": len(rows),
-        "epochs": spec.n_chunks / max(len(rows), 1),
-        **result,
-        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-    }
-    write_json_atomic(path, record)
-    return read_json(path)

@@ -59,6 +59,8 @@ def train_and_evaluate(
     name: str,
 ) -> dict[str, Any]:
     """Train a fresh `cfg.preset` model (init seed `seed`) on `order`; return its numbers."""
+    import torch
+
     from colorfilter.models.data import load_rank_batches
     from colorfilter.models.losses import evaluate_loss
     from colorfilter.models.presets import build_model
@@ -110,4 +112,6 @@ def train_and_evaluate(
         "train_time_s": state.elapsed_s,
         "wall_time_s": time.perf_counter() - started,
         "device": str(device),
+        # Thread counts change float rounding, and a short run at a high lr can amplify that.
+        "torch_threads": torch.get_num_threads(),
     }

@@ -280,6 +280,61 @@ def test_no_random_curve_without_multiples(evaluated, tmp_path) -> None:
     ]
 
 
+def test_workers_train_the_same_runs_as_one_process(evaluated, tmp_path) -> None:
+    root, _, _ = evaluated
+    config = _copy_config(root, tmp_path, ["color", "random"], [4], [1, 4])
+    config.evaluate.workers = 2  # two spawned processes, one torch thread each, as the fixture
+    run_evaluate(config)
+    runs = sorted((config.output_path / "eval" / "runs").glob("*.json"))
+    assert [p.name for p in runs] == [
+        "color-tau4-n56-seed0.json",
+        "random-tau1-n224-seed0.json",  # the curve's 4x point
+        "random-tau4-n56-seed0.json",
+    ]
+    for path in runs:
+        parallel = json.loads(path.read_text())
+        alone = json.loads((root / "eval" / "runs" / path.name).read_text())
+        assert parallel["run_hash"] == alone["run_hash"]
+        assert parallel["train_tokens"] == alone["train_tokens"]
+        assert parallel["heldout_loss"] == pytest.approx(alone["heldout_loss"], rel=1e-6)
+        assert parallel["torch_threads"] == alone["torch_threads"] == 1
+
+
+def test_a_lone_run_trains_with_a_workers_threads(evaluated, tmp_path) -> None:
+    from colorfilter.evaluation.runs import threads_per_worker
+
+    config = _copy_config(evaluated[0], tmp_path, ["random"], [4], [])
+    config.evaluate.workers, config.evaluate.torch_threads = 2, 0
+    run_evaluate(config)
+    [path] = (config.output_path / "eval" / "runs").glob("*.json")
+    # trained in this process, with the threads it would have had in a worker (numerics match)
+    assert json.loads(path.read_text())["torch_threads"] == threads_per_worker(config.evaluate)
+
+
+def test_a_failed_run_in_a_worker_is_raised_and_not_recorded(evaluated, tmp_path) -> None:
+    import shutil
+
+    config = _copy_config(evaluated[0], tmp_path, ["color", "random"], [4], [])
+    config.evaluate.workers = 2
+    shutil.rmtree(config.output_path / "tokens" / "downstream_eval")
+    (config.output_path / "tokens" / "downstream_eval").mkdir()
+    eval_shard = evaluated[0] / "tokens" / "downstream_eval" / "00000.parquet"
+    (config.output_path / "tokens" / "downstream_eval" / "00000.parquet").write_bytes(
+        eval_shard.read_bytes()[:-100]  # the workers read a truncated held-out shard
+    )
+    with pytest.raises(Exception, match="(?i)parquet") as raised:
+        run_evaluate(config)
+    assert "_RemoteTraceback" in repr(raised.value.__cause__)  # it came from a worker
+    assert not list((config.output_path / "eval" / "runs").glob("*.json"))
+
+
+def test_workers_must_be_at_least_one(evaluated, tmp_path) -> None:
+    config = _copy_config(evaluated[0], tmp_path, ["color"], [4], [])
+    config.evaluate.workers = 0
+    with pytest.raises(ConfigError, match="evaluate.workers must be >= 1"):
+        run_evaluate(config)
+
+
 def test_label_oracle_needs_source_labels() -> None:
     from colorfilter.evaluation.plan import Pool
     from colorfilter.evaluation.stage import _oracle_selections
