@@ -2,9 +2,9 @@
 one after another or `evaluate.workers` at a time in worker processes.
 
 Tiny target models on a CPU leave cores idle (a batch of 4 x 128 tokens cannot keep 2 threads
-busy), and a multi-GPU node runs one target per GPU, so runs are trained side by side. Only the
-parent process writes records, each as soon as its run finishes, so a killed evaluation keeps
-every finished run and a rerun trains only the rest.
+busy), and a multi-GPU node can train one target per GPU, so runs are trained side by side.
+Only the parent process writes records, each as soon as its run finishes, so a killed
+evaluation keeps every finished run and a rerun trains only the rest.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """A run with its data laid out: the selection's full chunks and the order it trains on."""
+    """A run with its data laid out: the chunks it trains on and their order."""
 
     spec: RunSpec
     index: ChunkIndex  # the chunks the run trains on, each once (not the whole selection)
