@@ -26,7 +26,7 @@ def bench(config_path: str, workers: int, runs: int, tokens: int, threads: int) 
 
     from colorfilter.config import load_config
     from colorfilter.evaluation.plan import Pool, round_to_batches
-    from colorfilter.evaluation.runs import RunSpec, plan_run, run_all, threads_per_worker
+    from colorfilter.evaluation.runs import RunSpec, plan_run, run_all
     from colorfilter.evaluation.stage import target_setup
     from colorfilter.io.token_shards import list_shards
 
@@ -47,7 +47,7 @@ def bench(config_path: str, workers: int, runs: int, tokens: int, threads: int) 
     trained = sum(r["train_tokens"] for r in records.values())
     return {
         "workers": workers,
-        "torch_threads_per_run": threads_per_worker(cfg),
+        "torch_threads_per_run": sorted({r["torch_threads"] for r in records.values()}),
         "runs": runs,
         "train_tokens_per_run": n_chunks * config.seq_len,
         "wall_s": round(wall, 1),
