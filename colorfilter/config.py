@@ -62,6 +62,8 @@ class SelectionConfig:
     temperature: float = 1.0  # color_softmax: sample from softmax(score / temperature)
     block_n: int = 64  # color_batchwise: keep block_n of every block of tau * block_n
     documents: bool = False  # widen each selection to whole source documents (`-docs` folders)
+    num_workers: int = 0  # select's map/reduce actors (executor ray); 0 = one per CPU
+    worker_cpus: float = 1.0  # CPUs reserved per select actor (its decode threads)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

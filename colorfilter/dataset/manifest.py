@@ -84,7 +84,7 @@ def folder_files(folder: str | Path) -> dict[str, dict[str, Any]]:
     return {
         rel: {"size": (folder / rel).stat().st_size, "sha256": sha256_file(folder / rel)}
         for rel in list_files(folder)
-        if rel != MANIFEST_NAME and not Path(rel).name.startswith(TMP_PREFIX)
+        if rel != MANIFEST_NAME and not any(part.startswith(TMP_PREFIX) for part in Path(rel).parts)
     }
 
 
