@@ -41,6 +41,7 @@ from colorfilter.dataset.histogram import (
 )
 from colorfilter.dataset.join import SelectedIndex
 from colorfilter.dataset.merge import ReduceTask, finished_reduce, reducer_ranges
+from colorfilter.dataset.provenance import recorded_sha256
 from colorfilter.dataset.runs import (
     MapSettings,
     MapTask,
@@ -433,7 +434,7 @@ def _provenance(
             name: {"path": str(path), "sha256": mf.sha256_dir(path)}
             for name, path in sorted((model_dirs or {}).items())
         },
-        "inputs": mf.describe_files(inputs, checksum=checksum_inputs),
+        "inputs": mf.describe_files(inputs, checksum=checksum_inputs, known=recorded_sha256),
         "packages": mf.package_versions(),
     }
 

@@ -107,3 +107,25 @@ def test_reducer_ranges_cover_every_shard_once():
             ranges = reducer_ranges(shards, reducers)
             covered = [s for a, b in ranges for s in range(a, b)]
             assert covered == list(range(shards))
+
+
+def test_recorded_hashes_only_while_they_describe_the_file(tmp_path):
+    import json
+
+    from colorfilter.dataset.provenance import recorded_sha256
+
+    part, shard = tmp_path / "00003-00001.parquet", tmp_path / "00003-00001b.parquet"
+    part.write_bytes(b"token part")
+    shard.write_bytes(b"score shard")
+    assert recorded_sha256(part) is None  # no record: the manifest hashes the file
+    (tmp_path / "_done").mkdir()
+    prepare = {"part_bytes": {part.name: 10}, "part_sha256": {part.name: "a" * 64}}
+    (tmp_path / "_done" / "00003.json").write_text(json.dumps(prepare))
+    (tmp_path / "_done" / f"{shard.stem}.json").write_text(
+        json.dumps({"sha256": "b" * 64, "bytes": 11})
+    )
+    assert recorded_sha256(part) == "a" * 64 and recorded_sha256(shard) == "b" * 64
+    part.write_bytes(b"rewritten since")
+    assert recorded_sha256(part) is None
+    entry = mf.describe_files([part], known=recorded_sha256)[0]
+    assert entry["sha256"] == mf.sha256_file(part)

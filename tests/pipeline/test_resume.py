@@ -177,10 +177,22 @@ def test_killed_prepare_driver_resumes_to_the_same_shards(tmp_path, tokenizer_di
     assert not temp_files(tokens)
 
 
-def test_killed_select_driver_resumes_to_the_same_datasets(scored_run, tmp_path):
+def test_killed_select_driver_resumes_to_the_same_datasets(scored_run, tmp_path, monkeypatch):
+    from colorfilter.dataset import manifest as mf
+
     reference = replace(scored_run, output_dir=str(tmp_path / "reference"))
     shutil.copytree(scored_run.output_path, reference.output_path)
+    hashed = []
+    sha256_file = mf.sha256_file
+    monkeypatch.setattr(mf, "sha256_file", lambda p: hashed.append(Path(p)) or sha256_file(p))
     run_stage("select", reference)
+    monkeypatch.undo()
+    # The manifests' input hashes come from prepare's and score's records: no shard is re-read.
+    inputs = read_json(reference.output_path / "selected" / "color-tau4" / "manifest.json")
+    assert {e["sha256"] for e in inputs["inputs"]} == {
+        sha256_file(e["path"]) for e in inputs["inputs"]
+    }
+    assert not [p for p in hashed if p.parent.name == "pool"]
     command = cli_command("select", scored_run.output_path / "config.yaml")
     selected = scored_run.output_path / "selected"
     work = selected / ".tmp-select"
