@@ -14,7 +14,7 @@ import numpy as np
 from colorfilter.config import Config
 from colorfilter.configtools import to_dict
 from colorfilter.errors import ConfigError
-from colorfilter.io.atomic import TMP_PREFIX, read_json, write_parquet_atomic
+from colorfilter.io.atomic import TMP_PREFIX, read_json
 from colorfilter.io.token_shards import list_shards
 
 WORK_DIR = TMP_PREFIX + "select"  # OUTPUT/selected/.tmp-select: the shared map/reduce work
@@ -151,10 +151,9 @@ def _document_accounting(out: Path) -> dict:
 def dsir_weight_shards(config: Config) -> list[Path]:
     """DSIR log importance weights of every pool chunk (target = downstream train), cached.
 
-    Written to OUTPUT/scores/dsir/ with the token shards' names; reused when present.
+    Written to OUTPUT/scores/dsir/ with the token shards' names; reused when present. Counting
+    and weighting run as executor tasks, one per shard (pipeline/dsir_tasks.py).
     """
-    from colorfilter.selection import dsir
-
     out = config.output_path
     token_paths = list_shards(out / "tokens" / "pool")
     target_paths = list_shards(out / "tokens" / "downstream_train")
@@ -166,44 +165,7 @@ def dsir_weight_shards(config: Config) -> list[Path]:
     wanted = [weight_dir / p.name for p in token_paths]
     if all(p.exists() for p in wanted):
         return wanted
-    decode = _chunk_decoder(out / "tokenizer")
-    model = dsir.fit(_texts(target_paths, decode), _texts(token_paths, decode))
-    for token_path, weight_path in zip(token_paths, wanted):
-        _write_weights(token_path, weight_path, model, decode)
+    from colorfilter.pipeline.dsir_tasks import write_dsir_weights
+
+    write_dsir_weights(execution(config), out / "tokenizer", target_paths, token_paths, wanted)
     return wanted
-
-
-def _write_weights(token_path: Path, weight_path: Path, model, decode) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from colorfilter.selection import DSIR_WEIGHT, dsir
-
-    table = pq.read_table(token_path, columns=["seq_id", "input_ids"])
-    weights = dsir.log_importance(model, decode(table.column("input_ids")))
-    write_parquet_atomic(
-        weight_path,
-        pa.table({"seq_id": table.column("seq_id"), DSIR_WEIGHT: pa.array(weights, pa.float32())}),
-    )
-
-
-def _texts(paths: list[Path], decode):
-    import pyarrow.parquet as pq
-
-    for path in paths:
-        yield from decode(pq.read_table(path, columns=["input_ids"]).column("input_ids"))
-
-
-def _chunk_decoder(tokenizer_dir: Path):
-    """Batch-decode a list<int32> column to texts with the run's tokenizer."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-
-    def decode(column) -> list[str]:
-        rows = [
-            np.asarray(r, dtype=np.int64).tolist() for r in column.to_numpy(zero_copy_only=False)
-        ]
-        return tokenizer.decode_batch(rows, skip_special_tokens=False)
-
-    return decode
