@@ -222,7 +222,7 @@ def _write_run(
     if rows.size:
         part = part.sort_by(POSITION)
         with atomic_path(path) as tmp:
-            pq.write_table(part, tmp, compression="zstd", row_group_size=RUN_ROW_GROUP)
+            pq.write_table(part, tmp, compression="lz4", row_group_size=RUN_ROW_GROUP)
         stats["run_bytes"] = path.stat().st_size
     return stats
 
