@@ -18,7 +18,8 @@ from colorfilter.dataset.card import HISTOGRAM_NAME, INDICES_NAME, CardInfo, ren
 from colorfilter.dataset.histogram import ScoreHistogram, histogram_summary, plot_histogram
 from colorfilter.dataset.provenance import recorded_sha256
 from colorfilter.dataset.runs import index_paths
-from colorfilter.dataset.schema import DATA_DIR
+from colorfilter.dataset.schema import DATA_DIR, shard_name
+from colorfilter.errors import BadDataError
 from colorfilter.io.atomic import TMP_PREFIX, atomic_path, remove_stale_temps, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,10 @@ def finish_folder(
 ) -> dict[str, Any]:
     """indices.npy, the histogram, the card, then the manifest (last): the folder is done."""
     job, counts, out_dir = item.job, item.counts, item.job.out_dir
+    num_shards = max(1, math.ceil(item.n_rows / job.rows_per_shard))
+    shards = sorted((out_dir / DATA_DIR).glob("train-*.parquet"))
+    if [p.name for p in shards] != [shard_name(i, num_shards) for i in range(num_shards)]:
+        raise BadDataError(f"{out_dir}: its data shards are not the {num_shards} expected")
     ids_path, pos_path = index_paths(work_dir, item.key)
     row_order = np.empty(item.n_rows, dtype=np.uint64)
     row_order[np.load(pos_path)] = np.load(ids_path)
@@ -132,7 +137,6 @@ def finish_folder(
     title = f"{job.method}, tau={job.tau:g}: {item.n_rows} selected"
     with atomic_path(out_dir / HISTOGRAM_NAME) as tmp:
         plot_histogram(tmp, hist, line, title)
-    num_shards = max(1, math.ceil(item.n_rows / job.rows_per_shard))
     card = CardInfo(
         method=job.method,
         tau=job.tau,

@@ -57,6 +57,8 @@ def finished_reduce(task: ReduceTask) -> dict[str, int] | None:
     record = read_json_object(reduce_record_path(task.work_dir, task.key, task.reducer))
     if record is None or record.get("plan_hash") != task.plan_hash:
         return None
+    if record.get("shards") != [task.first_shard, task.end_shard, task.num_shards]:
+        return None  # another split of the shards (a rerun with another worker count)
     files = record.get("files", {})
     for rel, size in files.items():
         path = Path(task.out_dir) / rel
@@ -96,7 +98,11 @@ def reduce_range(task: ReduceTask) -> dict[str, int]:
         files[rel] = (Path(task.out_dir) / rel).stat().st_size
     for cursor in cursors:
         cursor.close()
-    record = {"plan_hash": task.plan_hash, "files": files}
+    record = {
+        "plan_hash": task.plan_hash,
+        "shards": [task.first_shard, task.end_shard, task.num_shards],
+        "files": files,
+    }
     write_json_atomic(reduce_record_path(task.work_dir, task.key, task.reducer), record)
     return files
 

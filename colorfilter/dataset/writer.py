@@ -138,9 +138,7 @@ def write_selections(
         token_paths, score_paths, inputs.tokenizer_dir, inputs.skipped
     )
     summaries: dict[int, dict[str, Any]] = {}
-    every: list[
-        PendingFolder
-    ] = []  # the plan: every job, complete or not (a rerun's plan is equal)
+    every: list[PendingFolder] = []  # the plan: every job, complete or not (reruns: the same)
     pending: list[PendingFolder] = []
     for number, job in enumerate(jobs):
         spec = SelectionSpec(
