@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3_server import s3_bucket, s3_refusing_credentials, s3_server  # noqa: F401
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
