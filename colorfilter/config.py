@@ -21,6 +21,7 @@ from colorfilter.configtools import (
 from colorfilter.dataset.config import OutputConfig, ReleaseConfig
 from colorfilter.errors import ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
+from colorfilter.io.config import StorageConfig
 from colorfilter.models.config import ConditionalConfig, PriorConfig
 from colorfilter.scoring.config import ScoreConfig
 
@@ -82,6 +83,7 @@ class Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)  # object-store options
 
     @property
     def output_path(self) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from colorfilter.errors import ColorFilterError, ConfigError
+from colorfilter.errors import ColorFilterError, ConfigError, MissingExtraError
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.redact import redact
 from colorfilter.io.storage import Location, as_location, endpoint_url, filesystem
@@ -108,6 +108,9 @@ class _errors:  # noqa: N801 - used as a context manager, reads like one
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, MissingExtraError):  # e.g. gs:// without gcsfs: say where it is used
+            raise MissingExtraError(
+                f"{self.key}: cannot {self.action} '{self.loc.url}': {exc}") from None
         if exc is None or isinstance(exc, ColorFilterError) or not isinstance(exc, Exception):
             return False
         reason = describe(exc, self.loc)
@@ -148,6 +151,7 @@ def _is_connection_error(exc: BaseException) -> bool:
     return bool(names & connection) or "Could not connect" in str(exc)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The exception's text on one line (botocore's validation errors span several)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return (text[:limit] + "...") if len(text) > limit else (text or type(exc).__name__)

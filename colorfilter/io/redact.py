@@ -29,7 +29,8 @@ SECRET_ENV_VARS = (
 )
 _MIN_LITERAL = 8  # shorter values ("test") would mask ordinary words
 
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
+# user[:password]@ right after the scheme; a password may hold '/' (AWS secret keys do)
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/\s@'\"]*:[^\s@'\"]*|[^/\s@'\"]+)@")
 _SIGNED_PARAM = re.compile(
     r"(?i)([?&;](?:x-amz-[a-z0-9-]+|x-goog-[a-z0-9-]+|signature|sig|token|access_token|"
     r"id_token|api_key|apikey|key|awsaccesskeyid|policy|credential|password|secret|sv|se|sp|"

@@ -181,13 +181,15 @@ def filesystem(loc: Location, preflight: bool = False) -> Any:
     if loc.scheme == "gs":
         gcsfs = require("gcsfs", "gcs")
         token = "anon" if cfg.anonymous else None  # None: GOOGLE_APPLICATION_CREDENTIALS etc.
-        return gcsfs.GCSFileSystem(token=token, requests_timeout=read, retries=attempts, **common)
+        # gcsfs reads STORAGE_EMULATOR_HOST for a local fake-gcs-server by itself
+        return gcsfs.GCSFileSystem(token=token, requests_timeout=read, **common)
     if loc.scheme == "hf":
         from huggingface_hub import HfFileSystem
 
         # read HF_ENDPOINT now: huggingface_hub reads it once, at import
         token = False if cfg.anonymous else None  # None: HF_TOKEN or the saved login
         return HfFileSystem(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token,
+                            use_listings_cache=False,
                             **({"skip_instance_cache": True} if preflight else {}))
     raise ConfigError(f"'{loc.url}': unsupported storage scheme '{loc.scheme}'")
 

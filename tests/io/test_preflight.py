@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from colorfilter.errors import EXIT_USAGE, ConfigError
+from colorfilter.errors import EXIT_USAGE, ConfigError, MissingExtraError
 from colorfilter.io import storage
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.preflight import check_readable, check_writable
@@ -100,3 +100,16 @@ def test_endpoint_with_credentials_is_rejected_by_config():
     assert problems and "must not hold credentials" in problems[0] and "pw" not in problems[0]
     with pytest.raises(ConfigError):
         StorageConfig(endpoint_url="127.0.0.1:9000").check()
+
+
+def test_gs_without_the_optional_extra_says_what_to_install():
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("gcsfs is installed")
+    with pytest.raises(MissingExtraError, match=r"colorfilter\[gcs\]") as info:
+        check_readable("gs://bkt/pool/*.json.gz", "data.pool")
+    assert info.value.exit_code == EXIT_USAGE
+    assert str(info.value).startswith("data.pool: cannot read 'gs://bkt/pool/*.json.gz': ")
