@@ -326,13 +326,14 @@ def open_read(value: str | Location) -> Iterator[IO[bytes]]:
 
 
 @contextlib.contextmanager
-def open_write(value: str | Location) -> Iterator[IO[bytes]]:
+def open_write(value: str | Location, block_size: int | None = None) -> Iterator[IO[bytes]]:
     """A binary writer whose output appears whole or not at all.
 
     Local: a temp file beside the target, renamed onto it when the block succeeds. Object
     stores: the object is created when the block succeeds (one PUT, or a multipart upload
     completed at close); if the block raises, the upload is aborted and nothing appears.
     No rename is ever used remotely (FUSE-mounted buckets and object stores have none).
+    `block_size`: bytes buffered per uploaded part (remote only; S3 needs >= 5 MiB).
     """
     loc, fs, path = _fs_path(value)
     if loc.is_local:
@@ -341,7 +342,7 @@ def open_write(value: str | Location) -> Iterator[IO[bytes]]:
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             yield handle
         return
-    handle = fs.open(path, "wb")
+    handle = fs.open(path, "wb", **({"block_size": block_size} if block_size else {}))
     try:
         yield handle
     except BaseException:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import time
 
 import pytest
 
+from colorfilter.io import cache as cache_module
 from colorfilter.io import storage
 from colorfilter.io.cache import MARKER, fetch, local_copy
 
@@ -63,9 +65,16 @@ def _fetch_after_barrier(url: str, cache_dir: str, barrier, results) -> None:
     results.put({"path": str(path), "fetched": fetched, "pid": os.getpid()})
 
 
-def test_two_processes_on_one_node_fetch_once(model_folder, tmp_path):
+def test_two_processes_on_one_node_fetch_once(model_folder, tmp_path, monkeypatch):
     """Two real processes (forked, as actors on one node) race for the same folder."""
     folder, files = model_folder
+    real_download = cache_module._download
+
+    def slow_download(*args):  # a model-sized download: without the lock both would fetch
+        time.sleep(1.0)
+        real_download(*args)
+
+    monkeypatch.setattr(cache_module, "_download", slow_download)  # inherited by the forks
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(2), ctx.Queue()
     cache_dir = tmp_path / "node-cache"

@@ -83,6 +83,20 @@ def test_failed_write_leaves_nothing(root):
     assert storage.glob(root.join("*")) == []  # no temp file or torn object either
 
 
+def test_failed_multipart_upload_is_aborted(s3_bucket):
+    """A write that already uploaded parts (a big shard) and then fails leaves no object and
+    no pending multipart upload behind."""
+    target = s3_bucket.join("big.bin")
+    part = 5 * 1024 * 1024  # the smallest S3 part
+    with pytest.raises(RuntimeError), storage.open_write(target, block_size=part) as handle:
+        handle.write(b"x" * (2 * part + 10))  # two parts are uploaded here
+        assert handle.mpu is not None
+        raise RuntimeError("killed mid-upload")
+    assert not storage.exists(target)
+    fs = storage.filesystem(target)
+    assert fs.list_multipart_uploads(s3_bucket.bucket) == []
+
+
 def test_glob_is_sorted_recursive_and_files_only(root):
     names = ["c4/c4-train.00002.json.gz", "c4/c4-train.00000.json.gz", "c4/sub/deep.json.gz",
              "c4/c4-train.00001.json.gz", "c4/readme.txt"]
