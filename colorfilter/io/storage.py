@@ -25,10 +25,11 @@ Cloud storage (how the stages are meant to use this; wiring them in is the next 
   colorfilter.io.config); a URL holding a user:password or a signed query is refused at parse, and
   every message passes through colorfilter.io.redact.redact.
 
-Backends: fsspec's LocalFileSystem, s3fs (s3://), gcsfs (gs://, the optional `gcs` extra) and
-huggingface_hub's HfFileSystem (hf://datasets/ORG/NAME/..., hf://ORG/MODEL/...); for parquet on
-s3, pyarrow's own S3FileSystem with the endpoint passed explicitly (pyarrow does not read
-AWS_ENDPOINT_URL). Listing caches are off: actors on other nodes write objects the driver must see.
+Modules: location.py (Location), backends.py (fsspec's LocalFileSystem, s3fs for s3://, gcsfs for
+gs:// with the optional `gcs` extra, huggingface_hub's HfFileSystem for hf://datasets/ORG/NAME/...
+and hf://ORG/MODEL/...; pyarrow's own S3FileSystem for parquet on s3), this module (operations;
+it re-exports Location and the backends, so `from colorfilter.io import storage` is enough),
+preflight.py, commit.py, cache.py, redact.py, config.py.
 Note: the `hf://NAME[:CONFIG]` *dataset name* inputs of colorfilter.io.files (read with
 `datasets.load_dataset`) are a different thing from hf:// file URLs here; integration must keep
 them apart (e.g. a file URL has a `datasets/` prefix or a file suffix).
@@ -39,195 +40,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import posixpath
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
-from colorfilter.errors import ConfigError, require
-from colorfilter.io.config import StorageConfig
-from colorfilter.io.redact import has_credentials, redact
+from colorfilter.io.backends import endpoint_url, filesystem, parquet_filesystem, region
+from colorfilter.io.location import GLOB_CHARS, SCHEMES, Location, as_location
 
-# accepted spelling -> canonical scheme ("" = local disk)
-SCHEMES = {"": "", "file": "", "s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "hf": "hf"}
-GLOB_CHARS = frozenset("*?[")
-
-
-@dataclass(frozen=True)
-class Location:
-    """A parsed path or URL: `scheme` ("" for local, s3, gs, hf) and `path` (fsspec style)."""
-
-    scheme: str
-    path: str  # local: absolute POSIX path; remote: "bucket/key" or "datasets/org/name/file"
-    storage: StorageConfig = field(default_factory=StorageConfig, compare=False)
-
-    @classmethod
-    def parse(
-        cls, text: str | os.PathLike | Location, storage: StorageConfig | None = None,
-        key: str = "",
-    ) -> Location:
-        """Parse a path or URL; ConfigError (naming `key`) for an unknown scheme or credentials."""
-        if isinstance(text, Location):
-            return text if storage is None else cls(text.scheme, text.path, storage)
-        storage = storage or StorageConfig()
-        raw = os.fspath(text)
-        where = f"{key}: " if key else ""
-        if has_credentials(raw):
-            raise ConfigError(
-                f"{where}'{redact(raw)}' holds credentials or a signature; use a plain URL and "
-                "put credentials in the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, "
-                "HF_TOKEN)"
-            )
-        scheme, sep, rest = raw.partition("://")
-        if not sep:
-            return cls("", os.path.abspath(os.path.expanduser(raw)), storage)
-        canonical = SCHEMES.get(scheme.lower())
-        if canonical is None:
-            known = ", ".join(f"{s}://" for s in ("s3", "gs", "hf", "file"))
-            raise ConfigError(
-                f"{where}'{raw}': unknown storage scheme '{scheme}://'; use a local path or "
-                f"one of {known}"
-            )
-        if canonical == "":
-            return cls("", os.path.abspath(rest if rest.startswith("/") else "/" + rest), storage)
-        rest = rest.strip("/")
-        if not rest:
-            raise ConfigError(f"{where}'{raw}': the URL names no bucket or repository")
-        return cls(canonical, posixpath.normpath(rest), storage)
-
-    @property
-    def url(self) -> str:
-        """The canonical string: a local absolute path, or SCHEME://PATH."""
-        return self.path if self.is_local else f"{self.scheme}://{self.path}"
-
-    @property
-    def is_local(self) -> bool:
-        return self.scheme == ""
-
-    @property
-    def name(self) -> str:
-        return posixpath.basename(self.path)
-
-    @property
-    def parent(self) -> Location:
-        parent = posixpath.dirname(self.path)
-        return Location(self.scheme, parent or self.path, self.storage)
-
-    @property
-    def bucket(self) -> str:
-        """The bucket (s3, gs) or repository prefix (hf) a remote path lives in."""
-        return self.path.split("/", 1)[0]
-
-    @property
-    def has_glob(self) -> bool:
-        return bool(GLOB_CHARS & set(self.path))
-
-    def join(self, *parts: str) -> Location:
-        """A child location; parts may hold '/', never '..' (outputs stay under their root)."""
-        pieces = [p.strip("/") for p in parts if p.strip("/")]
-        if any(".." in p.split("/") for p in pieces):
-            raise ValueError(f"refusing '..' in a storage path: {parts}")
-        return Location(self.scheme, posixpath.join(self.path, *pieces), self.storage)
-
-    def relative_to(self, base: Location) -> str:
-        """The '/'-separated path of `self` under `base` (ValueError if not under it)."""
-        prefix = base.path.rstrip("/") + "/"
-        if self.scheme != base.scheme or not self.path.startswith(prefix):
-            raise ValueError(f"{self.url} is not under {base.url}")
-        return self.path[len(prefix):]
-
-    def __str__(self) -> str:
-        return self.url
-
-
-def as_location(value: str | os.PathLike | Location, storage: StorageConfig | None = None,
-                key: str = "") -> Location:
-    """`value` as a Location (Locations pass through, keeping their own storage config)."""
-    if isinstance(value, Location):
-        return value
-    return Location.parse(value, storage, key)
-
-
-# -- backends -----------------------------------------------------------------------------
-
-def filesystem(loc: Location, preflight: bool = False) -> Any:
-    """The fsspec filesystem for `loc` (instances are cached by fsspec per process)."""
-    cfg = loc.storage
-    timeout = cfg.preflight_timeout_s if preflight else None
-    connect = timeout or cfg.connect_timeout_s
-    read = timeout or cfg.read_timeout_s
-    attempts = 1 if preflight else cfg.retries
-    common = {"use_listings_cache": False}
-    if loc.is_local:
-        import fsspec.implementations.local
-
-        return fsspec.implementations.local.LocalFileSystem()
-    if loc.scheme == "s3":
-        s3fs = require("s3fs")
-        client_kwargs = {"region_name": region(cfg)} if region(cfg) else {}
-        fs = s3fs.S3FileSystem(
-            anon=cfg.anonymous,
-            endpoint_url=endpoint_url(cfg) or None,
-            client_kwargs=client_kwargs,
-            config_kwargs={
-                "connect_timeout": connect,
-                "read_timeout": read,
-                "retries": {"max_attempts": attempts, "mode": "standard"},
-            },
-            **common,
-        )
-        fs.retries = attempts  # s3fs's own retry loop on top of botocore's
-        return fs
-    if loc.scheme == "gs":
-        gcsfs = require("gcsfs", "gcs")
-        token = "anon" if cfg.anonymous else None  # None: GOOGLE_APPLICATION_CREDENTIALS etc.
-        # gcsfs reads STORAGE_EMULATOR_HOST for a local fake-gcs-server by itself
-        return gcsfs.GCSFileSystem(token=token, requests_timeout=read, **common)
-    if loc.scheme == "hf":
-        from huggingface_hub import HfFileSystem
-
-        # read HF_ENDPOINT now: huggingface_hub reads it once, at import
-        token = False if cfg.anonymous else None  # None: HF_TOKEN or the saved login
-        return HfFileSystem(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token,
-                            use_listings_cache=False,
-                            **({"skip_instance_cache": True} if preflight else {}))
-    raise ConfigError(f"'{loc.url}': unsupported storage scheme '{loc.scheme}'")
-
-
-def endpoint_url(cfg: StorageConfig) -> str:
-    """The S3 endpoint: the config's, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else ''."""
-    return (cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL") or "")
-
-
-def region(cfg: StorageConfig) -> str:
-    return cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
-
-
-def parquet_filesystem(value: str | Location) -> tuple[Any, str]:
-    """(pyarrow.fs.FileSystem, path) for pyarrow's parquet/dataset functions on `value`."""
-    import pyarrow.fs as pafs
-
-    loc = as_location(value)
-    cfg = loc.storage
-    if loc.is_local:
-        return pafs.LocalFileSystem(), loc.path
-    if loc.scheme == "s3" and cfg.pyarrow_native_s3:
-        kwargs: dict[str, Any] = {
-            "anonymous": cfg.anonymous,
-            "connect_timeout": cfg.connect_timeout_s,
-            "request_timeout": cfg.read_timeout_s,
-            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=cfg.retries),
-        }
-        endpoint = endpoint_url(cfg)
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
-        kwargs["region"] = region(cfg) or "us-east-1"
-        return pafs.S3FileSystem(**kwargs), loc.path
-    handler = pafs.FSSpecHandler(filesystem(loc))
-    return pafs.PyFileSystem(handler), loc.path
-
+__all__ = [
+    "GLOB_CHARS", "SCHEMES", "FileInfo", "Location", "as_location", "endpoint_url", "exists",
+    "filesystem", "find", "glob", "is_dir", "makedirs", "open_read", "open_write",
+    "parquet_filesystem", "read_bytes", "read_json", "read_json_object", "read_many", "read_text",
+    "region",
+    "remove", "size", "stat_many", "write_bytes", "write_json", "write_text",
+]
 
 # -- operations ---------------------------------------------------------------------------
 
@@ -282,25 +108,62 @@ def find(value: str | Location) -> list[FileInfo]:
     )
 
 
+LIST_THRESHOLD = 8  # more objects than this in one folder: one listing beats a HEAD each
+
+
 def stat_many(values: Iterable[str | Location]) -> dict[str, int | None]:
-    """{url: size or None when missing}: one listing per parent folder, not one request each."""
+    """{url: size or None when missing}, in the given order.
+
+    A few objects per folder are looked up one by one (a HEAD each on object stores); more are
+    answered from one listing of their folder, so checking thousands of shards stays cheap.
+    """
     locs = [as_location(v) for v in values]
     by_parent: dict[str, list[Location]] = {}
     for loc in locs:
         by_parent.setdefault(loc.parent.url, []).append(loc)
-    sizes: dict[str, int | None] = {}
+    found: dict[str, int | None] = {}
     for group in by_parent.values():
-        parent = group[0].parent
-        fs = filesystem(parent)
+        fs = filesystem(group[0])
+        if len(group) <= LIST_THRESHOLD:
+            for loc in group:
+                found[loc.url] = _file_size(fs, loc.path)
+            continue
         try:
-            listing = {_strip(fs, e["name"]): e for e in fs.ls(parent.path, detail=True)}
+            listing = {_strip(fs, e["name"]): e for e in fs.ls(group[0].parent.path, detail=True)}
         except (FileNotFoundError, NotADirectoryError):
             listing = {}
         for loc in group:
             entry = listing.get(loc.path)
             ok = entry is not None and entry.get("type", "file") == "file"
-            sizes[loc.url] = int(entry["size"]) if ok else None
-    return sizes
+            found[loc.url] = int(entry["size"]) if ok else None
+    return {loc.url: found[loc.url] for loc in locs}
+
+
+def _file_size(fs: Any, path: str) -> int | None:
+    try:
+        info = fs.info(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return int(info["size"]) if info.get("type", "file") == "file" else None
+
+
+def read_many(values: Iterable[str | Location]) -> dict[str, bytes | None]:
+    """{url: bytes or None when missing}: fetched concurrently where the backend can (s3, gs)."""
+    locs = [as_location(v) for v in values]
+    out: dict[str, bytes | None] = {}
+    groups: dict[tuple, list[Location]] = {}
+    for loc in locs:
+        groups.setdefault((loc.scheme, loc.storage), []).append(loc)
+    for group in groups.values():
+        fs = filesystem(group[0])
+        try:
+            got = fs.cat([loc.path for loc in group], on_error="return")
+        except FileNotFoundError:
+            got = {}
+        for loc in group:
+            value = got.get(loc.path)  # bytes, or the exception that reading it raised
+            out[loc.url] = value if isinstance(value, bytes) else None
+    return {loc.url: out[loc.url] for loc in locs}
 
 
 def makedirs(value: str | Location) -> None:

@@ -82,6 +82,18 @@ def test_commit_refuses_unwritten_objects_and_discard_undoes(unit_dir):
     assert not storage.exists(record) and storage.glob(unit_dir.join("*")) == []
 
 
+def test_batch_check_over_many_units_in_one_folder(unit_dir):
+    records = [unit_dir.join(f"shard-{i:05d}.done.json") for i in range(12)]
+    for i, record in enumerate(records):
+        write_unit(record, {f"shard-{i:05d}.parquet": b"r" * (100 + i)}, meta={"i": i})
+    storage.write_bytes(unit_dir.join("shard-00003.parquet"), b"torn")  # size no longer matches
+    storage.remove(unit_dir.join("shard-00007.parquet"))
+    storage.write_bytes(records[9], b"{not json")
+    trusted = committed(records + [unit_dir.join("shard-99999.done.json")])
+    assert sorted(trusted) == [r.url for i, r in enumerate(records) if i not in (3, 7, 9)]
+    assert trusted[records[11].url]["meta"] == {"i": 11}
+
+
 def test_record_meta_is_redacted(unit_dir):
     signed = "https://bkt.s3.amazonaws.com/x?X-Amz-Credential=AKIAIOSFODNN7EXAMPLE&X-Amz-Signature=ab12"
     write_unit(unit_dir.join("u.done.json"), {"a": b"a"}, meta={"source": signed})

@@ -115,12 +115,21 @@ def test_glob_is_sorted_recursive_and_files_only(root):
     assert {f.location.name: f.size for f in found}["readme.txt"] == len("c4/readme.txt")
 
 
-def test_stat_many_one_listing_per_folder(root):
+def test_stat_many_and_read_many(root):
     storage.write_bytes(root.join("d", "x"), b"12345")
     storage.write_bytes(root.join("d", "y"), b"1")
-    sizes = storage.stat_many([root.join("d", "x"), root.join("d", "y"), root.join("d", "z"),
-                               root.join("nowhere", "w")])
-    assert list(sizes.values()) == [5, 1, None, None]
+    storage.write_bytes(root.join("d", "sub", "f"), b"folder, not a file of d")
+    few = [root.join("d", "x"), root.join("d", "y"), root.join("d", "z"), root.join("d", "sub"),
+           root.join("nowhere", "w")]
+    assert list(storage.stat_many(few).values()) == [5, 1, None, None, None]
+    for i in range(storage.LIST_THRESHOLD + 2):  # many: answered from one listing
+        storage.write_bytes(root.join("many", f"shard-{i:03d}"), b"s" * i)
+    many = [root.join("many", f"shard-{i:03d}") for i in range(storage.LIST_THRESHOLD + 4)]
+    expected = list(range(storage.LIST_THRESHOLD + 2)) + [None, None]
+    assert list(storage.stat_many(many + [root.join("many")]).values()) == expected + [None]
+    got = storage.read_many([root.join("d", "x"), root.join("d", "z"),
+                             root.join("many", "shard-003")])
+    assert list(got.values()) == [b"12345", None, b"sss"]
 
 
 @pytest.mark.parametrize("native", [True, False])
