@@ -16,47 +16,61 @@ from colorfilter.io.config import StorageConfig
 from colorfilter.io.location import Location, as_location
 
 
-def filesystem(loc: Location, preflight: bool = False) -> Any:
-    """The fsspec filesystem for `loc` (instances are cached by fsspec per process)."""
+def storage_options(loc: Location, preflight: bool = False) -> dict[str, Any]:
+    """fsspec options for `loc`'s backend: no secrets, so they may be logged or passed on.
+
+    Also what other fsspec users take, e.g. `datasets.load_dataset("parquet",
+    data_files="s3://bkt/sel/*.parquet", storage_options=storage_options(loc))`.
+    """
     cfg = loc.storage
     timeout = cfg.preflight_timeout_s if preflight else None
-    connect = timeout or cfg.connect_timeout_s
     read = timeout or cfg.read_timeout_s
-    attempts = 1 if preflight else cfg.retries
-    common = {"use_listings_cache": False}
+    if loc.scheme == "s3":
+        attempts = 1 if preflight else cfg.retries
+        options: dict[str, Any] = {
+            "anon": cfg.anonymous,
+            "config_kwargs": {
+                "connect_timeout": timeout or cfg.connect_timeout_s,
+                "read_timeout": read,
+                "retries": {"max_attempts": attempts, "mode": "standard"},
+            },
+        }
+        if endpoint_url(cfg):
+            options["endpoint_url"] = endpoint_url(cfg)
+        if region(cfg):
+            options["client_kwargs"] = {"region_name": region(cfg)}
+    elif loc.scheme == "gs":
+        # token None: GOOGLE_APPLICATION_CREDENTIALS or the metadata server; gcsfs reads
+        # STORAGE_EMULATOR_HOST (a local fake-gcs-server) by itself
+        options = {"token": "anon" if cfg.anonymous else None, "requests_timeout": read}
+    elif loc.scheme == "hf":
+        # HF_ENDPOINT is read now (huggingface_hub reads it once, at import); token None: HF_TOKEN
+        options = {"endpoint": os.environ.get("HF_ENDPOINT") or None,
+                   "token": False if cfg.anonymous else None}
+    else:
+        return {}
+    options["use_listings_cache"] = False  # objects written by other nodes must show at once
+    return options
+
+
+def filesystem(loc: Location, preflight: bool = False) -> Any:
+    """The fsspec filesystem for `loc` (instances are cached by fsspec per process and thread)."""
     if loc.is_local:
         import fsspec.implementations.local
 
         return fsspec.implementations.local.LocalFileSystem()
+    options = storage_options(loc, preflight)
     if loc.scheme == "s3":
-        s3fs = require("s3fs")
-        client_kwargs = {"region_name": region(cfg)} if region(cfg) else {}
-        fs = s3fs.S3FileSystem(
-            anon=cfg.anonymous,
-            endpoint_url=endpoint_url(cfg) or None,
-            client_kwargs=client_kwargs,
-            config_kwargs={
-                "connect_timeout": connect,
-                "read_timeout": read,
-                "retries": {"max_attempts": attempts, "mode": "standard"},
-            },
-            **common,
-        )
-        fs.retries = attempts  # s3fs's own retry loop on top of botocore's
+        fs = require("s3fs").S3FileSystem(**options)
+        fs.retries = 1 if preflight else loc.storage.retries  # s3fs's own loop over botocore's
         return fs
     if loc.scheme == "gs":
-        gcsfs = require("gcsfs", "gcs")
-        token = "anon" if cfg.anonymous else None  # None: GOOGLE_APPLICATION_CREDENTIALS etc.
-        # gcsfs reads STORAGE_EMULATOR_HOST for a local fake-gcs-server by itself
-        return gcsfs.GCSFileSystem(token=token, requests_timeout=read, **common)
+        return require("gcsfs", "gcs").GCSFileSystem(**options)
     if loc.scheme == "hf":
         from huggingface_hub import HfFileSystem
 
-        # read HF_ENDPOINT now: huggingface_hub reads it once, at import
-        token = False if cfg.anonymous else None  # None: HF_TOKEN or the saved login
-        return HfFileSystem(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token,
-                            use_listings_cache=False,
-                            **({"skip_instance_cache": True} if preflight else {}))
+        # preflight: no cached "this repo exists" answers from earlier calls
+        return HfFileSystem(**options, **({"skip_instance_cache": True} if preflight else {}))
     raise ConfigError(f"'{loc.url}': unsupported storage scheme '{loc.scheme}'")
 
 

@@ -21,6 +21,10 @@ Cloud storage (how the stages are meant to use this; wiring them in is the next 
   record listing their sizes last; a rerun trusts only records whose objects all match.
 - Models and tokenizers: actors call `colorfilter.io.cache.local_copy(url)` to get a node-local
   folder, fetched once per node; local paths are used in place.
+- Readers outside colorfilter: `storage_options(loc)` is the fsspec options dict (no secrets) for
+  e.g. `datasets.load_dataset("parquet", data_files="s3://bkt/sel/train-*.parquet",
+  split="train", storage_options=storage_options(loc))` (checked against the local S3 server).
+- Buckets must exist: nothing here creates one; `check_writable` names a missing bucket.
 - Secrets: credentials come only from the standard environment variables (see
   colorfilter.io.config); a URL holding a user:password or a signed query is refused at parse, and
   every message passes through colorfilter.io.redact.redact.
@@ -44,7 +48,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from colorfilter.io.backends import endpoint_url, filesystem, parquet_filesystem, region
+from colorfilter.io.backends import (
+    endpoint_url,
+    filesystem,
+    parquet_filesystem,
+    region,
+    storage_options,
+)
 from colorfilter.io.location import GLOB_CHARS, SCHEMES, Location, as_location
 
 __all__ = [
@@ -52,7 +62,7 @@ __all__ = [
     "filesystem", "find", "glob", "is_dir", "makedirs", "open_read", "open_write",
     "parquet_filesystem", "read_bytes", "read_json", "read_json_object", "read_many", "read_text",
     "region",
-    "remove", "size", "stat_many", "write_bytes", "write_json", "write_text",
+    "remove", "size", "stat_many", "storage_options", "write_bytes", "write_json", "write_text",
 ]
 
 # -- operations ---------------------------------------------------------------------------

@@ -87,6 +87,22 @@ def test_unreachable_endpoint_fails_fast(s3_server):
     assert time.monotonic() - start < 10
 
 
+def test_silent_endpoint_times_out_fast(s3_server):
+    """An endpoint that accepts connections and never answers (a hung proxy) costs one short
+    timeout, not minutes of retries."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes connections; nobody ever reads or answers
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        cfg = StorageConfig(endpoint_url=endpoint, preflight_timeout_s=0.5)
+        start = time.monotonic()
+        message = _one_line_error(lambda: check_readable("s3://bkt/x", "data.pool", cfg),
+                                  "data.pool", "s3://bkt/x")
+        elapsed = time.monotonic() - start
+    assert "cannot reach the storage endpoint" in message and endpoint in message
+    assert elapsed < 5, elapsed
+
+
 def test_local_paths(tmp_path):
     missing = str(tmp_path / "nope.jsonl")
     assert "no such file" in _one_line_error(

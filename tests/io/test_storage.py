@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pyarrow as pa
@@ -146,3 +147,14 @@ def test_parquet_round_trip_through_pyarrow(root, native):
     dataset = pq.ParquetDataset(storage.parquet_filesystem(loc.parent)[1],
                                 filesystem=storage.parquet_filesystem(loc.parent)[0])
     assert dataset.read().num_rows == 1000
+
+
+def test_storage_options_carry_no_secrets_and_work_for_other_fsspec_users(s3_bucket):
+    import fsspec
+
+    storage.write_bytes(s3_bucket.join("sel", "a.txt"), b"selected")
+    options = storage.storage_options(s3_bucket)
+    assert options["endpoint_url"] == os.environ["AWS_ENDPOINT_URL"]
+    assert "testing" not in repr(options)  # the (dummy) keys stay in the environment
+    with fsspec.open(s3_bucket.join("sel", "a.txt").url, "rb", **options) as handle:
+        assert handle.read() == b"selected"
