@@ -52,14 +52,14 @@ class Location:
         if canonical is None:
             known = ", ".join(f"{s}://" for s in ("s3", "gs", "hf", "file"))
             raise ConfigError(
-                f"{where}'{raw}': unknown storage scheme '{scheme}://'; use a local path or "
-                f"one of {known}"
+                f"{where}'{redact(raw)}': unknown storage scheme '{redact(scheme)}://'; use a "
+                f"local path or one of {known}"
             )
         if canonical == "":
             return cls("", os.path.abspath(rest if rest.startswith("/") else "/" + rest), storage)
         rest = rest.strip("/")
         if not rest:
-            raise ConfigError(f"{where}'{raw}': the URL names no bucket or repository")
+            raise ConfigError(f"{where}'{redact(raw)}': the URL names no bucket or repository")
         return cls(canonical, posixpath.normpath(rest), storage)
 
     @property

@@ -66,7 +66,11 @@ def check_writable(
 
 
 def _probe_root(fs: Any, loc: Location) -> None:
-    """Reach the bucket/repository first, so its absence is told apart from a missing key."""
+    """Reach the bucket/repository first, so its absence is told apart from a missing key.
+
+    A refusal to list is not final: credentials may read and write objects without listing
+    the bucket root, so the object-level check that follows gives the verdict then.
+    """
     if loc.is_local:
         return
     root = loc.bucket if loc.scheme != "hf" else _hf_repo(loc.path)
@@ -75,6 +79,8 @@ def _probe_root(fs: Any, loc: Location) -> None:
     except FileNotFoundError as exc:
         kind = "repository" if loc.scheme == "hf" else "bucket"
         raise _Missing(f"the {kind} '{loc.scheme}://{root}' does not exist") from exc
+    except PermissionError:
+        pass
 
 
 def _hf_repo(path: str) -> str:

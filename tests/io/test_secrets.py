@@ -75,6 +75,7 @@ def test_planted_secrets_reach_no_object_record_or_message(s3_bucket, tmp_path, 
                                StorageConfig(endpoint_url="http://127.0.0.1:9",
                                              preflight_timeout_s=1.0)),
         lambda: check_readable(f"gopher://{HF_SECRET}/x", "tokenizer"),
+        lambda: check_readable(f"s4://bkt/{AWS_SECRET}", "data.pool"),
     ]
     for call in failing:
         with pytest.raises(ConfigError) as info:
