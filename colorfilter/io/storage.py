@@ -25,6 +25,11 @@ Cloud storage (how the stages are meant to use this; wiring them in is the next 
   e.g. `datasets.load_dataset("parquet", data_files="s3://bkt/sel/train-*.parquet",
   split="train", storage_options=storage_options(loc))` (checked against the local S3 server).
 - Buckets must exist: nothing here creates one; `check_writable` names a missing bucket.
+- Resume and refusals: a stage lists its units' records (`glob`, `list_dir`) and keeps the
+  complete ones with one batched `commit.committed(records)`; the saved config of an output dir
+  is read with `read_json`/`read_text` on its Location, wherever the output dir lives. Stale
+  temp files exist only on local disk (colorfilter.io.atomic.remove_stale_temps); on object
+  stores an aborted write leaves nothing to clean.
 - Secrets: credentials come only from the standard environment variables (see
   colorfilter.io.config); a URL holding a user:password or a signed query is refused at parse, and
   every message passes through colorfilter.io.redact.redact.
@@ -59,7 +64,7 @@ from colorfilter.io.location import GLOB_CHARS, SCHEMES, Location, as_location
 
 __all__ = [
     "GLOB_CHARS", "SCHEMES", "FileInfo", "Location", "as_location", "endpoint_url", "exists",
-    "filesystem", "find", "glob", "is_dir", "makedirs", "open_read", "open_write",
+    "filesystem", "find", "glob", "is_dir", "list_dir", "makedirs", "open_read", "open_write",
     "parquet_filesystem", "read_bytes", "read_json", "read_json_object", "read_many", "read_text",
     "region",
     "remove", "size", "stat_many", "storage_options", "write_bytes", "write_json", "write_text",
@@ -97,6 +102,17 @@ def glob(pattern: str | Location, files_only: bool = True) -> list[Location]:
          for p, info in found.items() if not files_only or info.get("type") == "file"),
         key=lambda m: m.url,
     )
+
+
+def list_dir(value: str | Location) -> list[Location]:
+    """Immediate children (files and folders/prefixes), sorted; [] for a missing folder."""
+    loc, fs, path = _fs_path(value)
+    try:
+        names = fs.ls(path, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    children = {_strip(fs, n) for n in names} - {path}
+    return sorted((Location(loc.scheme, c, loc.storage) for c in children), key=lambda m: m.url)
 
 
 @dataclass(frozen=True)

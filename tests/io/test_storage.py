@@ -123,6 +123,8 @@ def test_stat_many_and_read_many(root):
     few = [root.join("d", "x"), root.join("d", "y"), root.join("d", "z"), root.join("d", "sub"),
            root.join("nowhere", "w")]
     assert list(storage.stat_many(few).values()) == [5, 1, None, None, None]
+    assert [c.name for c in storage.list_dir(root.join("d"))] == ["sub", "x", "y"]
+    assert storage.list_dir(root.join("nowhere")) == []
     for i in range(storage.LIST_THRESHOLD + 2):  # many: answered from one listing
         storage.write_bytes(root.join("many", f"shard-{i:03d}"), b"s" * i)
     many = [root.join("many", f"shard-{i:03d}") for i in range(storage.LIST_THRESHOLD + 4)]
