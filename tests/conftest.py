@@ -78,8 +78,12 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One real local Ray for the whole test session (2 CPUs, small object store)."""
+def ray_session(s3_server):  # noqa: F811 - the fixture imported above
+    """One real local Ray for the whole test session (2 CPUs, small object store).
+
+    Started after the S3 test server, so its workers inherit the AWS_* variables pointing at
+    it (as nodes of a real cluster carry their own credentials and endpoint).
+    """
     import ray
 
     if not ray.is_initialized():
