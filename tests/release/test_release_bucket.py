@@ -62,3 +62,22 @@ def test_bucket_folder_is_verified_before_any_upload(
         release(selection.url, "org/x", dry_run=True)
     assert ("dataset", "org/x") not in fake_hub.repos  # nothing was created, nothing uploaded
     assert not any(method == "POST" for method, _ in fake_hub.requests)
+
+
+def test_datasets_reads_a_selection_on_a_bucket(selection_template, s3_server, s3_bucket, tmp_path):
+    """The README's recipe: datasets.load_dataset on the bucket with the layer's storage options."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    from colorfilter.io.storage import storage_options
+
+    selection = s3_bucket.join("sel")
+    copy_to_bucket(s3_server, selection_template, selection.path)
+    loaded = datasets.load_dataset(
+        "parquet", data_files=f"{selection.url}/data/train-*.parquet", split="train",
+        storage_options=storage_options(selection), cache_dir=str(tmp_path / "hf-cache"),
+    )  # fmt: skip
+    shards = sorted((selection_template / "data").glob("train-*.parquet"))
+    expected = pq.read_table(shards)
+    assert loaded.num_rows == expected.num_rows > 0
+    assert loaded.data.table.select(expected.column_names).equals(expected)
