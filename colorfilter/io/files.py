@@ -122,22 +122,21 @@ def _resolve_remote(loc: Location, key: str, configured_format: str) -> list[Inp
 
     check_readable(loc, key)
     if loc.has_glob:
-        matches = storage.glob(loc)
+        matches = [(f.location, f.size) for f in storage.glob_files(loc)]
     elif storage.is_dir(loc):
         raise ConfigError(
             f"{key}: '{loc.url}' is a folder; name its files or a glob such as "
             f"'{loc.url}/*.json.gz' (saved HF datasets are read from local disk only)"
         )
     else:
-        matches = [loc]
-    sizes = storage.stat_many(matches)
+        matches = [(loc, storage.size(loc))]
     items = []
-    for match in matches:
+    for match, size in matches:
         fmt = detect_format(match.url, configured_format)
         if fmt == "hf_disk":
             raise ConfigError(f"{key}: '{match.url}': saved HF datasets are read from local "
                               "disk only; use parquet or JSON lines files on buckets")
-        items.append(InputFile(match.url, fmt, int(sizes[match.url] or 0)))
+        items.append(InputFile(match.url, fmt, size))
     return items
 
 

@@ -64,7 +64,8 @@ from colorfilter.io.location import GLOB_CHARS, SCHEMES, Location, as_location
 
 __all__ = [
     "GLOB_CHARS", "SCHEMES", "FileInfo", "Location", "as_location", "endpoint_url", "exists",
-    "filesystem", "find", "glob", "is_dir", "list_dir", "makedirs", "open_read", "open_write",
+    "filesystem", "find", "glob", "glob_files", "is_dir", "list_dir", "makedirs", "open_read",
+    "open_write",
     "parquet_filesystem", "read_bytes", "read_json", "read_json_object", "read_many", "read_text",
     "region",
     "remove", "size", "stat_many", "storage_options", "write_bytes", "write_json", "write_text",
@@ -101,6 +102,18 @@ def glob(pattern: str | Location, files_only: bool = True) -> list[Location]:
         (Location(loc.scheme, _strip(fs, p), loc.storage)
          for p, info in found.items() if not files_only or info.get("type") == "file"),
         key=lambda m: m.url,
+    )
+
+
+def glob_files(pattern: str | Location) -> list[FileInfo]:
+    """Files matching a glob with their sizes, from the listing itself (no request per file)."""
+    loc, fs, path = _fs_path(pattern)
+    found = fs.glob(path, detail=True)
+    return sorted(
+        (FileInfo(Location(loc.scheme, _strip(fs, p), loc.storage), int(info.get("size") or 0),
+                  _version(info))
+         for p, info in found.items() if info.get("type") == "file"),
+        key=lambda f: f.location.url,
     )
 
 
