@@ -1,7 +1,7 @@
 """One storage layer: every input and output is a local path or an s3://, gs://, hf:// URL.
 
-Cloud storage (how the stages are meant to use this; wiring them in is the next step)
--------------------------------------------------------------------------------------
+Cloud storage (how the stages use this; wired in so far: prepare's inputs and release)
+--------------------------------------------------------------------------------------
 - Paths: the config holds strings; the driver turns each into a `Location` once
   (`Location.parse(text, storage=config.storage, key="data.pool")`), and every path under
   `output_dir` comes from one run-layout module built on `Location.join` (never string
@@ -11,9 +11,10 @@ Cloud storage (how the stages are meant to use this; wiring them in is the next 
   `check_writable` on `output_dir` (colorfilter.io.preflight); an unknown scheme, a missing bucket,
   refused credentials or an unreachable endpoint becomes one ConfigError (exit 2) naming the URL
   and the config key.
-- Inputs: `glob` expands patterns on buckets as on disk (sorted, so seq_ids stay deterministic);
-  readers take `open_read(loc)`; parquet goes through `parquet_filesystem(loc)` so pyarrow reads
-  and writes natively (`pq.write_table(t, path, filesystem=fs)`).
+- Inputs: `glob_files` expands patterns on buckets as on disk, with sizes from the listing
+  (sorted, so seq_ids stay deterministic; see colorfilter.io.files.resolve_inputs); readers
+  stream `open_read(loc)`; parquet goes through `parquet_filesystem(loc)` so pyarrow reads and
+  writes natively (`pq.write_table(t, path, filesystem=fs)`).
 - Outputs: small files via `write_bytes` / `write_json`, streams via `open_write` (temp-then-rename
   on local disk; one object PUT or multipart upload elsewhere, aborted if the block raises, so a
   failed write leaves no object). A unit of work (a prepare part, a score shard, a checkpoint, an

@@ -140,3 +140,16 @@ def test_prepare_from_hub_file_urls(tmp_path, tokenizer_dir, c4_inputs, monkeypa
     urls = {str(Path(p).resolve()): f"{base}/{rel}" for rel, p in
             ((Path(p).relative_to(root).as_posix(), p) for s in SPLITS for p in c4_inputs[s])}
     assert_same_shards(local.output_path, config.output_path, urls)
+
+
+def test_endpoint_from_the_storage_section(
+    tmp_path, tokenizer_dir, c4_inputs, s3_server, s3_bucket, monkeypatch
+):
+    """storage.endpoint_url reaches the listing and the readers when AWS_ENDPOINT_URL is unset."""
+    upload(s3_server, s3_bucket.bucket, c4_inputs, tmp_path)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    config = bucket_config(tmp_path, tokenizer_dir, c4_inputs, s3_bucket.bucket, out="cfg",
+                           **{"storage.endpoint_url": s3_server.endpoint})
+    config.data.pool = config.data.pool[:1]  # the .json.gz / .zst / .jsonl files
+    stats = run_stage("prepare", config)
+    assert stats["pool"]["files"] == 3 and stats["pool"]["documents"] == 80
