@@ -199,7 +199,10 @@ def run(
 @app.command(help="Upload a selected dataset folder to the Hugging Face hub.")
 @user_errors
 def release(
-    folder: Annotated[Path, typer.Argument(help="A folder under OUTPUT/selected/.")],
+    folder: Annotated[
+        str, typer.Argument(help="A folder under OUTPUT/selected/ (a path, or an s3://, gs://, "
+                            "hf:// URL).")
+    ],
     repo_id: Annotated[str, typer.Option(help="Hub dataset repo, org/name.")],
     private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
     dry_run: Annotated[bool, typer.Option(help="List what would be uploaded.")] = False,

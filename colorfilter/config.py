@@ -25,10 +25,13 @@ from colorfilter.configtools import (
 from colorfilter.dataset.config import OutputConfig, ReleaseConfig
 from colorfilter.errors import ConfigError
 from colorfilter.evaluation.config import EvaluateConfig, check_taus
+from colorfilter.io.config import StorageConfig
+from colorfilter.io.location import SCHEMES
 from colorfilter.models.config import ConditionalConfig, PriorConfig
 from colorfilter.names import DATA_FORMATS, DEVICE_PATTERN, DEVICES, EXECUTORS, SELECTION_METHODS
 from colorfilter.scoring.config import ScoreConfig
 
+INPUT_SCHEMES = frozenset(s for s in SCHEMES if s)  # data.* inputs: s3, gs, hf, file URLs
 OBJECT_STORE_MIN_MB = 75  # Ray refuses a smaller object store
 
 
@@ -46,7 +49,7 @@ class DataConfig:
     def validate(self, where: str = "data") -> list[str]:
         check = Checks(where)
         for split in ("pool", "downstream_train", "downstream_eval"):
-            check.paths(split, getattr(self, split))
+            check.paths(split, getattr(self, split), schemes=INPUT_SCHEMES)
         check.non_empty("text_field", self.text_field)
         check.non_empty("source_field", self.source_field)
         check.one_of("format", self.format, DATA_FORMATS)
@@ -130,6 +133,7 @@ class Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)  # object-store options
 
     @property
     def output_path(self) -> Path:
@@ -164,6 +168,7 @@ def validate(config: Config) -> None:
     for name in ("data", "ray", "prepare", "prior", "conditional", "score", "selection"):
         problems += getattr(config, name).validate(name)
     problems += config.release.validate("release") + config.evaluate.validate("evaluate")
+    problems += config.storage.validate()
     raise_problems(problems)
 
 

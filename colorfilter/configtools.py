@@ -13,6 +13,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -320,23 +321,28 @@ class Checks:
         if value is not None and not value.strip():
             self.add(name, f"must not be empty, got {value!r}")
 
-    def paths(self, name: str, values: list[str], allow_hf: bool = True) -> None:
-        """Local paths or globs (and hf:// names): no empty entry, no object-storage URL."""
+    def paths(
+        self, name: str, values: list[str], allow_hf: bool = True, schemes: Iterable[str] = ()
+    ) -> None:
+        """Paths or globs: no empty entry; URLs only of `schemes` (plus hf:// when `allow_hf`)."""
         for i, value in enumerate(values):
-            self.path(f"{name}[{i}]", value, allow_hf)
+            self.path(f"{name}[{i}]", value, allow_hf, schemes)
 
-    def path(self, name: str, value: str, allow_hf: bool = False) -> None:
+    def path(
+        self, name: str, value: str, allow_hf: bool = False, schemes: Iterable[str] = ()
+    ) -> None:
+        """A local path, or a URL of one of `schemes` (the storage layer's, for inputs)."""
         if not value.strip():
             self.add(name, f"must be a path, got {value!r} (an empty path means the current dir)")
             return
         match = URL_SCHEME.match(value)
-        if match and not (allow_hf and match.group(1) == "hf"):
-            # Interim: the storage layer (object stores via fsspec) is not in this version yet.
-            self.add(
-                name,
-                f"= {value!r}: {match.group(1)}:// locations are not supported yet in this "
-                "version (object storage is coming); use a local or mounted path",
+        allowed = set(schemes) | ({"hf"} if allow_hf else set())
+        if match and match.group(1).lower() not in allowed:
+            where = f"only {', '.join(sorted(allowed))}:// URLs are read here" if allowed else (
+                "this key takes a local path in this version (object storage reaches the "
+                "inputs under data.* and `colorfilter release` so far)"
             )
+            self.add(name, f"= {value!r}: {match.group(1)}:// is not supported: {where}")
 
 
 def _finite(value: Any) -> bool:

@@ -5,6 +5,11 @@ sha256, is uploaded; exactly the files the manifest lists (plus the manifest) ar
 stray files in the folder never leak. `HF_ENDPOINT` and the token (HF_TOKEN, or the saved
 `hf auth login`) are read by `huggingface_hub` as usual; `huggingface_hub` is imported lazily.
 
+A folder on a bucket (s3://, gs://, hf://) is checked against its manifest's sizes from one
+listing, then only the files the manifest lists are downloaded into a temporary folder on local
+disk, verified by sha256 and uploaded from there (credentials stay in the environment of each
+client: nothing but the listed files reaches the hub). A rerun downloads again.
+
 Resumability: with `hf_xet` installed (the default), `huggingface_hub>=1` `upload_folder` is a
 streamed multi-commit pipeline that skips files already committed when rerun; on older
 clients without that pipeline, folders over LARGE_FOLDER_BYTES use `upload_large_folder`.
@@ -12,13 +17,17 @@ clients without that pipeline, folders over LARGE_FOLDER_BYTES use `upload_large
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from colorfilter.dataset.manifest import MANIFEST_NAME, list_files, read_manifest, verify_files
 from colorfilter.errors import EXIT_USAGE, ColorFilterError
+from colorfilter.io.location import Location
 
 LARGE_FOLDER_BYTES = 2 * 1024**3  # switch to upload_large_folder on clients without pipelining
 LARGE_FOLDER_FILES = 200
@@ -61,7 +70,7 @@ def plan_release(folder: str | Path) -> dict[str, Any]:
 
 
 def release(
-    folder: str | Path,
+    folder: str | Path | Location,
     repo_id: str,
     *,
     private: bool = False,
@@ -77,7 +86,8 @@ def release(
     """
     if not REPO_ID.match(repo_id):
         raise ReleaseError(f"repo id must look like 'org/name', got {repo_id!r}")
-    plan = plan_release(folder)
+    remote = _remote(folder)
+    plan = plan_remote_release(remote) if remote else plan_release(_local(folder))
     result = {**plan, "repo_id": repo_id, "private": private, "revision": revision or "main"}
     if dry_run:
         return {**result, "dry_run": True}
@@ -85,15 +95,30 @@ def release(
 
     if token is None and huggingface_hub.get_token() is None:
         raise ReleaseError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+    upload = {"repo_id": repo_id, "private": private, "revision": revision, "token": token,
+              "commit_message": commit_message, "endpoint": endpoint}
+    if remote is None:
+        return {**result, **_publish(plan["folder"], plan, **upload)}
+    with staged_copy(remote, plan) as local:
+        plan_release(local)  # sha256 of every downloaded file against the manifest
+        return {**result, **_publish(str(local), plan, **upload)}
+
+
+def _publish(
+    folder: str, plan: dict[str, Any], *, repo_id: str, private: bool, revision: str | None,
+    token: str | None, commit_message: str | None, endpoint: str | None,
+) -> dict[str, Any]:
+    """Create the repo (and branch) and upload the planned files of the local `folder`."""
+    import huggingface_hub
+
     api = huggingface_hub.HfApi(endpoint=endpoint, token=token)
     repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     if revision not in (None, "main"):
         api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
     message = commit_message or f"colorfilter selection {(plan['config_hash'] or '')[:12]}"
     paths = [entry["path"] for entry in plan["files"]]
-    method, commit = _upload(api, plan["folder"], repo_id, paths, revision, message, plan)
+    method, commit = _upload(api, folder, repo_id, paths, revision, message, plan)
     return {
-        **result,
         "dry_run": False,
         "endpoint": api.endpoint,
         "repo_url": str(repo_url),
@@ -101,6 +126,81 @@ def release(
         "commit_oid": getattr(commit, "oid", None),
         "commit_url": getattr(commit, "commit_url", None),
     }
+
+
+def _remote(folder: str | Path | Location) -> Location | None:
+    """The folder as a Location when it is a URL (s3://, gs://, hf://), else None."""
+    text = folder.url if isinstance(folder, Location) else str(folder)
+    if "://" not in text:
+        return None
+    loc = Location.parse(text, key="release folder")
+    return None if loc.is_local else loc
+
+
+def _local(folder: str | Path | Location) -> Path:
+    return Path(folder.path if isinstance(folder, Location) else folder)
+
+
+def plan_remote_release(loc: Location) -> dict[str, Any]:
+    """plan_release for a folder on a bucket: manifest and sizes from one listing (no download).
+
+    The sha256 check needs the bytes, so it runs on the downloaded copy before any upload.
+    """
+    from colorfilter.io import storage
+    from colorfilter.io.preflight import check_readable
+
+    check_readable(loc, "release folder")
+    sizes = {info.location.relative_to(loc): info.size for info in storage.find(loc)}
+    if not sizes:
+        raise ReleaseError(f"{loc.url} is not a folder (no objects under it)")
+    manifest = storage.read_json_object(loc.join(MANIFEST_NAME))
+    if not _is_complete(manifest):
+        raise ReleaseError(
+            f"{loc.url} has no complete {MANIFEST_NAME}: the selection was not finished; "
+            "rerun the select stage"
+        )
+    problems = [
+        f"{rel}: missing" if rel not in sizes else f"{rel}: size {sizes[rel]} != {entry['size']}"
+        for rel, entry in sorted(manifest.get("files", {}).items())
+        if sizes.get(rel) != entry["size"]
+    ]
+    if problems:
+        raise ReleaseError(
+            f"{loc.url} no longer matches its manifest ({len(problems)} problems: "
+            + "; ".join(problems[:5]) + "): rerun the select stage"
+        )
+    listed = sorted([*manifest["files"], MANIFEST_NAME])
+    return {
+        "folder": loc.url,
+        "config_hash": manifest.get("config_hash"),
+        "files": [{"path": rel, "size": sizes[rel]} for rel in listed],
+        "total_bytes": sum(sizes[rel] for rel in listed),
+        "not_uploaded": sorted(rel for rel in sizes if rel not in set(listed)),
+    }
+
+
+def _is_complete(manifest: dict | None) -> bool:
+    from colorfilter.dataset.manifest import MANIFEST_FORMAT
+
+    return (manifest is not None and manifest.get("format") == MANIFEST_FORMAT
+            and manifest.get("complete") is True and isinstance(manifest.get("files"), dict))
+
+
+@contextlib.contextmanager
+def staged_copy(loc: Location, plan: dict[str, Any]) -> Iterator[Path]:
+    """The planned files of a remote folder, downloaded into a temporary local folder."""
+    from colorfilter.io.cache import cache_root
+    from colorfilter.io.storage import filesystem
+
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".release-", dir=root) as tmp:
+        rels = [entry["path"] for entry in plan["files"]]
+        for rel in rels:
+            (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+        sources = [loc.join(rel).path for rel in rels]
+        filesystem(loc).get(sources, [str(Path(tmp) / rel) for rel in rels])
+        yield Path(tmp)
 
 
 def uses_large_folder_upload(api: Any, total_bytes: int, n_files: int) -> bool:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3_server import s3_bucket, s3_refusing_credentials, s3_server  # noqa: F401
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
@@ -76,8 +78,12 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One real local Ray for the whole test session (2 CPUs, small object store)."""
+def ray_session(s3_server):  # noqa: F811 - the fixture imported above
+    """One real local Ray for the whole test session (2 CPUs, small object store).
+
+    Started after the S3 test server, so its workers inherit the AWS_* variables pointing at
+    it (as nodes of a real cluster carry their own credentials and endpoint).
+    """
     import ray
 
     if not ray.is_initialized():

@@ -13,6 +13,13 @@ so no LFS or xet storage is needed):
   POST /api/{type}s/{repo}/branch/{branch}        -> 200, or 409 when the branch exists
   GET  /api/{type}s/{repo}[/revision/{rev}]       -> repo info with head sha and siblings
   GET  /api/whoami-v2                             -> a fixed user
+  GET  /api/agent-harnesses                       -> an empty registry
+
+and, for reading through `HfFileSystem` (hf:// URLs) and `hf_hub_download`:
+
+  GET  /api/{type}s/{repo}/tree/{rev}[/{path}]    -> files and folders (recursive=True: all)
+  POST /api/{type}s/{repo}/paths-info/{rev}       -> entries for the form's `paths`
+  GET|HEAD /[{type}s/]{repo}/resolve/{rev}/{path} -> file bytes (Range requests: 206)
 
 Write calls without an `Authorization: Bearer` header get 401. Every request is recorded in
 `FakeHub.requests`; unknown routes get 404 and are listed in `FakeHub.unknown`.
@@ -34,12 +41,16 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 REPO_ACTION = re.compile(
     r"^/api/(models|datasets|spaces)/(.+?)/(preupload|commit|branch|revision)/(.+)$"
 )
 REPO_INFO = re.compile(r"^/api/(models|datasets|spaces)/([^/]+(?:/[^/]+)?)$")
+TREE = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$")
+PATHS_INFO = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)/paths-info/([^/]+)$")
+RESOLVE = re.compile(r"^/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 USER = "tester"
 
 
@@ -100,6 +111,15 @@ class FakeHub:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def add_files(self, repo_id: str, files: dict[str, bytes], repo_type: str = "dataset") -> None:
+        """Create a public repo holding `files` on main (one commit), bypassing the upload API."""
+        with self.lock:
+            repo = self.repos.setdefault((repo_type, repo_id), FakeRepo(repo_type, False))
+            repo.branches["main"].update(files)
+            oid = hashlib.sha1(repr(sorted(repo.branches["main"])).encode()).hexdigest()
+            commit = {"oid": oid, "summary": "add files", "paths": sorted(files)}
+            repo.commits["main"].append(commit)
 
     def repo(self, repo_id: str, repo_type: str = "dataset") -> FakeRepo:
         return self.repos[(repo_type, repo_id)]
@@ -173,12 +193,32 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.requests.append(("GET", path))
         if path == "/api/whoami-v2":
             return self._send(200, {"type": "user", "name": USER, "orgs": []})
+        if path == "/api/agent-harnesses":  # the client's user-agent registry: empty here
+            return self._send(200, {"standardEnvVars": [], "harnesses": {}})
+        match = TREE.match(path)
+        if match:
+            query = parse_qs(urlsplit(self.path).query)
+            recursive = query.get("recursive", ["False"])[0].lower() == "true"
+            repo_type, repo_id, rev, sub = match.groups()
+            return self._tree(repo_type[:-1], repo_id, unquote(rev), unquote(sub or ""), recursive)
+        match = RESOLVE.match(path)
+        if match:
+            return self._resolve(match, head=False)
         match = REPO_ACTION.match(path)
         if match and match.group(3) == "revision":
             return self._repo_info(match.group(1)[:-1], match.group(2), unquote(match.group(4)))
         match = REPO_INFO.match(path)
         if match:
             return self._repo_info(match.group(1)[:-1], match.group(2), "main")
+        return self._unknown()
+
+    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
+        path = self._path()
+        with self.hub.lock:
+            self.hub.requests.append(("HEAD", path))
+        match = RESOLVE.match(path)
+        if match:
+            return self._resolve(match, head=True)
         return self._unknown()
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
@@ -188,6 +228,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.requests.append(("POST", path))
         if path == "/api/validate-yaml":
             return self._validate_yaml(json.loads(body))
+        match = PATHS_INFO.match(path)
+        if match:
+            paths = parse_qs(body.decode()).get("paths", [])
+            return self._paths_info(match.group(1)[:-1], match.group(2), unquote(match.group(3)),
+                                    paths)
         if not self._authorized():
             return None
         if path == "/api/repos/create":
@@ -302,3 +347,87 @@ class _Handler(BaseHTTPRequestHandler):
                 "siblings": siblings,
             }
         return self._send(200, payload)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _files_at(self, repo_type: str, repo_id: str, rev: str) -> dict[str, bytes] | None:
+        """{path: bytes} at `rev`, or None after answering 404 (unknown repo or revision)."""
+        with self.hub.lock:
+            repo = self.hub.repos.get((repo_type, repo_id))
+            if repo is None:
+                self._error(404, f"Repository Not Found for {repo_id}", "RepoNotFound")
+                return None
+            if rev not in repo.branches:
+                self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+                return None
+            return dict(repo.branches[rev])
+
+    def _tree(self, repo_type: str, repo_id: str, rev: str, sub: str, recursive: bool) -> None:
+        files = self._files_at(repo_type, repo_id, rev)
+        if files is None:
+            return None
+        prefix = sub.strip("/") + "/" if sub.strip("/") else ""
+        entries: dict[str, dict[str, Any]] = {}
+        for path, content in sorted(files.items()):
+            if not path.startswith(prefix):
+                continue
+            parts = path[len(prefix):].split("/")
+            depth = len(parts) if recursive else 1
+            for i in range(1, min(depth, len(parts) - 1) + 1):  # folders on the way
+                folder = prefix + "/".join(parts[:i])
+                entries[folder] = _folder_entry(folder)
+            if recursive or len(parts) == 1:
+                entries[path] = _file_entry(path, content)
+        if not entries and prefix:
+            return self._error(404, f"{sub} does not exist on {rev}", "EntryNotFound")
+        return self._send(200, [entries[k] for k in sorted(entries)])
+
+    def _paths_info(self, repo_type: str, repo_id: str, rev: str, paths: list[str]) -> None:
+        files = self._files_at(repo_type, repo_id, rev)
+        if files is None:
+            return None
+        found = []
+        for path in paths:
+            path = path.strip("/")
+            if path in files:
+                found.append(_file_entry(path, files[path]))
+            elif any(p.startswith(path + "/") for p in files):
+                found.append(_folder_entry(path))
+        return self._send(200, found)
+
+    def _resolve(self, match: re.Match, head: bool) -> None:
+        repo_type = (match.group(1) or "models")[:-1]
+        repo_id, rev, path = match.group(2), unquote(match.group(3)), unquote(match.group(4))
+        files = self._files_at(repo_type, repo_id, rev)
+        if files is None:
+            return None
+        if path not in files:
+            return self._error(404, f"Entry not found: {path}", "EntryNotFound")
+        content = files[path]
+        status, body = 200, content
+        ranged = RANGE.match(self.headers.get("Range", ""))
+        headers = {"ETag": f'"{git_blob_sha1(content)}"', "Accept-Ranges": "bytes",
+                   "X-Repo-Commit": self.hub.repo(repo_id, repo_type).head(rev)}
+        if ranged and content:
+            start = int(ranged.group(1))
+            end = min(int(ranged.group(2) or len(content) - 1), len(content) - 1)
+            status, body = 206, content[start : end + 1]
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+        return None
+
+
+def _file_entry(path: str, content: bytes) -> dict[str, Any]:
+    return {"type": "file", "path": path, "size": len(content), "oid": git_blob_sha1(content)}
+
+
+def _folder_entry(path: str) -> dict[str, Any]:
+    return {"type": "directory", "path": path, "size": 0,
+            "oid": hashlib.sha1(path.encode()).hexdigest()}

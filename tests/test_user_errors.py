@@ -83,8 +83,8 @@ def write_config(tmp_path: Path, text: str = "") -> Path:
         ("data.pool=", "--set data.pool= has no value"),
         ("data.pool=['']", "data.pool[0] must be a path, got ''"),
         ("output_dir=''", "output_dir must be a path, got ''"),
-        ("output_dir=s3://bucket/run", "output_dir = 's3://bucket/run': s3:// locations are not"),
-        ("data.pool=[gs://bucket/c4/*.json.gz]", "data.pool[0] = 'gs://bucket/c4/*.json.gz'"),
+        ("output_dir=s3://bucket/run", "output_dir = 's3://bucket/run': s3:// is not supported"),
+        ("data.pool=[ftp://bucket/c4/*.json.gz]", "data.pool[0] = 'ftp://bucket/c4/*.json.gz'"),
     ],
 )
 def test_config_errors_name_the_key_and_exit_2(tmp_path, override, named):

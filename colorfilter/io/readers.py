@@ -4,17 +4,26 @@ Each reader yields one item per input record, in file order, with the record's i
 (its 0-based line for JSON lines), so provenance points back to the exact line. Bad records are
 yielded as `BadRecord`s with a reason rather than raised: the caller counts them. Memory stays
 flat: files are read as streams in bounded blocks.
+
+Inputs on buckets (s3://, gs://, hf:// file URLs) are streamed straight from the store through
+colorfilter.io.storage (`open_read`, and pyarrow's own filesystems for parquet), so a worker on
+any node reads them without a shared disk; `storage` carries the run's endpoint/region options.
+Local files are opened directly, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO
 
+from colorfilter.io.config import StorageConfig
 from colorfilter.io.files import HF_PREFIX, InputFile
+from colorfilter.io.location import Location
 
 READ_BLOCK_BYTES = 1 << 20
 
@@ -41,12 +50,13 @@ def iter_records(
     text_field: str = "text",
     source_field: str | None = None,
     hf_split: str = "train",
+    storage: StorageConfig | None = None,
 ) -> Iterator[Record]:
     """Dispatch on the input's format."""
     if item.format == "jsonl":
-        yield from iter_jsonl(item.uri, text_field, source_field)
+        yield from iter_jsonl(item.uri, text_field, source_field, storage)
     elif item.format == "parquet":
-        yield from iter_parquet(item.uri, text_field, source_field)
+        yield from iter_parquet(item.uri, text_field, source_field, storage)
     elif item.format == "hf_disk":
         yield from iter_hf_disk(item.uri, text_field, source_field)
     elif item.format == "hf_hub":
@@ -59,46 +69,64 @@ class TruncatedFileError(Exception):
     """The compressed stream ended early or is corrupt: what came before it is still valid."""
 
 
-def iter_jsonl(path: str, text_field: str, source_field: str | None) -> Iterator[Record]:
+def iter_jsonl(
+    path: str, text_field: str, source_field: str | None, storage: StorageConfig | None = None
+) -> Iterator[Record]:
     """JSON lines, one record per line; a blank line is a bad record (so indices match lines)."""
-    for index, line in enumerate(iter_lines(path)):
+    for index, line in enumerate(iter_lines(path, storage)):
         yield _parse_json_line(index, line, text_field, source_field)
 
 
-def iter_lines(path: str) -> Iterator[bytes]:
+@contextlib.contextmanager
+def open_binary(path: str, storage: StorageConfig | None = None) -> Iterator[IO[bytes]]:
+    """A binary reader: the OS file for a local path, a streamed object for a URL."""
+    if "://" not in path:
+        with open(path, "rb") as handle:
+            yield handle
+        return
+    from colorfilter.io import storage as store
+
+    with store.open_read(Location.parse(path, storage)) as handle:
+        yield handle
+
+
+def iter_lines(path: str, storage: StorageConfig | None = None) -> Iterator[bytes]:
     """Lines of a plain, .gz or .zst file, streamed; a truncated stream raises at its end."""
     lower = path.lower()
     try:
-        if lower.endswith((".zst", ".zstd")):
-            yield from _split_lines(_zstd_blocks(path))
-        else:
-            opener = gzip.open if lower.endswith(".gz") else open
-            with opener(path, "rb") as handle:
-                yield from handle
+        with open_binary(path, storage) as raw:
+            if lower.endswith((".zst", ".zstd")):
+                yield from _split_lines(_zstd_blocks(raw))
+            elif lower.endswith(".gz"):
+                with gzip.GzipFile(fileobj=raw, mode="rb") as handle:
+                    yield from handle
+            elif "://" in path:  # remote readers are not line-buffered: split blocks here
+                yield from _split_lines(iter(lambda: raw.read(READ_BLOCK_BYTES), b""))
+            else:
+                yield from raw
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise TruncatedFileError(
             f"{path}: compressed data is truncated or corrupt ({exc})"
         ) from exc
 
 
-def _zstd_blocks(path: str) -> Iterator[bytes]:
-    """Decompressed blocks of a (multi-frame) zstd file; an unfinished last frame raises."""
+def _zstd_blocks(handle: IO[bytes]) -> Iterator[bytes]:
+    """Decompressed blocks of a (multi-frame) zstd stream; an unfinished last frame raises."""
     import zstandard
 
     in_frame = False
-    with open(path, "rb") as handle:
-        decompressor = zstandard.ZstdDecompressor().decompressobj()
-        while block := handle.read(READ_BLOCK_BYTES):
-            while block:
-                in_frame = True
-                try:
-                    yield decompressor.decompress(block)
-                except zstandard.ZstdError as exc:
-                    raise EOFError(f"zstd: {exc}") from exc
-                block = b""
-                if decompressor.eof:
-                    block, in_frame = decompressor.unused_data, False
-                    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    while block := handle.read(READ_BLOCK_BYTES):
+        while block:
+            in_frame = True
+            try:
+                yield decompressor.decompress(block)
+            except zstandard.ZstdError as exc:
+                raise EOFError(f"zstd: {exc}") from exc
+            block = b""
+            if decompressor.eof:
+                block, in_frame = decompressor.unused_data, False
+                decompressor = zstandard.ZstdDecompressor().decompressobj()
     if in_frame:
         raise EOFError("zstd stream ends inside a frame")
 
@@ -154,21 +182,30 @@ def _has_surrogates(text: str) -> bool:
     return False
 
 
-def iter_parquet(path: str, text_field: str, source_field: str | None) -> Iterator[Record]:
-    """Parquet, read in record batches (bounded memory)."""
+def iter_parquet(
+    path: str, text_field: str, source_field: str | None, storage: StorageConfig | None = None
+) -> Iterator[Record]:
+    """Parquet, read in record batches (bounded memory); URLs through pyarrow's filesystems."""
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
-    names = parquet.schema_arrow.names
-    if text_field not in names:
-        from colorfilter.errors import ConfigError
+    if "://" in path:
+        from colorfilter.io.storage import parquet_filesystem
 
-        raise ConfigError(f"{path}: no column '{text_field}' (columns: {', '.join(names)})")
-    columns = [text_field] + ([source_field] if source_field and source_field in names else [])
-    index = 0
-    for batch in parquet.iter_batches(batch_size=1024, columns=columns):
-        yield from _rows_to_records(batch.to_pylist(), index, text_field, source_field)
-        index += batch.num_rows
+        filesystem, inner = parquet_filesystem(Location.parse(path, storage))
+        source = filesystem.open_input_file(inner)
+    else:
+        source = path
+    with pq.ParquetFile(source) as parquet:
+        names = parquet.schema_arrow.names
+        if text_field not in names:
+            from colorfilter.errors import ConfigError
+
+            raise ConfigError(f"{path}: no column '{text_field}' (columns: {', '.join(names)})")
+        columns = [text_field] + ([source_field] if source_field and source_field in names else [])
+        index = 0
+        for batch in parquet.iter_batches(batch_size=1024, columns=columns):
+            yield from _rows_to_records(batch.to_pylist(), index, text_field, source_field)
+            index += batch.num_rows
 
 
 def _rows_to_records(

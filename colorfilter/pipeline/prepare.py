@@ -23,6 +23,7 @@ from colorfilter.io.atomic import (
     remove_stale_temps,
     write_json_atomic,
 )
+from colorfilter.io.config import StorageConfig
 from colorfilter.io.files import InputFile, resolve_inputs
 
 SPLITS = ("pool", "downstream_train", "downstream_eval")
@@ -43,6 +44,7 @@ class PrepareSettings:
     tokenize_batch_docs: int
     max_segment_chars: int
     settings_hash: str
+    storage: StorageConfig = field(default_factory=StorageConfig)  # to read bucket inputs
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,9 @@ def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -
             stats.chunks += table.num_rows
 
     batch: list = []
-    records = iter_records(task.item, settings.text_field, settings.source_field, settings.hf_split)
+    records = iter_records(
+        task.item, settings.text_field, settings.source_field, settings.hf_split, settings.storage
+    )
     try:
         for record in records:
             stats.records += 1
@@ -185,9 +189,10 @@ def run_prepare(config: Config, overwrite: bool = False) -> dict:
     from colorfilter.progress import Progress
 
     out = config.output_path / "tokens"
+    inputs = list_all_inputs(config)  # checks every input (buckets too) before any work
     tokenizer_dir = save_tokenizer(config.tokenizer, config.output_path / "tokenizer")
     settings = make_settings(config, tokenizer_dir)
-    plan = plan_tasks(config, out, settings, overwrite)
+    plan = plan_tasks(config, out, settings, overwrite, inputs)
     spec = WorkerSpec(
         PrepareWorker,
         (settings,),
@@ -259,6 +264,7 @@ def make_settings(config: Config, tokenizer_dir: str) -> PrepareSettings:
         p.tokenize_batch_docs,
         p.max_segment_chars,
         fingerprint,
+        config.storage,
     )
 
 
@@ -272,7 +278,7 @@ class Plan:
 def list_inputs(config: Config, split: str) -> list[InputFile]:
     """The split's inputs in canonical order (hub datasets expanded to their file shards)."""
     patterns = getattr(config.data, split)
-    items = resolve_inputs(patterns, f"data.{split}", config.data.format)
+    items = resolve_inputs(patterns, f"data.{split}", config.data.format, config.storage)
     if any(item.format == "hf_hub" and "#" not in item.uri for item in items):
         from colorfilter.io.readers import expand_hf_shards
 
@@ -288,15 +294,21 @@ def list_inputs(config: Config, split: str) -> list[InputFile]:
     return items
 
 
-def plan_tasks(config: Config, out: Path, settings: PrepareSettings, overwrite: bool) -> Plan:
-    """Decide which files need work; refuse to mix outputs of different settings."""
+def list_all_inputs(config: Config) -> dict[str, list[InputFile]]:
+    """Every configured split's inputs, resolved and checked (ConfigError on the first bad one)."""
     if not config.data.pool:
         raise ConfigError("data.pool is empty: name the candidate pool's files or globs")
+    return {split: list_inputs(config, split) for split in SPLITS if getattr(config.data, split)}
+
+
+def plan_tasks(
+    config: Config, out: Path, settings: PrepareSettings, overwrite: bool,
+    inputs: dict[str, list[InputFile]] | None = None,
+) -> Plan:
+    """Decide which files need work; refuse to mix outputs of different settings."""
+    inputs = list_all_inputs(config) if inputs is None else inputs
     todo, skipped, counts = [], 0, {}
-    for split in SPLITS:
-        if not getattr(config.data, split):
-            continue
-        items = list_inputs(config, split)
+    for split, items in inputs.items():
         split_dir = out / split
         remove_stale_temps(split_dir)
         _check_previous(split_dir, items, settings, overwrite)

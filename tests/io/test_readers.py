@@ -105,3 +105,16 @@ def test_resolve_inputs_sorts_and_checks(tmp_path):
     with pytest.raises(ConfigError, match="unknown file type"):
         (tmp_path / "x.csv").write_text("")
         resolve_inputs([str(tmp_path / "x.csv")], "data.pool")
+
+
+def test_hub_dataset_names_and_hub_file_urls_are_told_apart():
+    from colorfilter.io.files import is_hf_dataset_name
+
+    assert is_hf_dataset_name("hf://allenai/c4")
+    assert is_hf_dataset_name("hf://allenai/c4:en")
+    assert is_hf_dataset_name("hf://allenai/c4:en#00001-of-00008")
+    assert not is_hf_dataset_name("hf://datasets/allenai/c4/en/c4-train.00000-of-01024.json.gz")
+    assert not is_hf_dataset_name("hf://org/model/data.parquet")
+    assert not is_hf_dataset_name("hf://org/repo/*.jsonl")
+    assert not is_hf_dataset_name("s3://bucket/c4")
+    assert is_hf_dataset_name("hf://datasets/org/name", configured="hf")
