@@ -16,7 +16,8 @@ app = typer.Typer(
     name="colorfilter",
     help="CoLoR-Filter data selection: score a candidate pool with a prior and a conditional "
     "LM and keep the top 1/tau. Exit codes: 0 ok, 1 unexpected failure, 2 usage/config error, "
-    "3 too much bad data, 4 stage not available.",
+    "3 too much bad data, 4 stage not available, 130/143 stopped by SIGINT/SIGTERM (rerun "
+    "the same command to continue).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -234,8 +235,13 @@ def jobs_stop(job_id: JobIdArg, address: AddressOpt = None) -> None:
 
 
 def main() -> None:
+    from colorfilter import interrupts
+
+    interrupts.install()  # SIGTERM/SIGINT: stop cleanly, exit 143/130
     try:
         app()
+    except interrupts.Interrupted as stop:
+        sys.exit(stop.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

@@ -42,6 +42,9 @@ class RayConfig:
     address: str | None = None  # None: start a local Ray; "auto" or ray://HOST:10001: join one
     num_cpus: int | None = None  # CPUs for a local Ray (None: all)
     object_store_memory_mb: int = 500  # object store size for a local Ray
+    capacity_wait_s: float = 300.0  # with no worker alive/placeable this long, the stage stops
+    max_task_attempts: int = 4  # tries per task (transient errors, lost workers) before failing
+    retry_backoff_s: float = 2.0  # first retry delay; doubles per attempt (at most 60 s)
 
 
 @dataclass
@@ -51,8 +54,8 @@ class PrepareConfig:
     rows_per_shard: int = 8192  # chunks per token shard
     tokenize_batch_docs: int = 256  # documents per tokenizer call
     max_segment_chars: int = 1_000_000  # longer documents are tokenized piecewise (memory bound)
-    max_restarts: int = 3  # actor restarts after a crash
-    max_task_retries: int = 3  # retries of a crashed actor's unfinished task
+    max_restarts: int = 3  # unused since the executor replaces lost workers itself (ray.*)
+    max_task_retries: int = 3  # unused: see ray.max_task_attempts
 
 
 @dataclass
@@ -110,6 +113,13 @@ def validate(config: Config) -> None:
         raise ConfigError("; ".join(problems))
     if any(t < 1 for t in config.selection.tau):
         raise ConfigError(f"selection.tau must be >= 1, got {config.selection.tau}")
+    ray = config.ray
+    if ray.capacity_wait_s <= 0 or ray.max_task_attempts < 1 or ray.retry_backoff_s < 0:
+        raise ConfigError(
+            "ray.capacity_wait_s must be > 0, ray.max_task_attempts >= 1 and "
+            f"ray.retry_backoff_s >= 0 (got {ray.capacity_wait_s}, {ray.max_task_attempts}, "
+            f"{ray.retry_backoff_s})"
+        )
     if config.executor not in ("ray", "local"):
         raise ConfigError(f"executor must be 'ray' or 'local', not {config.executor!r}")
 

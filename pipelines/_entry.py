@@ -64,11 +64,16 @@ def run(stage: str, argv: list[str] | None = None) -> int:
 
 
 def main(stage: str, argv: list[str] | None = None) -> None:
-    """Exit with the CLI's exit codes: our errors print one line, anything else a traceback."""
+    """Exit with the CLI's exit codes: our errors print one line, anything else a traceback;
+    `ray job stop` (SIGTERM) stops cleanly with 143 and a rerun continues."""
+    from colorfilter import interrupts
     from colorfilter.cli import find_user_error
 
+    interrupts.install()
     try:
         code = run(stage, argv)
+    except interrupts.Interrupted as stop:
+        code = stop.exit_code
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
         ours = find_user_error(exc)
         if ours is None:
