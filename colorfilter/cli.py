@@ -247,7 +247,10 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except BaseException:  # an unexpected failure: show the traceback, exit 1
+    except BaseException as exc:  # an unexpected failure: show the traceback, exit 1
+        stop = interrupts.find(exc)  # unless a library wrapped our stop request
+        if stop is not None:
+            sys.exit(stop.exit_code)
         import traceback
 
         traceback.print_exc()

@@ -16,6 +16,7 @@ import threading
 
 GRACE_S = 20.0
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_state: dict = {"defer": 0, "pending": None}  # inside deferred(): a stop waiting to be raised
 
 
 class Interrupted(BaseException):
@@ -25,6 +26,7 @@ class Interrupted(BaseException):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.exit_code = 128 + signum  # the shell's convention: 143 SIGTERM, 130 SIGINT
+        self.watchdog: threading.Timer | None = None  # exits the process when the grace is up
 
 
 def install(grace_s: float = GRACE_S) -> None:
@@ -45,11 +47,46 @@ def install(grace_s: float = GRACE_S) -> None:
             "kept, rerun the same command to continue",
             file=sys.stderr, flush=True,
         )  # fmt: skip
-        raise Interrupted(signum)
+        stop = Interrupted(signum)
+        stop.watchdog = watchdog
+        if _state["defer"]:  # inside a C extension call (ray.wait): raise right after it
+            _state["pending"] = stop
+            return
+        raise stop
 
     handler.colorfilter_stop = True  # type: ignore[attr-defined]
     for signum in SIGNALS:
         signal.signal(signum, handler)
+
+
+class deferred:  # noqa: N801 - used as a context manager, like contextlib's
+    """Hold a stop back during calls that must not see an exception raised inside them (Ray's
+    Cython `wait` turns one into a SystemError); it is raised when the block ends."""
+
+    def __enter__(self) -> None:
+        _state["defer"] += 1
+
+    def __exit__(self, *_exc) -> None:
+        _state["defer"] -= 1
+        if not _state["defer"]:
+            raise_if_stopped()
+
+
+def raise_if_stopped() -> None:
+    stop, _state["pending"] = _state["pending"], None
+    if stop is not None:
+        raise stop
+
+
+def find(exc: BaseException | None) -> Interrupted | None:
+    """The Interrupted behind `exc` (a library may have wrapped it), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, Interrupted):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def keep_handlers():

@@ -75,7 +75,9 @@ def main(stage: str, argv: list[str] | None = None) -> None:
     except interrupts.Interrupted as stop:
         code = stop.exit_code
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
-        ours = find_user_error(exc)
+        ours, stop = find_user_error(exc), interrupts.find(exc)
+        if stop is not None:
+            sys.exit(stop.exit_code)
         if ours is None:
             raise
         print(f"error: {ours}", file=sys.stderr)

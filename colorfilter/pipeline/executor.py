@@ -13,6 +13,7 @@ ones raise the worker's own ColorFilterError (see pipeline/retry.py). With no wo
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -213,11 +214,13 @@ class _Scheduler:
     def run(self) -> Iterator[tuple[Any, Any]]:
         try:
             while self.done < len(self.tasks):
-                self._release_idle()
-                self._spawn()
-                self._assign()
-                yield from self._collect()
-                self._check_capacity()
+                with interrupts.deferred():  # a SIGTERM is raised between Ray calls, not in one
+                    self._release_idle()
+                    self._spawn()
+                    self._assign()
+                    results = self._collect()
+                    self._check_capacity()
+                yield from results
         finally:
             for slot in self.slots:
                 self.ray.kill(slot.actor, no_restart=True)
@@ -252,18 +255,19 @@ class _Scheduler:
             del self.pending[index]
             slot.index, slot.ref = index, slot.actor.run.remote(index, self.tasks[index])
 
-    def _collect(self) -> Iterator[tuple[Any, Any]]:
+    def _collect(self) -> list[tuple[Any, Any]]:
         by_ref = {}
         for slot in self.slots:
             by_ref[slot.ref if slot.ready else slot.setup_ref] = slot
         by_ref.pop(None, None)
         if not by_ref:
             time.sleep(POLL_S)
-            return
+            return []
         refs = list(by_ref)
         ready, _ = self.ray.wait(refs, num_returns=1, timeout=POLL_S)
         if ready:
             ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        results = []
         for ref in ready:
             slot = by_ref[ref]
             if not slot.ready:
@@ -277,7 +281,8 @@ class _Scheduler:
                 continue
             slot.index = slot.ref = None
             self.done += 1
-            yield self.tasks[index], result
+            results.append((self.tasks[index], result))
+        return results
 
     def _finish_setup(self, slot: _Slot) -> None:
         try:
@@ -303,12 +308,14 @@ class _Scheduler:
         self.attempts[index] += 1
         _check_retry(self.tasks[index], exc, self.attempts[index], self.cfg)
         if is_lost_worker(exc):  # the actor or its node is gone: replace it, redo at once
-            self.last_worker_error = one_line(exc)
+            self.last_worker_error = one_line(exc, limit=120)
+            _note(f"lost a worker ({self.last_worker_error}); its task goes to another one")
             self._drop(slot)
             self.pending[index] = 0.0
             return
         slot.index = slot.ref = None  # a transient error: the actor is fine, retry later
         delay = backoff_s(self.attempts[index], self.cfg.retry_backoff_s)
+        _note(f"{one_line(exc, limit=120)}; retry {self.attempts[index]} in {delay:g} s")
         self.pending[index] = time.monotonic() + delay
 
     def _drop(self, slot: _Slot) -> None:
@@ -323,6 +330,10 @@ class _Scheduler:
         now = time.monotonic()
         if self.no_worker_since is None:
             self.no_worker_since = now
+            _note(
+                f"no node can host a worker ({self._needs()}) for {len(self.tasks) - self.done} "
+                f"pending tasks; waiting up to {self.cfg.capacity_wait_s:g} s for capacity"
+            )
         waited = now - self.no_worker_since
         if waited > self.cfg.capacity_wait_s:
             left = len(self.tasks) - self.done
@@ -342,6 +353,10 @@ class _Scheduler:
     def _needs(self) -> str:
         needs = {"CPU": self.spec.num_cpus, "GPU": self.spec.num_gpus, **self.spec.resources}
         return ", ".join(f"{v:g} {k}" for k, v in needs.items() if v)
+
+
+def _note(message: str) -> None:
+    print(f"executor: {message}", file=sys.stderr, flush=True)
 
 
 def _auto_workers(ray: Any, spec: WorkerSpec) -> int:

@@ -17,7 +17,10 @@ from colorfilter.pipeline.prepare import PrepareWorker
 from colorfilter.pipeline.score import ScoreWorker
 
 TASK_PAUSE_S = 0.8
-HEAD_ARGS = {"num_cpus": 0, "object_store_memory": 100 << 20, "include_dashboard": False}
+# a dead node is noticed after ~5 s of missed health checks (Ray's default: ~15 s)
+HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 5}
+HEAD_ARGS = {"num_cpus": 0, "object_store_memory": 100 << 20, "include_dashboard": False,
+             "_system_config": HEALTH_CHECKS}  # fmt: skip
 WORKER_NODE = {"num_cpus": 1, "num_gpus": 1, "object_store_memory": 80 << 20}
 
 
@@ -156,7 +159,7 @@ def prepare_scoring_run(tmp_path: Path, tokenizer_dir: Path, inputs: dict, **ext
     from tests.pipeline.test_prepare import make_config
 
     config = make_config(tmp_path, tokenizer_dir, inputs, **{
-        "prepare.rows_per_shard": 24, "score.batch_size": 8, "score.torch_threads": 1,
+        "prepare.rows_per_shard": 96, "score.batch_size": 8, "score.torch_threads": 1,
         "score.worker_cpus": 1, "score.num_workers": 2, **extra,
     })  # fmt: skip
     run_stage("prepare", config)

@@ -30,7 +30,7 @@ def ray_errors() -> list[Exception]:
         rex.ActorDiedError(),
         rex.NodeDiedError("node 1 died"),
         rex.WorkerCrashedError(),
-        rex.ObjectLostError("ffff", "owner"),
+        rex.ObjectLostError("ffff", b"", "call site"),
     ]
 
 
