@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -268,10 +269,15 @@ def test_label_oracle_takes_every_target_like_chunk_first(evaluated, tmp_path) -
         run_evaluate(config)
 
 
-def test_no_random_curve_without_multiples(evaluated, tmp_path) -> None:
+def test_no_random_curve_without_multiples(evaluated, tmp_path, capsys) -> None:
     config = _copy_config(evaluated[0], tmp_path, ["color", "random"], [4], [])
     copy = config.output_path
+    capsys.readouterr()
     report = run_evaluate(config)
+    # a live line per finished run: runs done/total, ETA, the last run's held-out loss
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[evaluate]")]
+    assert lines and lines[-1].startswith("[evaluate] 2/2 done, 112 chunks")
+    assert re.search(r"last: \S+-tau4-n56-seed0 held-out \d+\.\d{4}", "\n".join(lines))
     # the random method's own run is the curve's only point
     assert [p["train_tokens"] for p in report["random_curve"]] == [56 * SEQ_LEN]
     assert sorted(p.name for p in (copy / "eval" / "runs").glob("*.json")) == [
