@@ -69,9 +69,16 @@ def _load(config: Path, overrides: list[str] | None):
 def _stage_command(stage: str, config: Path, overrides: list[str] | None, overwrite: bool) -> None:
     from colorfilter.pipeline.stages import is_main_process, run_stage
 
-    stats = run_stage(stage, _load(config, overrides), overwrite)
-    if is_main_process():  # one copy of the stats under torchrun
-        typer.echo(json.dumps(stats, indent=2, default=str))
+    resolved = _load(config, overrides)
+    stats = run_stage(stage, resolved, overwrite)
+    if not is_main_process():  # one copy of the stats under torchrun
+        return
+    if stage == "evaluate":  # the report's path and headline table, not its whole JSON
+        from colorfilter.evaluation.report import summary
+
+        typer.echo(summary(resolved.output_path / "eval"))
+        return
+    typer.echo(json.dumps(stats, indent=2, default=str))
 
 
 def _make_stage_command(stage: str, help_text: str) -> None:
