@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
+from colorfilter import interrupts
 from colorfilter.errors import EXIT_FAILURE, ColorFilterError
 
 app = typer.Typer(
     name="colorfilter",
     help="CoLoR-Filter data selection: score a candidate pool with a prior and a conditional "
     "LM and keep the top 1/tau. Exit codes: 0 ok, 1 unexpected failure, 2 usage/config error, "
-    "3 too much bad data, 4 stage not available, 130/143 stopped by SIGINT/SIGTERM (rerun "
+    "3 unusable input data, 4 stage not available, 130/143 stopped by SIGINT/SIGTERM (rerun "
     "the same command to continue).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -33,37 +36,123 @@ OverwriteOpt = Annotated[
 ]
 
 
+_RUN = {"output_dir": None}  # where the loaded config writes: the home of an error's log file
+
+
 def user_errors(command):
-    """Turn our errors (also when raised inside a Ray worker) into a message and an exit code."""
+    """Turn every error into a message and an exit code, never a traceback on the terminal:
+    ours (also when raised inside a Ray actor) print their one-line message; anything else
+    prints one line and leaves its traceback in a log file (see `report_error`)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        _RUN["output_dir"] = None
         try:
             return command(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - we re-raise what is not ours
-            ours = find_user_error(exc)
-            if ours is None:
-                raise
-            typer.echo(f"error: {ours}", err=True)
-            raise typer.Exit(ours.exit_code) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # typer's own exits and usage errors
+        except Exception as exc:  # noqa: BLE001 - every error ends here, as a line and a code
+            stop = interrupts.find(exc)  # a stop request that a library wrapped (SIGTERM/INT)
+            if stop is not None:
+                raise stop from None
+            raise typer.Exit(report_error(exc, _RUN["output_dir"])) from None
 
     return wrapper
 
 
+def report_error(exc: BaseException, output_dir: str | None = None) -> int:
+    """Print `exc` for the user and return the exit code (shared with pipelines/_entry.py)."""
+    ours = find_user_error(exc)
+    if ours is None:
+        return report_unexpected(exc, output_dir)
+    typer.echo(f"error: {ours}", err=True)
+    return ours.exit_code
+
+
+def report_unexpected(exc: BaseException, output_dir: str | None = None) -> int:
+    """A bug or a crash: one line on stderr naming a log file that holds the full traceback
+    (OUTPUT/logs/error-<time>.log, or the temp dir when output_dir is unusable); exit code 1."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    homes = [Path(output_dir) / "logs"] if output_dir else []
+    log = None
+    for home in [*homes, Path(tempfile.gettempdir()) / "colorfilter-logs"]:
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            (home / name).write_text(text)
+            log = home / name
+            break
+        except OSError:
+            continue
+    original = getattr(exc, "cause", None)  # a Ray task error: the remote exception
+    original = original if isinstance(original, BaseException) else exc
+    lines = str(original).strip().splitlines()
+    summary = f"{type(original).__name__}: {lines[-1] if lines else ''}"[:300]
+    if log is None:
+        typer.echo(text, err=True)
+    else:
+        typer.echo(f"error: unexpected failure ({summary}); full traceback in {log}", err=True)
+    return EXIT_FAILURE
+
+
 def find_user_error(exc: BaseException) -> ColorFilterError | None:
+    """Our error behind `exc`, if any: through `raise ... from`, Ray task errors (`.cause`), and
+    actors that died in their constructor (whose error survives only as text)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        cause = getattr(exc, "cause", None)  # RayTaskError(ConfigError) is also a ConfigError,
+        if isinstance(cause, BaseException) and cause is not exc:  # but its str is the stack
+            exc = cause
+            continue
         if isinstance(exc, ColorFilterError):
             return exc
-        exc = getattr(exc, "cause", None) or exc.__cause__  # RayTaskError keeps `.cause`
+        ours = _error_from_actor_text(exc)
+        if ours is not None:
+            return ours
+        exc = exc.__cause__
     return None
 
 
-def _load(config: Path, overrides: list[str] | None):
-    from colorfilter.config import load_config
+_REMOTE_ERROR = re.compile(r"^(colorfilter(?:\.\w+)*)\.(\w+): (.*)$", re.MULTILINE)
 
-    return load_config(config, overrides or [])
+
+def _error_from_actor_text(exc: BaseException) -> ColorFilterError | None:
+    """An actor whose __init__ raised our error dies with an ActorDiedError holding only the
+    remote traceback as text; its last `colorfilter.errors.ConfigError: msg` line is the error."""
+    if not type(exc).__module__.startswith("ray"):
+        return None
+    text = str(exc)
+    matches = list(_REMOTE_ERROR.finditer(text))
+    if not matches:
+        return None
+    module_name, class_name = matches[-1].group(1, 2)
+    message = text[matches[-1].start(3) :]  # to the end: a message may span lines
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, ColorFilterError)):
+        return None
+    error = ColorFilterError(message.strip())
+    error.exit_code = cls.exit_code
+    return error
+
+
+def _load(config: Path, overrides: list[str] | None):
+    from colorfilter.config import check_environment, load_config
+
+    loaded = load_config(config, overrides or [])
+    _RUN["output_dir"] = loaded.output_dir
+    check_environment(loaded)
+    return loaded
 
 
 def _stage_command(stage: str, config: Path, overrides: list[str] | None, overwrite: bool) -> None:
@@ -242,8 +331,6 @@ def jobs_stop(job_id: JobIdArg, address: AddressOpt = None) -> None:
 
 
 def main() -> None:
-    from colorfilter import interrupts
-
     interrupts.install()  # SIGTERM/SIGINT: stop cleanly, exit 143/130
     try:
         app()
@@ -254,11 +341,8 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except BaseException as exc:  # an unexpected failure: show the traceback, exit 1
+    except Exception as exc:  # an unexpected failure outside a command: one line and a log
         stop = interrupts.find(exc)  # unless a library wrapped our stop request
         if stop is not None:
             sys.exit(stop.exit_code)
-        import traceback
-
-        traceback.print_exc()
-        sys.exit(EXIT_FAILURE)
+        sys.exit(report_unexpected(exc, _RUN["output_dir"]))

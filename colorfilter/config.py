@@ -6,23 +6,30 @@ Keys `output_dir`, `data.pool`, `data.downstream_train`, `data.downstream_eval`,
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 
 from colorfilter.configtools import (
+    URL_SCHEME,
+    Checks,
     apply_override,
     from_dict,
     load_yaml,
     parse_override,
+    raise_problems,
     stable_hash,
     to_dict,
     to_yaml,
 )
 from colorfilter.dataset.config import OutputConfig, ReleaseConfig
 from colorfilter.errors import ConfigError
-from colorfilter.evaluation.config import EvaluateConfig
+from colorfilter.evaluation.config import EvaluateConfig, check_taus
 from colorfilter.models.config import ConditionalConfig, PriorConfig
+from colorfilter.names import DATA_FORMATS, DEVICE_PATTERN, DEVICES, EXECUTORS, SELECTION_METHODS
 from colorfilter.scoring.config import ScoreConfig
+
+OBJECT_STORE_MIN_MB = 75  # Ray refuses a smaller object store
 
 
 @dataclass
@@ -36,6 +43,17 @@ class DataConfig:
     hf_split: str = "train"  # split used for hf:// inputs
     max_bad_fraction: float = 0.01  # above this fraction of bad records, the stage fails
 
+    def validate(self, where: str = "data") -> list[str]:
+        check = Checks(where)
+        for split in ("pool", "downstream_train", "downstream_eval"):
+            check.paths(split, getattr(self, split))
+        check.non_empty("text_field", self.text_field)
+        check.non_empty("source_field", self.source_field)
+        check.one_of("format", self.format, DATA_FORMATS)
+        check.non_empty("hf_split", self.hf_split)
+        check.within("max_bad_fraction", self.max_bad_fraction, 0, 1)
+        return check.problems
+
 
 @dataclass
 class RayConfig:
@@ -45,6 +63,17 @@ class RayConfig:
     capacity_wait_s: float = 300.0  # with no worker alive/placeable this long, the stage stops
     max_task_attempts: int = 4  # tries per task (transient errors, lost workers) before failing
     retry_backoff_s: float = 2.0  # first retry delay; doubles per attempt (at most 60 s)
+
+    def validate(self, where: str = "ray") -> list[str]:
+        check = Checks(where)
+        check.non_empty("address", self.address)
+        if self.num_cpus is not None:
+            check.at_least("num_cpus", self.num_cpus, 1)
+        check.at_least("object_store_memory_mb", self.object_store_memory_mb, OBJECT_STORE_MIN_MB)
+        check.positive("capacity_wait_s", self.capacity_wait_s)
+        check.at_least("max_task_attempts", self.max_task_attempts, 1)
+        check.at_least("retry_backoff_s", self.retry_backoff_s, 0)
+        return check.problems
 
 
 @dataclass
@@ -57,6 +86,16 @@ class PrepareConfig:
     max_restarts: int = 3  # unused since the executor replaces lost workers itself (ray.*)
     max_task_retries: int = 3  # unused: see ray.max_task_attempts
 
+    def validate(self, where: str = "prepare") -> list[str]:
+        check = Checks(where)
+        check.at_least("num_workers", self.num_workers, 0)
+        check.positive("worker_cpus", self.worker_cpus)
+        for name in ("rows_per_shard", "tokenize_batch_docs", "max_segment_chars"):
+            check.at_least(name, getattr(self, name), 1)
+        check.at_least("max_restarts", self.max_restarts, -1)  # unused, still accepted
+        check.at_least("max_task_retries", self.max_task_retries, -1)
+        return check.problems
+
 
 @dataclass
 class SelectionConfig:
@@ -65,7 +104,17 @@ class SelectionConfig:
     temperature: float = 1.0  # color_softmax: sample from softmax(score / temperature)
     block_n: int = 64  # color_batchwise: keep block_n of every block of tau * block_n
     documents: bool = False  # widen each selection to whole source documents (`-docs` folders)
+    min_chunks: int = 1  # refuse a tau that keeps fewer pool chunks than this (1: tau <= pool)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    def validate(self, where: str = "selection") -> list[str]:
+        check = Checks(where)
+        check.names("methods", self.methods, SELECTION_METHODS)
+        check_taus(check, "tau", self.tau)
+        check.positive("temperature", self.temperature)
+        check.at_least("block_n", self.block_n, 1)
+        check.at_least("min_chunks", self.min_chunks, 1)
+        return check.problems + self.output.validate(f"{where}.output")
 
 
 @dataclass
@@ -103,25 +152,72 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def validate(config: Config) -> None:
-    """Checks that span fields; single-field types are already checked."""
-    if config.seq_len < 2:
-        raise ConfigError(f"seq_len must be at least 2, got {config.seq_len}")
-    if not 0.0 <= config.data.max_bad_fraction <= 1.0:
-        raise ConfigError("data.max_bad_fraction must be within [0, 1]")
-    problems = config.score.validate()
-    if problems:
-        raise ConfigError("; ".join(problems))
-    if any(t < 1 for t in config.selection.tau):
-        raise ConfigError(f"selection.tau must be >= 1, got {config.selection.tau}")
-    ray = config.ray
-    if ray.capacity_wait_s <= 0 or ray.max_task_attempts < 1 or ray.retry_backoff_s < 0:
+    """Check every section at load, before any stage runs; raise one ConfigError listing every
+    problem, one line each (`key must be ..., got value`). Single-field types are already checked
+    by `from_dict`; the machine (device, output_dir) is checked by `check_environment`."""
+    check = Checks()
+    check.path("output_dir", config.output_dir)
+    check.at_least("seq_len", config.seq_len, 2)
+    if not DEVICE_PATTERN.match(config.device):
+        check.add("device", f"must be {DEVICES}, got {config.device!r}")
+    check.one_of("executor", config.executor, EXECUTORS)
+    check.non_empty("tokenizer", config.tokenizer)
+    if URL_SCHEME.match(config.tokenizer):
+        check.path("tokenizer", config.tokenizer)  # a local dir or a hub name, not a bucket
+    problems = check.problems
+    for name in ("data", "ray", "prepare", "prior", "conditional", "score", "selection"):
+        problems += getattr(config, name).validate(name)
+    problems += config.release.validate("release") + config.evaluate.validate("evaluate")
+    raise_problems(problems)
+
+
+def check_environment(config: Config) -> None:
+    """Check what the config asks of this machine, before any work: the device is present and
+    output_dir is a directory we can create and write. Run by the CLI and the job entry points
+    (not by `load_config`, so a config can be read anywhere, e.g. a GPU config on a laptop)."""
+    check_output_dir_usable(config.output_dir)
+    if config.device.startswith("cuda") and not config.ray.address:
+        check_cuda_device(config.device)
+
+
+def check_output_dir_usable(output_dir: str) -> None:
+    """output_dir exists or can be made, is a directory, and takes a file (probed, then removed)."""
+    path = Path(output_dir)
+    for parent in (path, *path.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                where = "is a file" if parent == path else f"is below the file {parent}"
+                raise ConfigError(f"output_dir={output_dir!r} {where}, not a directory")
+            break
+    probe = path / f".write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
         raise ConfigError(
-            "ray.capacity_wait_s must be > 0, ray.max_task_attempts >= 1 and "
-            f"ray.retry_backoff_s >= 0 (got {ray.capacity_wait_s}, {ray.max_task_attempts}, "
-            f"{ray.retry_backoff_s})"
+            f"output_dir={output_dir!r} is not usable: cannot create or write there "
+            f"({exc.strerror or exc})"
+        ) from None
+
+
+def check_cuda_device(device: str) -> None:
+    """`cuda` needs a visible GPU; `cuda:N` needs N + 1 of them (torch only imported here)."""
+    from colorfilter.errors import require
+
+    torch = require("torch")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if count == 0:
+        raise ConfigError(
+            f"device={device!r} but no CUDA GPU is visible on this machine "
+            "(torch.cuda.is_available() is False); use device=cpu or device=auto"
         )
-    if config.executor not in ("ray", "local"):
-        raise ConfigError(f"executor must be 'ray' or 'local', not {config.executor!r}")
+    if index >= count:
+        raise ConfigError(
+            f"device={device!r} but only {count} CUDA GPU(s) are visible (cuda:0 to "
+            f"cuda:{count - 1})"
+        )
 
 
 def save_resolved(config: Config) -> Path:

@@ -9,6 +9,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -136,10 +138,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if not all(parts):
         raise ConfigError(f"--set: bad key '{key}'")
+    if not raw.strip():  # `--set data.pool=` would silently mean "" (the current directory)
+        raise ConfigError(
+            f"--set {key}= has no value; give one (null or [] to clear a key, '' for an empty "
+            "string)"
+        )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {_yaml_problem(exc)}") from exc
     return parts, value
 
 
@@ -172,18 +179,66 @@ def _dataclass_type(tp: Any) -> type | None:
     return None
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges are meant to be overridden
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, first_line: int, line: int):
+        super().__init__(f"key '{key}' on line {line} is already set on line {first_line}")
+        self.key, self.first_line, self.line = key, first_line, line
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping, with errors that name the file."""
+    """Read a YAML mapping, with one-line errors that name the file (and the line)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a YAML config (not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}); is this a data file?"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: duplicate key: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(
+            f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}"
+        )
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (PyYAML's own text spans lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
 
 
 def to_dict(config: Any) -> dict:
@@ -209,3 +264,88 @@ def stable_hash(payload: Any) -> str:
         payload = dataclasses.asdict(payload)
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+class Checks:
+    """Collects config problems of one section as one line each: `key must be ..., got value`.
+
+    Each section's `validate()` returns `Checks(...).problems`, so a load reports every problem
+    of a config at once.
+    """
+
+    def __init__(self, where: str = ""):
+        self.where = where
+        self.problems: list[str] = []
+
+    def key(self, name: str) -> str:
+        return _join(self.where, name)
+
+    def add(self, name: str, message: str) -> None:
+        self.problems.append(f"{self.key(name)} {message}")
+
+    def at_least(self, name: str, value: float | None, low: float) -> None:
+        """An integer or finite number >= low (NaN and infinity are refused)."""
+        if value is None or not _finite(value) or value < low:
+            self.add(name, f"must be >= {low:g}, got {value!r}")
+
+    def positive(self, name: str, value: float) -> None:
+        if not _finite(value) or value <= 0:
+            self.add(name, f"must be a finite number > 0, got {value!r}")
+
+    def within(self, name: str, value: float, low: float, high: float) -> None:
+        if not _finite(value) or not low <= value <= high:
+            self.add(name, f"must be within [{low:g}, {high:g}], got {value!r}")
+
+    def one_of(self, name: str, value: Any, choices: typing.Iterable[Any]) -> None:
+        choices = list(choices)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            allowed = ", ".join(str(c) for c in choices)
+            self.add(name, f"must be one of {allowed}; got {value!r}{hint}")
+
+    def names(self, name: str, values: list[str], choices: typing.Iterable[str]) -> None:
+        """A non-empty list of distinct names from a fixed set."""
+        if not values:
+            self.add(name, "must name at least one entry, got []")
+        for i, value in enumerate(values):
+            self.one_of(f"{name}[{i}]", value, choices)
+        if len(set(values)) != len(values):
+            self.add(name, f"names an entry twice: {values}")
+
+    def non_empty(self, name: str, value: str | None) -> None:
+        if value is not None and not value.strip():
+            self.add(name, f"must not be empty, got {value!r}")
+
+    def paths(self, name: str, values: list[str], allow_hf: bool = True) -> None:
+        """Local paths or globs (and hf:// names): no empty entry, no object-storage URL."""
+        for i, value in enumerate(values):
+            self.path(f"{name}[{i}]", value, allow_hf)
+
+    def path(self, name: str, value: str, allow_hf: bool = False) -> None:
+        if not value.strip():
+            self.add(name, f"must be a path, got {value!r} (an empty path means the current dir)")
+            return
+        match = URL_SCHEME.match(value)
+        if match and not (allow_hf and match.group(1) == "hf"):
+            # Interim: the storage layer (object stores via fsspec) is not in this version yet.
+            self.add(
+                name,
+                f"= {value!r}: {match.group(1)}:// locations are not supported yet in this "
+                "version (object storage is coming); use a local or mounted path",
+            )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def raise_problems(problems: list[str]) -> None:
+    """One ConfigError for all problems: one line each."""
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{len(problems)} config problems:\n  " + "\n  ".join(problems))

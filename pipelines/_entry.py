@@ -48,12 +48,19 @@ def load_job_config(config_path: str, overrides: list[str]):
     return config
 
 
-def run(stage: str, argv: list[str] | None = None) -> int:
-    """Run one stage (or all of them) and print each stage's stats as JSON; return the exit code."""
+def run(stage: str, argv: list[str] | None = None, loaded: dict | None = None) -> int:
+    """Run one stage (or all of them) and print each stage's stats as JSON; return the exit code.
+
+    `loaded` receives the config once it is loaded, so an error report can use its output_dir.
+    """
+    from colorfilter.config import check_environment
     from colorfilter.pipeline.stages import run_stage, stage_names
 
     args = parse_args(stage, argv)
     config = load_job_config(args.config, args.overrides)
+    if loaded is not None:
+        loaded["output_dir"] = config.output_dir
+    check_environment(config)
     names = stage_names(args.stages) if stage == RUN_ALL else [stage]
     for name in names:
         print(f"== {name}", file=sys.stderr, flush=True)
@@ -64,22 +71,19 @@ def run(stage: str, argv: list[str] | None = None) -> int:
 
 
 def main(stage: str, argv: list[str] | None = None) -> None:
-    """Exit with the CLI's exit codes: our errors print one line, anything else a traceback;
-    `ray job stop` (SIGTERM) stops cleanly with 143 and a rerun continues."""
+    """Exit with the CLI's exit codes and messages: our errors print one line, anything else one
+    line naming a log file with the traceback (the CLI's `report_error`); `ray job stop`
+    (SIGTERM) stops cleanly with 143 and a rerun continues."""
     from colorfilter import interrupts
-    from colorfilter.cli import find_user_error
+    from colorfilter.cli import report_error
 
     interrupts.install()
+    loaded: dict = {}
     try:
-        code = run(stage, argv)
+        code = run(stage, argv, loaded)
     except interrupts.Interrupted as stop:
         code = stop.exit_code
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
-        ours, stop = find_user_error(exc), interrupts.find(exc)
-        if stop is not None:
-            sys.exit(stop.exit_code)
-        if ours is None:
-            raise
-        print(f"error: {ours}", file=sys.stderr)
-        code = ours.exit_code
+    except Exception as exc:  # noqa: BLE001 - reported as a line and an exit code
+        stop = interrupts.find(exc)  # a stop request that a library wrapped
+        code = stop.exit_code if stop is not None else report_error(exc, loaded.get("output_dir"))
     sys.exit(code)

@@ -43,7 +43,7 @@ def test_contract_defaults():
     [
         ("data.poool=[x]", "unknown config key 'data.poool'. Did you mean 'data.pool'"),
         ("seq_len=abc", "seq_len: expected int, got 'abc'"),
-        ("seq_len=1", "seq_len must be at least 2"),
+        ("seq_len=1", "seq_len must be >= 2, got 1"),
         ("data.pool={a: 1}", "data.pool: expected a list"),
         ("selection.tau=0.5", "selection.tau must be >= 1"),
         ("score.backend=tpu", "score.backend must be one of"),

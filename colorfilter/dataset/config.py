@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from colorfilter.configtools import Checks
+
 
 @dataclass
 class OutputConfig:
@@ -14,6 +16,12 @@ class OutputConfig:
     hash_models: bool = True  # sha256 the prior/conditional checkpoints into the manifest
     histogram_bins: int = 100  # bins of the score histogram in the dataset card
 
+    def validate(self, where: str = "selection.output") -> list[str]:
+        check = Checks(where)
+        check.at_least("rows_per_shard", self.rows_per_shard, 1)
+        check.at_least("histogram_bins", self.histogram_bins, 1)
+        return check.problems
+
 
 @dataclass
 class ReleaseConfig:
@@ -22,3 +30,10 @@ class ReleaseConfig:
     repo_id: str | None = None  # "org/name" of the dataset repo on the Hub
     private: bool = False  # create the repo private
     revision: str | None = None  # branch to commit to (created if missing); None = main
+
+    def validate(self, where: str = "release") -> list[str]:
+        check = Checks(where)
+        if self.repo_id is not None and (self.repo_id.count("/") != 1 or " " in self.repo_id):
+            check.add("repo_id", f"must be 'org/name', got {self.repo_id!r}")
+        check.non_empty("revision", self.revision)
+        return check.problems

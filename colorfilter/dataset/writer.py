@@ -53,7 +53,7 @@ from colorfilter.io.atomic import (
     write_parquet_atomic,
     write_text_atomic,
 )
-from colorfilter.io.token_shards import list_shards
+from colorfilter.io.token_shards import list_shards, prepared_shards
 
 log = logging.getLogger(__name__)
 
@@ -375,9 +375,7 @@ def _histogram_bins(score_paths: Sequence[Path], bins: int) -> ScoreHistogram:
 
 def _input_shards(token_dir: Path, score_dir: Path) -> tuple[list[Path], list[Path]]:
     """Token shards and their score shards (same file name); every token shard needs one."""
-    token_paths = list_shards(token_dir)
-    if not token_paths:
-        raise ConfigError(f"no token shards in {token_dir}: run the prepare stage first")
+    token_paths = prepared_shards(token_dir)
     score_paths = [score_dir / p.name for p in token_paths]
     missing = [p.name for p in score_paths if not p.is_file()]
     if missing:

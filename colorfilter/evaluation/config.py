@@ -7,7 +7,13 @@ turns CoLoR's held-out loss into a data multiplier.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from colorfilter.configtools import Checks
+from colorfilter.models.config import TRAIN_DTYPES
+from colorfilter.models.presets import PRESETS
+from colorfilter.names import EVALUATE_METHODS, LABEL_ORACLE
 
 
 @dataclass
@@ -39,3 +45,43 @@ class EvaluateConfig:
     eval_max_chunks: int = 0  # cap on held-out chunks; 0 = the whole downstream_eval split
     dtype: str = "auto"  # auto (bf16 on cuda, fp32 on cpu), float32 or bfloat16
     progress: bool = False  # show a progress bar per training run
+
+    def validate(self, where: str = "evaluate") -> list[str]:
+        """Problems of this section, one line each (empty if usable)."""
+        check = Checks(where)
+        check.names("methods", self.methods, EVALUATE_METHODS)
+        if LABEL_ORACLE in self.methods and not self.target_source:
+            check.add(
+                "methods",
+                f": {LABEL_ORACLE} needs evaluate.target_source (the `source` prefixes it "
+                "puts first)",
+            )
+        check_taus(check, "taus", self.taus)
+        if not self.seeds:
+            check.add("seeds", "must name at least one seed, got []")
+        check.one_of("preset", self.preset, sorted(PRESETS))
+        check.at_least("train_tokens", self.train_tokens, 0)
+        for i, multiple in enumerate(self.random_multiples):
+            check.positive(f"random_multiples[{i}]", multiple)
+        check.at_least("batch_size", self.batch_size, 1)
+        check.positive("lr", self.lr)
+        check.within("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check.at_least("warmup_steps", self.warmup_steps, 0)
+        check.at_least("workers", self.workers, 1)
+        check.at_least("torch_threads", self.torch_threads, 0)
+        for i, prefix in enumerate(self.target_source):
+            check.non_empty(f"target_source[{i}]", prefix)
+        check.paths("multiple_choice", self.multiple_choice, allow_hf=False)
+        check.at_least("eval_batch_size", self.eval_batch_size, 1)
+        check.at_least("eval_max_chunks", self.eval_max_chunks, 0)
+        check.one_of("dtype", self.dtype, TRAIN_DTYPES)
+        return check.problems
+
+
+def check_taus(check: Checks, name: str, taus: list[float]) -> None:
+    """A non-empty list of finite selection ratios >= 1 (keep 1 in tau)."""
+    if not taus:
+        check.add(name, "must list at least one tau, got []")
+    bad = [t for t in taus if not (math.isfinite(t) and t >= 1)]
+    if bad:
+        check.add(name, f"must be >= 1 and finite (keep 1 in tau), got {taus}")

@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 
 from colorfilter.config import Config
+from colorfilter.configtools import raise_problems
 from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.oracle import LABEL_ORACLE, label_oracle
 from colorfilter.evaluation.plan import Pool, full_chunks, is_target, round_to_batches
 from colorfilter.evaluation.runs import RunSpec, plan_run, run_all
 from colorfilter.io.atomic import remove_stale_temps
-from colorfilter.io.token_shards import list_shards
+from colorfilter.io.token_shards import list_shards, prepared_shards
+from colorfilter.pipeline.select import check_pool_size, count_rows
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +102,8 @@ def _pool_scores(pool: Pool, scores: Any) -> dict[str, np.ndarray]:
 
 
 def _checked_inputs(config: Config, cfg: EvaluateConfig) -> tuple[list[Path], list[Path]]:
-    from colorfilter.selection import METHODS
-
     out = config.output_path
-    token_paths = list_shards(out / "tokens" / "pool")
+    token_paths = prepared_shards(out / "tokens" / "pool")
     score_paths = list_shards(out / "scores" / "pool")
     if not token_paths or len(score_paths) != len(token_paths):
         raise ConfigError(
@@ -111,25 +111,14 @@ def _checked_inputs(config: Config, cfg: EvaluateConfig) -> tuple[list[Path], li
             f"{len(token_paths)} token shards: run `colorfilter score` first"
         )
     if not list_shards(out / "tokens" / "downstream_eval"):
+        if config.data.downstream_eval:  # set, but not prepared or prepared to nothing: say which
+            prepared_shards(out / "tokens" / "downstream_eval")
         raise ConfigError("evaluate needs held-out target data: set data.downstream_eval")
-    known = [*METHODS, LABEL_ORACLE]
-    unknown = [m for m in cfg.methods if m not in known]
-    if unknown:
-        raise ConfigError(f"evaluate.methods: unknown {unknown}; choose from {known}")
-    if LABEL_ORACLE in cfg.methods and not cfg.target_source:
-        raise ConfigError(
-            f"evaluate.methods: {LABEL_ORACLE} needs evaluate.target_source (the `source` "
-            "prefixes it puts first)"
-        )
-    if not cfg.taus or any(t < 1 for t in cfg.taus):
-        raise ConfigError(f"evaluate.taus must be non-empty and >= 1, got {cfg.taus}")
+    raise_problems(cfg.validate("evaluate"))  # again: the section may be edited after load
     missing = [path for path in cfg.multiple_choice if not Path(path).is_file()]
     if missing:
         raise ConfigError(f"evaluate.multiple_choice: no such file {missing}")
-    if cfg.batch_size < 1 or cfg.workers < 1 or not cfg.seeds:
-        raise ConfigError(
-            "evaluate.batch_size and evaluate.workers must be >= 1 and evaluate.seeds non-empty"
-        )
+    check_pool_size(count_rows(token_paths), cfg.taus, config.selection.min_chunks, "evaluate.taus")
     return token_paths, score_paths
 
 

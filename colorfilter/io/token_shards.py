@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from colorfilter.errors import ConfigError
 from colorfilter.io.atomic import TMP_PREFIX
 
 TOKEN_SCHEMA = pa.schema(
@@ -53,6 +54,31 @@ def list_shards(directory: str | Path) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(TMP_PREFIX))
+
+
+def prepared_shards(split_dir: str | Path) -> list[Path]:
+    """A split's token shards, or a ConfigError that says truly why there are none."""
+    paths = list_shards(split_dir)
+    if paths:
+        return paths
+    raise ConfigError(no_shards_message(split_dir))
+
+
+def no_shards_message(split_dir: str | Path) -> str:
+    """Why OUTPUT/tokens/<split>/ has no shards: prepare never ran there, or it ran and found
+    no usable chunk (its stats.json then holds the error naming the input files)."""
+    split_dir = Path(split_dir)
+    stats_path = split_dir / "stats.json"
+    if not stats_path.is_file():
+        return f"no {split_dir.name} token shards in {split_dir}: run `colorfilter prepare` first"
+    import json
+
+    try:
+        error = json.loads(stats_path.read_text()).get("error")
+    except (OSError, ValueError, AttributeError):
+        error = None
+    detail = error or f"see {stats_path}"
+    return f"prepare made no {split_dir.name} token shards ({detail}); fix the input and rerun it"
 
 
 def pad_input_ids(

@@ -11,6 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from colorfilter.configtools import Checks
+from colorfilter.models.presets import PRESETS
+
+TRAIN_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16")  # models.runtime.autocast_dtype
+
 
 @dataclass
 class TrainConfig:
@@ -36,6 +41,26 @@ class TrainConfig:
     torch_threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
     progress: bool = True  # show a progress bar (rank 0 only)
 
+    def validate(self, where: str) -> list[str]:
+        """Problems of this section, one line each (empty if usable)."""
+        check = Checks(where)
+        check.at_least("batch_size", self.batch_size, 1)
+        check.at_least("micro_batch_size", self.micro_batch_size, 0)
+        check.positive("lr", self.lr)
+        for i, beta in enumerate(self.betas):
+            if not (isinstance(beta, float) and 0 <= beta < 1):
+                check.add(f"betas[{i}]", f"must be within [0, 1), got {beta!r}")
+        for name in ("weight_decay", "grad_clip", "z_loss"):
+            check.at_least(name, getattr(self, name), 0)
+        check.within("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        for name in ("warmup_steps", "max_steps", "checkpoint_every", "eval_every"):
+            check.at_least(name, getattr(self, name), 0)
+        check.at_least("eval_batch_size", self.eval_batch_size, 1)
+        check.at_least("eval_max_chunks", self.eval_max_chunks, 0)
+        check.at_least("torch_threads", self.torch_threads, 0)
+        check.one_of("dtype", self.dtype, TRAIN_DTYPES)
+        return check.problems
+
 
 @dataclass
 class PriorConfig(TrainConfig):
@@ -46,6 +71,16 @@ class PriorConfig(TrainConfig):
     init_from: str = ""  # HF checkpoint dir to use as the prior as-is (skips pre-training)
     token_budget: int = 3_100_000_000  # pool tokens to pre-train on (a seeded random slice)
 
+    def validate(self, where: str = "prior") -> list[str]:
+        check = Checks(where)
+        check.problems = super().validate(where)
+        check.one_of("preset", self.preset, sorted(PRESETS))
+        if not self.init_from:
+            check.at_least("token_budget", self.token_budget, 1)
+        else:
+            check.path("init_from", self.init_from)
+        return check.problems
+
 
 @dataclass
 class ConditionalConfig(TrainConfig):
@@ -53,6 +88,12 @@ class ConditionalConfig(TrainConfig):
 
     epochs: int = 1  # passes over the downstream train split
     warmup_steps: int = 50  # linear warmup; capped at a tenth of the run
+
+    def validate(self, where: str = "conditional") -> list[str]:
+        check = Checks(where)
+        check.problems = super().validate(where)
+        check.at_least("epochs", self.epochs, 1)
+        return check.problems
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 
 from colorfilter.errors import ConfigError
 from colorfilter.io.atomic import read_json, write_json_atomic
-from colorfilter.io.token_shards import list_shards
+from colorfilter.io.token_shards import prepared_shards
 from colorfilter.models.checkpoints import (
     load_tokenizer,
     prepare_out_dir,
@@ -174,10 +174,7 @@ def finished_stats(out_dir: str | Path, config_hash: str) -> dict[str, Any] | No
 
 
 def _shards_or_fail(token_dir: str | Path, what: str) -> list[Path]:
-    paths = list_shards(token_dir)
-    if not paths:
-        raise ConfigError(f"no {what} token shards in {token_dir}: run `prepare` first")
-    return paths
+    return prepared_shards(token_dir)
 
 
 def _plan_steps(n_chunks: int, cfg: TrainConfig, world_size: int, stage: str) -> int:

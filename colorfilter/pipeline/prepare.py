@@ -27,6 +27,7 @@ from colorfilter.io.files import InputFile, resolve_inputs
 
 SPLITS = ("pool", "downstream_train", "downstream_eval")
 BAD_SAMPLE_LIMIT = 20
+EMPTY_FILE = "empty_file"  # a file-level skip reason in stats.json `files_skipped`
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class FileStats:
     chunks: int = 0
     tail_tokens_dropped: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    file_skipped: str = ""  # why the whole file gave nothing: empty_file (no record at all)
     bad_samples: list[str] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -129,6 +131,9 @@ def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -
                 flush(final=False)
     except TruncatedFileError as exc:
         _count_bad(stats, task.item.uri, stats.records, "truncated_file", str(exc))
+    if stats.records == 0 and not stats.skipped:  # zero bytes, or nothing once decompressed
+        stats.file_skipped = EMPTY_FILE
+        stats.bad_samples.append(f"{task.item.uri}: {EMPTY_FILE} (no records; skipped)")
     _tokenize_batch(batch, tokenizer, chunker, stats)
     flush(final=True)
     stats.seconds = time.perf_counter() - start
@@ -344,12 +349,17 @@ def is_done(split_dir: Path, file_index: int, item: InputFile, settings: Prepare
 
 
 def finish_split(split_dir: Path, n_files: int, max_bad_fraction: float) -> dict:
-    """Merge per-file records into stats.json; fail if bad records exceed the allowed fraction."""
+    """Merge per-file records into stats.json; fail if bad records exceed the allowed fraction,
+    or if the split's files gave no chunk at all (BadDataError, exit 3, naming the files)."""
     totals: Counter = Counter()
     skipped: Counter = Counter()
+    files_skipped: Counter = Counter()
     samples: list[str] = []
+    inputs: list[str] = []
     for index in range(n_files):
-        stats = read_json(done_path(split_dir, index))["stats"]
+        record = read_json(done_path(split_dir, index))
+        stats = record["stats"]
+        inputs.append(record["input"]["uri"])
         for key in (
             "records",
             "documents",
@@ -360,14 +370,46 @@ def finish_split(split_dir: Path, n_files: int, max_bad_fraction: float) -> dict
         ):
             totals[key] += stats[key]
         skipped.update(stats["skipped"])
+        if stats.get("file_skipped"):
+            files_skipped[stats["file_skipped"]] += 1
         samples += stats["bad_samples"][: BAD_SAMPLE_LIMIT - len(samples)]
-    summary = {"files": n_files, **totals, "skipped": dict(skipped), "bad_samples": samples}
+    summary = {
+        "files": n_files,
+        **totals,
+        "skipped": dict(skipped),
+        "files_skipped": dict(files_skipped),
+        "bad_samples": samples,
+    }
+    error = _split_error(split_dir.name, summary, inputs, max_bad_fraction)
+    if error:
+        summary["error"] = error  # later stages repeat it instead of "run prepare first"
     write_json_atomic(split_dir / "stats.json", summary)
+    if error:
+        raise BadDataError(error)
+    return summary
+
+
+def _split_error(
+    split: str, totals: dict, inputs: list[str], max_bad_fraction: float
+) -> str | None:
+    """Why the split is unusable (too many bad records, or no chunk at all), or None."""
+    skipped, samples = totals["skipped"], totals["bad_samples"]
     bad = sum(skipped.values())
     if totals["records"] and bad / max(totals["records"], 1) > max_bad_fraction:
-        raise BadDataError(
-            f"{split_dir.name}: {bad} of {totals['records']} records are bad "
-            f"({dict(skipped)}), above data.max_bad_fraction={max_bad_fraction}; "
+        return (
+            f"{split}: {bad} of {totals['records']} records are bad "
+            f"({skipped}), above data.max_bad_fraction={max_bad_fraction}; "
             f"first: {samples[:3]}"
         )
-    return summary
+    if totals["chunks"] == 0:
+        named = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3} more" if len(inputs) > 3 else "")
+        why = (
+            f"{totals['records']} records, {totals['documents']} usable documents, "
+            f"{totals['tokens']} tokens"
+        )
+        if skipped:
+            why += f", bad records: {skipped}"
+        if totals["files_skipped"]:
+            why += f", skipped files: {totals['files_skipped']}"
+        return f"data.{split}: no usable chunk in its {len(inputs)} file(s) ({named}): {why}"
+    return None

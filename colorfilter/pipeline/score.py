@@ -15,7 +15,7 @@ from pathlib import Path
 from colorfilter.config import Config
 from colorfilter.errors import ConfigError
 from colorfilter.io.atomic import remove_stale_temps, write_json_atomic
-from colorfilter.io.token_shards import list_shards
+from colorfilter.io.token_shards import prepared_shards
 from colorfilter.scoring.config import ScoreConfig
 
 
@@ -96,9 +96,7 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
         if not (path / "config.json").exists():
             raise ConfigError(f"no model at {path}: run `colorfilter {stage}` first")
     pad_id = _check_vocabularies(out / "tokenizer", prior_dir, cond_dir)
-    token_paths = list_shards(out / "tokens" / "pool")
-    if not token_paths:
-        raise ConfigError(f"no pool token shards in {out / 'tokens' / 'pool'}: run prepare first")
+    token_paths = prepared_shards(out / "tokens" / "pool")
     score_dir = out / "scores" / "pool"
     remove_stale_temps(score_dir)
     fingerprint = scoring_fingerprint(prior_dir, cond_dir, config.score, config.seq_len)

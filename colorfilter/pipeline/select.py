@@ -7,6 +7,7 @@ score shards); writing is colorfilter.dataset. This module only connects the run
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from colorfilter.config import Config
 from colorfilter.configtools import to_dict
 from colorfilter.errors import ConfigError
 from colorfilter.io.atomic import read_json, write_parquet_atomic
-from colorfilter.io.token_shards import list_shards
+from colorfilter.io.token_shards import list_shards, prepared_shards
 
 
 def run_select(config: Config, overwrite: bool = False) -> dict:
@@ -26,7 +27,7 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
 
     out = config.output_path
     score_dir, token_dir = out / "scores" / "pool", out / "tokens" / "pool"
-    token_paths, score_paths = list_shards(token_dir), list_shards(score_dir)
+    token_paths, score_paths = prepared_shards(token_dir), list_shards(score_dir)
     if not score_paths or len(score_paths) != len(token_paths):
         raise ConfigError(
             f"{score_dir} has {len(score_paths)} score shards for {len(token_paths)} token "
@@ -35,6 +36,7 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
     unknown = [m for m in config.selection.methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"selection.methods: unknown {unknown}; choose from {list(METHODS)}")
+    check_pool_size(count_rows(token_paths), config.selection.tau, config.selection.min_chunks)
     summaries = {}
     for method in config.selection.methods:
         paths = score_paths if method != "dsir" else dsir_weight_shards(config)
@@ -60,6 +62,27 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
                 repo_id=config.release.repo_id,
             )  # fmt: skip
     return summaries
+
+
+def count_rows(paths: list[Path]) -> int:
+    """Rows (chunks) of parquet shards, from their footers."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
+
+
+def check_pool_size(
+    n_chunks: int, taus: list[float], min_chunks: int, key: str = "selection.tau"
+) -> None:
+    """Refuse every tau that keeps fewer than `selection.min_chunks` of the pool (floor(N/tau)),
+    e.g. a tau larger than the pool, before any selection is written."""
+    small = [tau for tau in taus if math.floor(n_chunks / tau) < min_chunks]
+    if small:
+        raise ConfigError(
+            f"{key}=[{', '.join(f'{t:g}' for t in small)}] keeps fewer than selection.min_chunks="
+            f"{min_chunks} of the pool's {n_chunks} chunks (floor(pool / tau)); use a tau <= "
+            f"{n_chunks / min_chunks:g}, a larger pool, or a smaller selection.min_chunks"
+        )
 
 
 def _params(config: Config, method: str) -> dict:

@@ -132,10 +132,10 @@ def check_output_dir(stage: str, config: Config, overwrite: bool) -> None:
 
 def run_stage(name: str, config: Config, overwrite: bool = False) -> dict:
     """Run one stage after checking and saving the resolved config beside its outputs."""
-    from colorfilter.config import save_resolved
+    from colorfilter.config import check_output_dir_usable, save_resolved
 
     function = stage_function(name)
-    config.output_path.mkdir(parents=True, exist_ok=True)
+    check_output_dir_usable(config.output_dir)  # a clear error, not NotADirectoryError
     check_output_dir(name, config, overwrite)
     if is_main_process():
         save_resolved(config)

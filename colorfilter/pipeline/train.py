@@ -10,6 +10,7 @@ from pathlib import Path
 
 from colorfilter.config import Config
 from colorfilter.errors import ConfigError
+from colorfilter.io.token_shards import prepared_shards
 
 
 def _eval_dir(config: Config) -> Path | None:
@@ -46,9 +47,11 @@ def run_train_conditional(config: Config, overwrite: bool = False) -> dict:
     out = config.output_path
     if not config.data.downstream_train:
         raise ConfigError("data.downstream_train is empty: the conditional model needs target data")
+    target = out / "tokens" / "downstream_train"
+    prepared_shards(target)  # before the prior: says "run prepare" or which files gave no data
     return train_conditional(
         _require(out / "models" / "prior", "the prior model", "train-prior"),
-        _require(out / "tokens" / "downstream_train", "downstream train shards", "prepare"),
+        target,
         out / "models" / "conditional",
         out / "tokenizer",
         config.conditional,

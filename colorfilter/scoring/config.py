@@ -1,11 +1,13 @@
 """Scoring options: which backend scores the pool, how big its batches are, where it runs.
 
-Standard library only: the CLI and the root config import this at start-up.
+Standard library (and configtools) only: the CLI and the root config import this at start-up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from colorfilter.configtools import Checks
 
 BACKENDS = ("torch", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -26,17 +28,17 @@ class ScoreConfig:
     vllm_gpu_memory_utilization: float = 0.4  # per model: vllm loads the prior and the conditional
     vllm_max_num_batched_tokens: int = 0  # vllm scheduler budget; 0 = batch_size * seq_len
 
-    def validate(self) -> list[str]:
-        """Return a list of problems (empty if the config is usable)."""
-        problems = []
-        if self.backend not in BACKENDS:
-            problems.append(f"score.backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.dtype not in DTYPES:
-            problems.append(f"score.dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.batch_size < 1:
-            problems.append("score.batch_size must be >= 1")
-        if self.logits_block_tokens < 0 or self.prefetch_batches < 0 or self.torch_threads < 0:
-            problems.append("score.logits_block_tokens, prefetch_batches, torch_threads >= 0")
-        if self.num_workers < 0 or self.worker_cpus <= 0 or self.worker_gpus < 0:
-            problems.append("score.num_workers >= 0, worker_cpus > 0, worker_gpus >= 0")
-        return problems
+    def validate(self, where: str = "score") -> list[str]:
+        """Return a list of problems, one line each (empty if the section is usable)."""
+        check = Checks(where)
+        check.one_of("backend", self.backend, BACKENDS)
+        check.one_of("dtype", self.dtype, DTYPES)
+        check.at_least("batch_size", self.batch_size, 1)
+        for name in ("logits_block_tokens", "prefetch_batches", "torch_threads", "num_workers"):
+            check.at_least(name, getattr(self, name), 0)
+        check.positive("worker_cpus", self.worker_cpus)
+        check.at_least("worker_gpus", self.worker_gpus, 0)
+        if self.backend == "vllm":
+            check.within("vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, 0.01, 1)
+        check.at_least("vllm_max_num_batched_tokens", self.vllm_max_num_batched_tokens, 0)
+        return check.problems

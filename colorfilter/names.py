@@ -1,0 +1,27 @@
+"""Fixed sets of names that a config is checked against when it loads.
+
+Standard library only (the CLI imports the config at start-up, before numpy or torch): the
+modules that implement these names keep their own registries, and tests/test_user_errors.py
+checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import re
+
+# colorfilter.selection.METHODS
+SELECTION_METHODS = (
+    "color",
+    "color_batchwise",
+    "color_softmax",
+    "random",
+    "conditional_only",
+    "prior_only",
+    "dsir",
+)
+LABEL_ORACLE = "label_oracle"  # colorfilter.evaluation.oracle: an evaluation-only reference
+EVALUATE_METHODS = (*SELECTION_METHODS, LABEL_ORACLE)
+EXECUTORS = ("ray", "local")
+DATA_FORMATS = ("auto", "jsonl", "parquet", "hf")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+DEVICES = "auto, cpu, cuda or cuda:N"
