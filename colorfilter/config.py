@@ -105,6 +105,8 @@ class SelectionConfig:
     block_n: int = 64  # color_batchwise: keep block_n of every block of tau * block_n
     documents: bool = False  # widen each selection to whole source documents (`-docs` folders)
     min_chunks: int = 1  # refuse a tau that keeps fewer pool chunks than this (1: tau <= pool)
+    num_workers: int = 0  # select's map/reduce actors (executor ray); 0 = one per CPU
+    worker_cpus: float = 1.0  # CPUs reserved per select actor (its decode threads)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def validate(self, where: str = "selection") -> list[str]:

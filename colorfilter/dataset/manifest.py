@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,14 +66,23 @@ def sha256_dir(directory: str | Path) -> str:
     return digest.hexdigest()
 
 
-def describe_files(paths: Iterable[str | Path], *, checksum: bool = True) -> list[dict[str, Any]]:
-    """Path, size and (optionally) sha256 of each input file, in the given order."""
+def describe_files(
+    paths: Iterable[str | Path],
+    *,
+    checksum: bool = True,
+    known: Callable[[Path], str | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Path, size and (optionally) sha256 of each input file, in the given order.
+
+    `known(path)` may supply a hash recorded when the file was written; files it does not
+    know are read and hashed.
+    """
     out = []
     for path in paths:
         path = Path(path)
         entry: dict[str, Any] = {"path": str(path), "size": path.stat().st_size}
         if checksum:
-            entry["sha256"] = sha256_file(path)
+            entry["sha256"] = (known(path) if known else None) or sha256_file(path)
         out.append(entry)
     return out
 
@@ -84,7 +93,7 @@ def folder_files(folder: str | Path) -> dict[str, dict[str, Any]]:
     return {
         rel: {"size": (folder / rel).stat().st_size, "sha256": sha256_file(folder / rel)}
         for rel in list_files(folder)
-        if rel != MANIFEST_NAME and not Path(rel).name.startswith(TMP_PREFIX)
+        if rel != MANIFEST_NAME and not any(part.startswith(TMP_PREFIX) for part in Path(rel).parts)
     }
 
 

@@ -133,17 +133,14 @@ def _selections(
 
     `scores`: the pool's score columns (an Arrow table); DSIR reads its own weight shards.
     """
-    from colorfilter.pipeline.select import dsir_weight_shards
-    from colorfilter.selection import ParquetSource, select_many
+    from colorfilter.pipeline.select import compute_selections
 
     wanted = {method: list(cfg.taus) for method in cfg.methods if method != LABEL_ORACLE}
     wanted.setdefault("random", [])
     wanted["random"] = sorted(set(wanted["random"]) | set(_curve_taus(cfg)) | set(cfg.taus))
     selections = {}
-    for method, taus in wanted.items():
-        data = ParquetSource(dsir_weight_shards(config)) if method == "dsir" else scores
-        chosen = select_many(method, data, taus, seed=config.seed)
-        selections.update({(method, float(tau)): ids for tau, ids in chosen.items()})
+    for method, taus in wanted.items():  # select's own code and settings (temperature, block_n)
+        selections.update(compute_selections(config, [method], taus, scores=scores))
     return selections
 
 

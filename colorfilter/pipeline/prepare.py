@@ -141,10 +141,17 @@ def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -
         "input": asdict(task.item),
         "settings_hash": settings.settings_hash,
         "part_bytes": {name: (split_dir / name).stat().st_size for name in stats.parts},
+        "part_sha256": {name: _sha256(split_dir / name) for name in stats.parts},  # manifests
         "stats": asdict(stats),
     }
     write_json_atomic(done_path(split_dir, task.file_index), record)
     return record
+
+
+def _sha256(path: Path) -> str:
+    from colorfilter.dataset.manifest import sha256_file
+
+    return sha256_file(path)
 
 
 def _tokenize_batch(batch: list, tokenizer: Any, chunker: Any, stats: FileStats) -> None:

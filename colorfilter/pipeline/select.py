@@ -15,15 +15,15 @@ import numpy as np
 from colorfilter.config import Config
 from colorfilter.configtools import to_dict
 from colorfilter.errors import ConfigError
-from colorfilter.io.atomic import read_json, write_parquet_atomic
+from colorfilter.io.atomic import TMP_PREFIX, read_json
 from colorfilter.io.token_shards import list_shards, prepared_shards
+
+WORK_DIR = TMP_PREFIX + "select"  # OUTPUT/selected/.tmp-select: the shared map/reduce work
 
 
 def run_select(config: Config, overwrite: bool = False) -> dict:
-    """Write every configured selection; return a summary per folder."""
-    from colorfilter.dataset.writer import selection_dir_name, write_selection
-    from colorfilter.selection import METHODS, ParquetSource, select_many
-    from colorfilter.selection.documents import expand_to_documents
+    """Write every configured selection in one pass over the pool; return a summary per folder."""
+    from colorfilter.dataset.writer import PoolInputs, SelectionJob, write_selections
 
     out = config.output_path
     score_dir, token_dir = out / "scores" / "pool", out / "tokens" / "pool"
@@ -33,35 +33,95 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
             f"{score_dir} has {len(score_paths)} score shards for {len(token_paths)} token "
             "shards: run (or finish) `colorfilter score` first"
         )
-    unknown = [m for m in config.selection.methods if m not in METHODS]
+    check_pool_size(count_rows(token_paths), config.selection.tau, config.selection.min_chunks)
+    jobs = [
+        SelectionJob(
+            seq_ids,
+            out / "selected" / name,
+            method,
+            tau,
+            _params(config, method),
+            config.seed,
+            config.selection.output.rows_per_shard,
+            threshold=_threshold(config, method),
+            command=f"colorfilter select <config> (method={method}, tau={tau:g})",
+            manifest_extra={"documents": _document_accounting(out)},
+        )  # fmt: skip
+        for (method, tau, name), seq_ids in plan_selections(config, token_paths).items()
+    ]
+    inputs = PoolInputs(
+        token_dir, score_dir, out / "tokenizer", config=to_dict(config),
+        model_dirs=_model_dirs(out), repo_id=config.release.repo_id,
+        checksum_inputs=config.selection.output.checksum_inputs,
+        histogram_bins=config.selection.output.histogram_bins,
+    )  # fmt: skip
+    summaries = write_selections(jobs, inputs, out / "selected" / WORK_DIR, execution(config))
+    return {job.out_dir.name: summary for job, summary in zip(jobs, summaries, strict=True)}
+
+
+def plan_selections(
+    config: Config, token_paths: list[Path] | None = None
+) -> dict[tuple[str, float, str], np.ndarray]:
+    """Every configured selection's seq_ids, keyed by (method, tau, folder name).
+
+    The one place selections are computed from the config (select and evaluate both use it), so
+    temperature, block_n and the DSIR weights are the same wherever a selection is used.
+    """
+    from colorfilter.dataset.writer import selection_dir_name
+    from colorfilter.selection.documents import expand_to_documents
+
+    out = config.output_path
+    token_paths = token_paths if token_paths is not None else list_shards(out / "tokens" / "pool")
+    chosen = compute_selections(config, config.selection.methods, config.selection.tau)
+    plan = {}
+    for (method, tau), seq_ids in chosen.items():
+        name = selection_dir_name(method, tau)
+        if config.selection.documents:
+            seq_ids, name = expand_to_documents(seq_ids, token_paths), f"{name}-docs"
+        plan[(method, tau, name)] = seq_ids
+    return plan
+
+
+def compute_selections(
+    config: Config, methods: list[str], taus: list[float], scores=None
+) -> dict[tuple[str, float], np.ndarray]:
+    """Chosen seq_ids per (method, tau) with the config's seed, temperature and block_n.
+
+    `scores`: the pool's score columns when the caller already holds them (an Arrow table);
+    otherwise they stream from the score shards. DSIR reads its own weight shards.
+    """
+    from colorfilter.selection import METHODS, ParquetSource, select_many
+
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"selection.methods: unknown {unknown}; choose from {list(METHODS)}")
-    check_pool_size(count_rows(token_paths), config.selection.tau, config.selection.min_chunks)
-    summaries = {}
-    for method in config.selection.methods:
-        paths = score_paths if method != "dsir" else dsir_weight_shards(config)
+    score_paths = list_shards(config.output_path / "scores" / "pool")
+    selections = {}
+    for method in methods:
+        if method == "dsir":
+            data = ParquetSource(dsir_weight_shards(config))
+        else:
+            data = scores if scores is not None else ParquetSource(score_paths)
         chosen = select_many(
-            method, ParquetSource(paths), config.selection.tau, seed=config.seed,
+            method, data, taus, seed=config.seed,
             temperature=config.selection.temperature, block_n=config.selection.block_n,
         )  # fmt: skip
-        for tau, seq_ids in chosen.items():
-            name = selection_dir_name(method, tau)
-            top_k = method in ("color", "dsir")
-            if config.selection.documents:
-                seq_ids, name = expand_to_documents(seq_ids, token_paths), f"{name}-docs"
-            summaries[name] = write_selection(
-                seq_ids, token_dir, score_dir, out / "tokenizer", out / "selected" / name,
-                method=method, tau=tau, params=_params(config, method),
-                rows_per_shard=config.selection.output.rows_per_shard, seed=config.seed,
-                config=to_dict(config), model_dirs=_model_dirs(out),
-                threshold="min_selected" if top_k and not config.selection.documents else None,
-                checksum_inputs=config.selection.output.checksum_inputs,
-                histogram_bins=config.selection.output.histogram_bins,
-                manifest_extra={"documents": _document_accounting(out)},
-                command=f"colorfilter select <config> (method={method}, tau={tau:g})",
-                repo_id=config.release.repo_id,
-            )  # fmt: skip
-    return summaries
+        selections.update({(method, float(tau)): ids for tau, ids in chosen.items()})
+    return selections
+
+
+def execution(config: Config):
+    """Where select's map and reduce tasks run (the run's executor, select's worker sizes)."""
+    from colorfilter.dataset.work import Execution
+
+    return Execution(
+        config.executor, config.selection.num_workers, config.selection.worker_cpus, config.ray
+    )
+
+
+def _threshold(config: Config, method: str) -> str | None:
+    top_k = method in ("color", "dsir")
+    return "min_selected" if top_k and not config.selection.documents else None
 
 
 def count_rows(paths: list[Path]) -> int:
@@ -114,10 +174,9 @@ def _document_accounting(out: Path) -> dict:
 def dsir_weight_shards(config: Config) -> list[Path]:
     """DSIR log importance weights of every pool chunk (target = downstream train), cached.
 
-    Written to OUTPUT/scores/dsir/ with the token shards' names; reused when present.
+    Written to OUTPUT/scores/dsir/ with the token shards' names; reused when present. Counting
+    and weighting run as executor tasks, one per shard (pipeline/dsir_tasks.py).
     """
-    from colorfilter.selection import dsir
-
     out = config.output_path
     token_paths = list_shards(out / "tokens" / "pool")
     target_paths = list_shards(out / "tokens" / "downstream_train")
@@ -129,44 +188,7 @@ def dsir_weight_shards(config: Config) -> list[Path]:
     wanted = [weight_dir / p.name for p in token_paths]
     if all(p.exists() for p in wanted):
         return wanted
-    decode = _chunk_decoder(out / "tokenizer")
-    model = dsir.fit(_texts(target_paths, decode), _texts(token_paths, decode))
-    for token_path, weight_path in zip(token_paths, wanted):
-        _write_weights(token_path, weight_path, model, decode)
+    from colorfilter.pipeline.dsir_tasks import write_dsir_weights
+
+    write_dsir_weights(execution(config), out / "tokenizer", target_paths, token_paths, wanted)
     return wanted
-
-
-def _write_weights(token_path: Path, weight_path: Path, model, decode) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from colorfilter.selection import DSIR_WEIGHT, dsir
-
-    table = pq.read_table(token_path, columns=["seq_id", "input_ids"])
-    weights = dsir.log_importance(model, decode(table.column("input_ids")))
-    write_parquet_atomic(
-        weight_path,
-        pa.table({"seq_id": table.column("seq_id"), DSIR_WEIGHT: pa.array(weights, pa.float32())}),
-    )
-
-
-def _texts(paths: list[Path], decode):
-    import pyarrow.parquet as pq
-
-    for path in paths:
-        yield from decode(pq.read_table(path, columns=["input_ids"]).column("input_ids"))
-
-
-def _chunk_decoder(tokenizer_dir: Path):
-    """Batch-decode a list<int32> column to texts with the run's tokenizer."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-
-    def decode(column) -> list[str]:
-        rows = [
-            np.asarray(r, dtype=np.int64).tolist() for r in column.to_numpy(zero_copy_only=False)
-        ]
-        return tokenizer.decode_batch(rows, skip_special_tokens=False)
-
-    return decode

@@ -196,7 +196,12 @@ def score_token_shard(
         "finished_at": round(time.time(), 3),
         **scorer.memory_stats(),
     }
-    record = {"rows": table.num_rows, "sha256": file_sha256(score_path), "fingerprint": fingerprint}
+    record = {
+        "rows": table.num_rows,
+        "sha256": file_sha256(score_path),
+        "bytes": score_path.stat().st_size,  # lets manifests reuse sha256 without re-reading
+        "fingerprint": fingerprint,
+    }
     write_json_atomic(done_record_path(score_path), {**record, "stats": stats})
     return stats
 

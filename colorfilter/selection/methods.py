@@ -38,8 +38,9 @@ from colorfilter.selection.topk import (
 DEFAULT_TAUS = (7, 16, 32, 64)
 DSIR_WEIGHT = "dsir_weight"  # column holding dsir.log_importance weights for method "dsir"
 # Algorithm 1 picks n of every tau*n candidates, n being the target model's batch (256 sequences
-# of 512 tokens in the paper); blocks that large keep the floor() losses on the last block small.
-DEFAULT_BLOCK_N = 256
+# of 512 tokens in the paper). 64 is the config's default (selection.block_n), so a call without
+# block_n selects what `colorfilter select` writes.
+DEFAULT_BLOCK_N = 64
 _STREAM_RANDOM, _STREAM_GUMBEL, _STREAM_PERMUTATION = "random", "gumbel", "permutation"
 
 

@@ -177,24 +177,52 @@ def test_killed_prepare_driver_resumes_to_the_same_shards(tmp_path, tokenizer_di
     assert not temp_files(tokens)
 
 
-def test_killed_select_driver_resumes_to_the_same_datasets(scored_run, tmp_path):
+def test_killed_select_driver_resumes_to_the_same_datasets(scored_run, tmp_path, monkeypatch):
+    from colorfilter.dataset import manifest as mf
+
     reference = replace(scored_run, output_dir=str(tmp_path / "reference"))
     shutil.copytree(scored_run.output_path, reference.output_path)
+    hashed = []
+    sha256_file = mf.sha256_file
+    monkeypatch.setattr(mf, "sha256_file", lambda p: hashed.append(Path(p)) or sha256_file(p))
     run_stage("select", reference)
+    monkeypatch.undo()
+    # The manifests' input hashes come from prepare's and score's records: no shard is re-read.
+    inputs = read_json(reference.output_path / "selected" / "color-tau4" / "manifest.json")
+    assert {e["sha256"] for e in inputs["inputs"]} == {
+        sha256_file(e["path"]) for e in inputs["inputs"]
+    }
+    assert not [p for p in hashed if p.parent.name == "pool"]
     command = cli_command("select", scored_run.output_path / "config.yaml")
     selected = scored_run.output_path / "selected"
+    work = selected / ".tmp-select"
     names = ["color-tau4", "color-tau8", "random-tau4", "random-tau8"]  # the order of writing
+    n_shards = len(list_shards(scored_run.output_path / "tokens" / "pool"))
 
-    writing = kill_when_frozen(command, "*/selected/random-tau4/data/train-00001-of-*", 1, tmp_path)
-    # What the kill left: two complete folders, one half written (a data shard in place, the
-    # next a temp file, the spill of selected rows, no manifest), one not started.
+    # Killed in the map pass (one task per token shard writes the runs of all four selections):
+    # five shards mapped, the sixth's record a temp file, no folder written yet.
+    kills = [tmp_path / "kill-1", tmp_path / "kill-2"]
+    for path in kills:
+        path.mkdir()
+    writing = kill_when_frozen(command, "*/selected/.tmp-select/maps/000005.json", 1, kills[0])
+    assert writing.exists() and len(list((work / "maps").glob("0*.json"))) == 5
+    assert not any((selected / n / "manifest.json").exists() for n in names)
+    mapped = mtimes(sorted((work / "runs").rglob("00000[0-4].parquet")))
+    assert len(mapped) == 5 * len(names)
+
+    # Killed again in the reduce phase: the rerun kept the five mapped shards, mapped the rest,
+    # finished two folders and was writing the third one's second output shard.
+    writing = kill_when_frozen(command, "*/selected/random-tau4/data/train-00001-of-*", 1, kills[1])
+    assert "(5 shards already done, skipped)" in (kills[1] / "driver.log").read_text()
+    assert mtimes(list(mapped)) == mapped  # finished map tasks were not redone
     complete = [(selected / n / "manifest.json").exists() for n in names]
     assert complete == [True, True, False, False]
-    assert writing.exists() and (selected / "random-tau4" / ".tmp-spill").is_dir()
+    assert writing.exists() and (work / "maps").is_dir()
     assert len(list((selected / "random-tau4" / "data").glob("train-*.parquet"))) == 1
     done_before = mtimes([p for n in names[:2] for p in (selected / n).rglob("*") if p.is_file()])
 
     rerun = subprocess.run(command, env=cli_env(), capture_output=True, text=True, check=True)
+    assert f"({n_shards} shards already done, skipped)" in rerun.stderr
     summaries = json.loads(rerun.stdout)
     assert {n: s["noop"] for n, s in summaries.items()} == dict(zip(names, complete))
     assert mtimes(list(done_before)) == done_before  # complete folders were not rewritten
@@ -210,8 +238,12 @@ def test_killed_select_driver_resumes_to_the_same_datasets(scored_run, tmp_path)
         manifest, expected = read_json(ours / "manifest.json"), read_json(theirs / "manifest.json")
         assert manifest["complete"] and manifest["counts"] == expected["counts"]
         assert set(manifest["files"]) == set(expected["files"])
+        ours_files, expected_files = manifest["files"], expected["files"]
+        for files in (ours_files, expected_files):
+            files.pop("README.md")  # its card names the run's config, whose output_dir differs
+        assert ours_files == expected_files  # same bytes, shard by shard
         assert manifest["counts"]["selected"] == np.load(ours / "indices.npy").size
-    assert not temp_files(selected)
+    assert not temp_files(selected) and not work.exists()
 
 
 def test_prepare_redoes_partial_and_corrupt_outputs(tmp_path, tokenizer_dir, c4_inputs, capsys):

@@ -1,0 +1,26 @@
+"""Token ids back to text for the released `text` column, exactly (no clean-up)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+
+def load_decoder(tokenizer_dir: str | Path) -> Callable[[list[list[int]]], list[str]]:
+    """A batch decoder that keeps special tokens and does no clean-up (text = the exact tokens).
+
+    A fast tokenizer folder is decoded with its tokenizer.json through `tokenizers` (the same
+    backend `AutoTokenizer` wraps, without importing transformers/torch); others via transformers.
+    """
+    tokenizer_json = Path(tokenizer_dir) / "tokenizer.json"
+    if tokenizer_json.is_file():
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_file(str(tokenizer_json))
+        return lambda seqs: backend.decode_batch(seqs, skip_special_tokens=False)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    return lambda seqs: tokenizer.batch_decode(
+        seqs, skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )

@@ -1,0 +1,237 @@
+"""One selection folder: its spec, and the files that finish it (indices, histogram, card, and
+the manifest last), what an earlier run left in it, and its summary."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from colorfilter.dataset import manifest as mf
+from colorfilter.dataset.card import HISTOGRAM_NAME, INDICES_NAME, CardInfo, render_card
+from colorfilter.dataset.histogram import ScoreHistogram, histogram_summary, plot_histogram
+from colorfilter.dataset.provenance import recorded_sha256
+from colorfilter.dataset.runs import index_paths
+from colorfilter.dataset.schema import DATA_DIR, shard_name
+from colorfilter.errors import BadDataError
+from colorfilter.io.atomic import TMP_PREFIX, atomic_path, remove_stale_temps, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+README_NAME = "README.md"
+LEGACY_SPILL_DIR = TMP_PREFIX + "spill"
+Threshold = float | Literal["min_selected"] | None
+ROW_ORDER = (
+    "ascending splitmix64(seq_id ^ salt), salt = splitmix64(splitmix64(seed) ^ "
+    "u64le(blake2b('dataset.release-order/0', digest_size=8))) (colorfilter.hashing); "
+    "indices.npy lists seq_ids in row order"
+)
+
+
+@dataclass(frozen=True)
+class SelectionSpec:
+    """What was selected and how it is laid out: the part of the config this stage hashes."""
+
+    method: str
+    tau: float
+    params: Mapping[str, Any]
+    seed: int
+    rows_per_shard: int
+    histogram_bins: int
+
+    def resolved(self, run_config: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {
+            "selection": {"method": self.method, "tau": self.tau, "params": dict(self.params)},
+            "output": {
+                "rows_per_shard": self.rows_per_shard,
+                "seed": self.seed,
+                "histogram_bins": self.histogram_bins,
+            },
+            "run": dict(run_config) if run_config is not None else None,
+        }
+
+
+@dataclass
+class SelectionJob:
+    """One folder to write: the selected seq_ids and what its manifest and card say."""
+
+    seq_ids: np.ndarray
+    out_dir: Path
+    method: str
+    tau: float
+    params: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    rows_per_shard: int = 100_000
+    threshold: Threshold = "min_selected"
+    command: str | None = None
+    manifest_extra: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PoolInputs:
+    """The pool and run-wide facts every folder of one `write_selections` call shares."""
+
+    token_dir: Path
+    score_dir: Path
+    tokenizer_dir: Path
+    config: Mapping[str, Any] | None = None
+    skipped: Mapping[str, int] | None = None
+    model_dirs: Mapping[str, str | Path] | None = None
+    extra_inputs: Sequence[str | Path] = ()
+    repo_id: str | None = None
+    checksum_inputs: bool = True
+    histogram_bins: int = 100
+
+
+@dataclass
+class PendingFolder:
+    number: int  # the job's place in the call's list
+    key: str
+    job: SelectionJob
+    spec: SelectionSpec
+    resolved: dict[str, Any]
+    identity: dict[str, str]
+    n_rows: int = 0
+    reducers_left: int = 0
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def finish_folder(
+    item: PendingFolder, inputs: PoolInputs, work_dir: Path, provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """indices.npy, the histogram, the card, then the manifest (last): the folder is done."""
+    job, counts, out_dir = item.job, item.counts, item.job.out_dir
+    num_shards = max(1, math.ceil(item.n_rows / job.rows_per_shard))
+    shards = sorted((out_dir / DATA_DIR).glob("train-*.parquet"))
+    if [p.name for p in shards] != [shard_name(i, num_shards) for i in range(num_shards)]:
+        raise BadDataError(f"{out_dir}: its data shards are not the {num_shards} expected")
+    ids_path, pos_path = index_paths(work_dir, item.key)
+    row_order = np.empty(item.n_rows, dtype=np.uint64)
+    row_order[np.load(pos_path)] = np.load(ids_path)
+    with atomic_path(out_dir / INDICES_NAME) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, row_order)
+    hist = ScoreHistogram(edges=np.asarray(counts["edges"]))
+    hist.pool, hist.selected = counts["pool_hist"], counts["hist"]
+    hist.non_finite = counts["pool_non_finite"]
+    selected_min, selected_max = counts["selected_min"], counts["selected_max"]
+    line = selected_min if job.threshold == "min_selected" else job.threshold
+    line = line if line is None or math.isfinite(line) else None
+    upstream = dict(inputs.skipped or {})
+    skipped = dict(upstream)
+    for reason, n in (("unscored", counts["unscored"]), ("non_finite_score", counts["non_finite"])):
+        if n:
+            skipped[reason] = skipped.get(reason, 0) + n
+    counts_out = mf.build_counts(
+        candidates=counts["token_rows"] + sum(upstream.values()),
+        selected=item.n_rows,
+        not_selected=counts["not_selected"],
+        skipped=skipped,
+        selected_tokens=counts["selected_tokens"],
+    )
+    title = f"{job.method}, tau={job.tau:g}: {item.n_rows} selected"
+    with atomic_path(out_dir / HISTOGRAM_NAME) as tmp:
+        plot_histogram(tmp, hist, line, title)
+    card = CardInfo(
+        method=job.method,
+        tau=job.tau,
+        params=item.spec.params,
+        counts=counts_out,
+        config_hash=item.identity["config_hash"],
+        seed=job.seed,
+        num_shards=num_shards,
+        threshold=line,
+        command=job.command,
+        repo_id=inputs.repo_id,
+    )
+    write_text_atomic(out_dir / README_NAME, render_card(card))
+    fields = {
+        **item.identity,
+        "config": item.resolved,
+        "selection": {
+            **item.resolved["selection"],
+            "seed": job.seed,
+            "threshold": line,
+            "rows_per_shard": job.rows_per_shard,
+            "num_shards": num_shards,
+            "row_order": ROW_ORDER,
+        },
+        "counts": counts_out,
+        "scores": {
+            "selected_min": _finite_or_none(selected_min),
+            "selected_max": _finite_or_none(selected_max),
+            "histogram": histogram_summary(hist),
+        },
+        **provenance,
+        "command": job.command,
+        "extra": dict(job.manifest_extra or {}),
+    }
+    return summary(out_dir, mf.write_manifest(out_dir, fields), noop=False)
+
+
+def provenance(
+    tokenizer_dir: str | Path,
+    model_dirs: Mapping[str, str | Path] | None,
+    inputs: Sequence[str | Path],
+    checksum_inputs: bool,
+) -> dict[str, Any]:
+    """Hashes of the tokenizer, checkpoints and input files; package versions."""
+    return {
+        "tokenizer": {"path": str(tokenizer_dir), "sha256": mf.sha256_dir(tokenizer_dir)},
+        "models": {
+            name: {"path": str(path), "sha256": mf.sha256_dir(path)}
+            for name, path in sorted((model_dirs or {}).items())
+        },
+        "inputs": mf.describe_files(inputs, checksum=checksum_inputs, known=recorded_sha256),
+        "packages": mf.package_versions(),
+    }
+
+
+def clear_outputs(out_dir: Path, keep: set[str]) -> None:
+    """Delete what an earlier (incomplete or different) run wrote, but the `keep` data shards
+    (relative paths) of this plan's finished reducers; leave other files alone."""
+    (out_dir / mf.MANIFEST_NAME).unlink(missing_ok=True)  # first: the folder is now incomplete
+    remove_stale_temps(out_dir)
+    shutil.rmtree(out_dir / LEGACY_SPILL_DIR, ignore_errors=True)
+    for path in (out_dir / DATA_DIR).glob("train-*.parquet"):
+        if f"{DATA_DIR}/{path.name}" not in keep:
+            path.unlink()
+    for name in (INDICES_NAME, HISTOGRAM_NAME, README_NAME):
+        (out_dir / name).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def complete_manifest(out_dir: Path, identity: Mapping[str, str]) -> dict[str, Any] | None:
+    """The manifest if the folder is complete for this config, selection and inputs."""
+    manifest = mf.read_manifest(out_dir)
+    if manifest is None:
+        return None
+    if any(manifest.get(key) != value for key, value in identity.items()):
+        log.warning("%s holds another selection or config: rewriting it", out_dir)
+        return None
+    for rel, entry in manifest.get("files", {}).items():
+        path = out_dir / rel
+        if not path.is_file() or path.stat().st_size != entry["size"]:
+            return None
+    return manifest
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def summary(out_dir: Path, manifest: Mapping[str, Any], *, noop: bool) -> dict[str, Any]:
+    return {
+        "out_dir": str(out_dir),
+        "config_hash": manifest["config_hash"],
+        "counts": manifest["counts"],
+        "num_shards": manifest["selection"]["num_shards"],
+        "threshold": manifest["selection"]["threshold"],
+        "files": sorted(manifest["files"]),
+        "noop": noop,
+    }
