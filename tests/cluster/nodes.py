@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from colorfilter.dataset.runs import MapWorker
 from colorfilter.pipeline.prepare import PrepareWorker
 from colorfilter.pipeline.score import ScoreWorker
 
@@ -51,6 +52,19 @@ class SlowScoreWorker(ScoreWorker):
     def __call__(self, task):
         marks = Path(task.score_path).parents[3] / "marks"
         name = Path(task.score_path).stem
+        _mark(marks, "start", name)
+        time.sleep(TASK_PAUSE_S)
+        result = super().__call__(task)
+        _mark(marks, "done", name)
+        return result
+
+
+class SlowMapWorker(MapWorker):
+    """The real select map worker, TASK_PAUSE_S slower per shard; marks in OUTPUT/../marks."""
+
+    def __call__(self, task):
+        marks = Path(task.score_path).parents[3] / "marks"
+        name = f"map-{task.index}"
         _mark(marks, "start", name)
         time.sleep(TASK_PAUSE_S)
         result = super().__call__(task)

@@ -6,6 +6,7 @@ undisturbed run; a node lost with no replacement stops the stage with a clear er
 from __future__ import annotations
 
 import re
+import shutil
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from colorfilter.pipeline.prepare import SPLITS, PrepareWorker
 from colorfilter.pipeline.stages import run_stage
 from tests.cluster.nodes import (
     LoopbackCluster,
+    SlowMapWorker,
     SlowPrepareWorker,
     SlowScoreWorker,
     marks,
@@ -154,3 +156,41 @@ def test_node_lost_without_replacement_stops_then_rerun_completes(
     )
     for node in list(cluster.cluster.worker_nodes):
         cluster.kill(node)
+
+
+def test_node_killed_mid_select_a_fresh_node_finishes_it(cluster, prepared, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from colorfilter.dataset import work
+
+    prepared.selection.methods, prepared.selection.tau = ["color", "random"], [4.0]
+    run_stage("score", prepared)  # in-process
+    reference = replace(prepared, output_dir=str(tmp_path / "reference"))
+    shutil.copytree(prepared.output_path, reference.output_path)
+    run_stage("select", reference)
+    config = replace(prepared, executor="ray")
+    config.ray.capacity_wait_s, config.ray.retry_backoff_s = 60, 0.2
+    config.selection.num_workers = 1
+    monkeypatch.setattr(work, "MapWorker", SlowMapWorker)
+    only = cluster.add_worker()
+    killed = run_killing_node(
+        cluster, tmp_path, only, lambda: run_stage("select", config), add_node=True, min_done=1
+    )
+    assert "error" not in killed, killed
+    recovered_s = killed["ended_at"] - killed["killed_at"]
+    redone_on = {node for task, node in marks(tmp_path, "done") if task == killed["task"]}
+    assert redone_on == {killed["added"].node_id}
+    for name in ("color-tau4", "random-tau4"):
+        ours = config.output_path / "selected" / name
+        theirs = reference.output_path / "selected" / name
+        shards = sorted(p.name for p in (ours / "data").glob("*.parquet"))
+        assert shards and shards == sorted(p.name for p in (theirs / "data").glob("*.parquet"))
+        for shard in shards:
+            table = pq.read_table(ours / "data" / shard)
+            assert table.equals(pq.read_table(theirs / "data" / shard))
+        assert np.array_equal(np.load(ours / "indices.npy"), np.load(theirs / "indices.npy"))
+    print(f"\nselect: the only node killed mid-map, recovered in {recovered_s:.1f} s")
+    cluster.kill(killed["added"])
