@@ -12,13 +12,15 @@ from typing import Annotated
 import click
 import typer
 
+from colorfilter import interrupts
 from colorfilter.errors import EXIT_FAILURE, ColorFilterError
 
 app = typer.Typer(
     name="colorfilter",
     help="CoLoR-Filter data selection: score a candidate pool with a prior and a conditional "
     "LM and keep the top 1/tau. Exit codes: 0 ok, 1 unexpected failure, 2 usage/config error, "
-    "3 unusable input data, 4 stage not available.",
+    "3 unusable input data, 4 stage not available, 130/143 stopped by SIGINT/SIGTERM (rerun "
+    "the same command to continue).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -50,6 +52,9 @@ def user_errors(command):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # typer's own exits and usage errors
         except Exception as exc:  # noqa: BLE001 - every error ends here, as a line and a code
+            stop = interrupts.find(exc)  # a stop request that a library wrapped (SIGTERM/INT)
+            if stop is not None:
+                raise stop from None
             raise typer.Exit(report_error(exc, _RUN["output_dir"])) from None
 
     return wrapper
@@ -153,9 +158,16 @@ def _load(config: Path, overrides: list[str] | None):
 def _stage_command(stage: str, config: Path, overrides: list[str] | None, overwrite: bool) -> None:
     from colorfilter.pipeline.stages import is_main_process, run_stage
 
-    stats = run_stage(stage, _load(config, overrides), overwrite)
-    if is_main_process():  # one copy of the stats under torchrun
-        typer.echo(json.dumps(stats, indent=2, default=str))
+    resolved = _load(config, overrides)
+    stats = run_stage(stage, resolved, overwrite)
+    if not is_main_process():  # one copy of the stats under torchrun
+        return
+    if stage == "evaluate":  # the report's path and headline table, not its whole JSON
+        from colorfilter.evaluation.report import summary
+
+        typer.echo(summary(resolved.output_path / "eval"))
+        return
+    typer.echo(json.dumps(stats, indent=2, default=str))
 
 
 def _make_stage_command(stage: str, help_text: str) -> None:
@@ -322,12 +334,18 @@ def jobs_stop(job_id: JobIdArg, address: AddressOpt = None) -> None:
 
 
 def main() -> None:
+    interrupts.install()  # SIGTERM/SIGINT: stop cleanly, exit 143/130
     try:
         app()
+    except interrupts.Interrupted as stop:
+        sys.exit(stop.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except SystemExit:
         raise
     except Exception as exc:  # an unexpected failure outside a command: one line and a log
+        stop = interrupts.find(exc)  # unless a library wrapped our stop request
+        if stop is not None:
+            sys.exit(stop.exit_code)
         sys.exit(report_unexpected(exc, _RUN["output_dir"]))

@@ -63,6 +63,9 @@ class RayConfig:
     address: str | None = None  # None: start a local Ray; "auto" or ray://HOST:10001: join one
     num_cpus: int | None = None  # CPUs for a local Ray (None: all)
     object_store_memory_mb: int = 500  # object store size for a local Ray
+    capacity_wait_s: float = 300.0  # with no worker alive/placeable this long, the stage stops
+    max_task_attempts: int = 4  # tries per task (transient errors, lost workers) before failing
+    retry_backoff_s: float = 2.0  # first retry delay; doubles per attempt (at most 60 s)
 
     def validate(self, where: str = "ray") -> list[str]:
         check = Checks(where)
@@ -70,6 +73,9 @@ class RayConfig:
         if self.num_cpus is not None:
             check.at_least("num_cpus", self.num_cpus, 1)
         check.at_least("object_store_memory_mb", self.object_store_memory_mb, OBJECT_STORE_MIN_MB)
+        check.positive("capacity_wait_s", self.capacity_wait_s)
+        check.at_least("max_task_attempts", self.max_task_attempts, 1)
+        check.at_least("retry_backoff_s", self.retry_backoff_s, 0)
         return check.problems
 
 
@@ -80,8 +86,8 @@ class PrepareConfig:
     rows_per_shard: int = 8192  # chunks per token shard
     tokenize_batch_docs: int = 256  # documents per tokenizer call
     max_segment_chars: int = 1_000_000  # longer documents are tokenized piecewise (memory bound)
-    max_restarts: int = 3  # actor restarts after a crash
-    max_task_retries: int = 3  # retries of a crashed actor's unfinished task
+    max_restarts: int = 3  # unused since the executor replaces lost workers itself (ray.*)
+    max_task_retries: int = 3  # unused: see ray.max_task_attempts
 
     def validate(self, where: str = "prepare") -> list[str]:
         check = Checks(where)
@@ -89,7 +95,7 @@ class PrepareConfig:
         check.positive("worker_cpus", self.worker_cpus)
         for name in ("rows_per_shard", "tokenize_batch_docs", "max_segment_chars"):
             check.at_least(name, getattr(self, name), 1)
-        check.at_least("max_restarts", self.max_restarts, -1)  # -1: restart without limit
+        check.at_least("max_restarts", self.max_restarts, -1)  # unused, still accepted
         check.at_least("max_task_retries", self.max_task_retries, -1)
         return check.problems
 

@@ -7,6 +7,8 @@ EXIT_FAILURE = 1  # an unexpected error (a bug, or a crash in a worker)
 EXIT_USAGE = 2  # bad command line, config or input location: fix and rerun
 EXIT_BAD_DATA = 3  # unusable input: too many bad records, or a split with no usable chunk
 EXIT_NOT_IMPLEMENTED = 4  # a stage that this version does not provide yet
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C): stopped cleanly, rerun the same command to continue
+EXIT_TERMINATED = 143  # SIGTERM (spot reclaim, `ray job stop`): stopped cleanly, rerun continues
 
 
 class ColorFilterError(Exception):

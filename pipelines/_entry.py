@@ -72,12 +72,18 @@ def run(stage: str, argv: list[str] | None = None, loaded: dict | None = None) -
 
 def main(stage: str, argv: list[str] | None = None) -> None:
     """Exit with the CLI's exit codes and messages: our errors print one line, anything else one
-    line naming a log file with the traceback (the CLI's `report_error`)."""
+    line naming a log file with the traceback (the CLI's `report_error`); `ray job stop`
+    (SIGTERM) stops cleanly with 143 and a rerun continues."""
+    from colorfilter import interrupts
     from colorfilter.cli import report_error
 
+    interrupts.install()
     loaded: dict = {}
     try:
         code = run(stage, argv, loaded)
+    except interrupts.Interrupted as stop:
+        code = stop.exit_code
     except Exception as exc:  # noqa: BLE001 - reported as a line and an exit code
-        code = report_error(exc, loaded.get("output_dir"))
+        stop = interrupts.find(exc)  # a stop request that a library wrapped
+        code = stop.exit_code if stop is not None else report_error(exc, loaded.get("output_dir"))
     sys.exit(code)

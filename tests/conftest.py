@@ -88,6 +88,7 @@ def ray_session(s3_server):  # noqa: F811 - the fixture imported above
 
     if not ray.is_initialized():
         ray.init(
+            address="local",
             num_cpus=2,
             object_store_memory=300 * 1024 * 1024,
             include_dashboard=False,

@@ -120,6 +120,20 @@ class SourceGroups:
     target: np.ndarray | None
 
 
+def summary(eval_dir: Path) -> str:
+    """What `colorfilter evaluate` prints at the end: where the report is, and its headline
+    table (held-out loss per method and tau, the train tokens)."""
+    markdown = (eval_dir / "report.md").read_text()
+    table, started = [], False
+    for line in markdown.splitlines():
+        started = started or line.startswith("| method |")
+        if started and not line.startswith("|"):
+            break
+        if started:
+            table.append(line)
+    return "\n".join([f"report: {eval_dir / 'report.md'} (and report.json, plots)", "", *table])
+
+
 def _source_groups(pool: Pool, target_source: list[str]) -> SourceGroups:
     labels = np.array(["(none)" if s is None else str(s) for s in pool.source], dtype=object)
     names, counts = np.unique(labels, return_counts=True)

@@ -116,9 +116,20 @@ def run_all(
         else:
             log.info("evaluate: %s already finished; skipping", run.spec.name)
             records[run.spec.name] = record
+    from colorfilter.progress import Progress
+
+    progress = Progress("evaluate", len(todo), unit="chunks")  # runs done/total, ETA, last loss
     for run, result in _train(todo, cfg, setup):
         records[run.spec.name] = _write_record(run, result, runs_dir)
+        progress.update(1, run.spec.n_chunks, note=_last_run_note(run, result))
+    if todo:
+        progress.close(f"({len(runs) - len(todo)} runs already finished, skipped)")
     return {run.spec.name: records[run.spec.name] for run in runs}
+
+
+def _last_run_note(run: PlannedRun, result: dict[str, Any]) -> str:
+    loss = result.get("heldout_loss")
+    return f"last: {run.spec.name} held-out {loss:.4f}" if loss is not None else run.spec.name
 
 
 def _finished_record(run: PlannedRun, runs_dir: Path) -> dict[str, Any] | None:

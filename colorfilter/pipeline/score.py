@@ -7,6 +7,7 @@ OUTPUT/scores/pool/stats.json.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,39 @@ class ScoreWorker:
         )
 
     def __call__(self, task: ScoreTask) -> dict:
+        """Score one shard; on CUDA out-of-memory retry it with half the batch (down to 1)."""
+        from colorfilter.pipeline.retry import is_cuda_oom
         from colorfilter.scoring.shard import score_token_shard
 
-        return score_token_shard(
-            task.token_path, task.score_path, self.scorer, self.cfg.batch_size, self.seq_len,
-            self.pad_id, self.cfg.prefetch_batches, self.fingerprint,
-        )  # fmt: skip
+        batch_size = self.cfg.batch_size
+        while True:
+            try:
+                stats = score_token_shard(
+                    task.token_path, task.score_path, self.scorer, batch_size, self.seq_len,
+                    self.pad_id, self.cfg.prefetch_batches, self.fingerprint,
+                )  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - only CUDA OOM is handled here
+                if not is_cuda_oom(exc) or batch_size <= 1:
+                    raise
+                _free_cuda_cache()
+                print(
+                    f"score: CUDA out of memory on {Path(task.token_path).name} at batch "
+                    f"{batch_size}; retrying it with batch {batch_size // 2}",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
+                batch_size //= 2
+                continue
+            return {**stats, "batch_size": batch_size}
+
+
+def _free_cuda_cache() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run_score(config: Config, overwrite: bool = False) -> dict:

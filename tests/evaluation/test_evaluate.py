@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from colorfilter.config import Config
 from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.curve import data_multiplier
+from colorfilter.evaluation.report import summary
 from colorfilter.evaluation.stage import run_evaluate
 from colorfilter.io.atomic import write_parquet_atomic
 from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
@@ -268,10 +270,20 @@ def test_label_oracle_takes_every_target_like_chunk_first(evaluated, tmp_path) -
         run_evaluate(config)
 
 
-def test_no_random_curve_without_multiples(evaluated, tmp_path) -> None:
+def test_no_random_curve_without_multiples(evaluated, tmp_path, capsys) -> None:
     config = _copy_config(evaluated[0], tmp_path, ["color", "random"], [4], [])
     copy = config.output_path
+    capsys.readouterr()
     report = run_evaluate(config)
+    # a live line per finished run: runs done/total, ETA, the last run's held-out loss
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[evaluate]")]
+    assert lines and lines[-1].startswith("[evaluate] 2/2 done, 112 chunks")
+    assert re.search(r"last: \S+-tau4-n56-seed0 held-out \d+\.\d{4}", "\n".join(lines))
+    # what the CLI prints at the end: the report's path and its headline table
+    text = summary(copy / "eval").splitlines()
+    assert text[0].startswith(f"report: {copy / 'eval' / 'report.md'}")
+    assert text[2:4] == ["| method | τ=4 |", "|---|---|"]
+    assert [row.split(" | ")[0] for row in text[4:]] == ["| color", "| random", "| *train tokens*"]
     # the random method's own run is the curve's only point
     assert [p["train_tokens"] for p in report["random_curve"]] == [56 * SEQ_LEN]
     assert sorted(p.name for p in (copy / "eval" / "runs").glob("*.json")) == [
