@@ -62,24 +62,16 @@ def plot_histogram(
     fig = Figure(figsize=(7, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    widths = np.diff(hist.edges)
-    ax.bar(hist.edges[:-1], hist.pool, width=widths, align="edge", color="#9bb7d4", label="pool")
-    ax.bar(
-        hist.edges[:-1],
-        hist.selected,
-        width=widths,
-        align="edge",
-        color="#d9534f",
-        alpha=0.8,
-        label="selected",
-    )
+    # one filled step patch per series (`bar` draws a patch per bin: ~10x slower to save)
+    ax.stairs(hist.pool, hist.edges, fill=True, color="#9bb7d4", label="pool")
+    ax.stairs(hist.selected, hist.edges, fill=True, color="#d9534f", alpha=0.8, label="selected")
     if threshold is not None and np.isfinite(threshold):
         ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
     ax.set_xlabel("score = prior_loss - cond_loss (nats/token; higher is kept)")
     ax.set_ylabel("sequences")
     ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
+    ax.legend(loc="upper left")
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.92)  # tight_layout: slow
     fig.savefig(path, format="png", metadata={"Software": None})
 
 

@@ -1,26 +1,25 @@
-"""Reduce side of writing selections: output shards assembled by a streamed k-way merge of runs.
+"""Reduce side of writing selections: output shards assembled from position slices of runs.
 
-Each reducer owns a contiguous range of whole output shards of one selection. It opens every
-run file of that selection once, reads only the row groups whose positions overlap its range
-(parquet statistics), and streams them in small batches: an output shard is the rows of every
-run below the shard's end position, sorted. Reads are linear in rows plus runs x reducers,
-whatever the number of output shards; memory is one output shard plus one row group per run.
-A reducer's record (`reduce/<key>/<reducer>.json`, written after its shards) lets a rerun of
-the same plan keep its shards.
+Each reducer owns a contiguous range of whole output shards of one selection. It memory-maps
+every run file of that selection once (uncompressed Arrow IPC: nothing is decoded) and keeps a
+cursor per run; positions ascend within a run, so an output shard is, for every run, the slice
+of rows below the shard's end position, and one `take` by position puts them in order. Reads
+are linear in rows plus runs x shards binary searches (no data touched twice); memory is one
+output shard plus the runs' position columns (8 bytes a selected row of the reducer's runs) and
+the mapped pages of the slices being read. A reducer's record (`reduce/<key>/<reducer>.json`,
+written after its shards) lets a rerun of the same plan keep its shards.
 """
 
 from __future__ import annotations
 
 import resource
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from colorfilter.dataset.runs import POSITION, RUN_ROW_GROUP, RUN_SCHEMA
+from colorfilter.dataset.runs import POSITION, RUN_SCHEMA, read_run
 from colorfilter.dataset.schema import DATA_DIR, OUTPUT_SCHEMA, shard_name
 from colorfilter.errors import BadDataError
 from colorfilter.io.atomic import read_json_object, write_json_atomic, write_parquet_atomic
@@ -38,7 +37,7 @@ class ReduceTask:
     num_shards: int
     rows_per_shard: int
     n_rows: int
-    runs: tuple[str, ...]  # the selection's non-empty run files
+    runs: tuple[str, ...] = ()  # the selection's non-empty run files (known once maps are done)
 
 
 def reducer_ranges(num_shards: int, reducers: int) -> list[tuple[int, int]]:
@@ -67,37 +66,37 @@ def finished_reduce(task: ReduceTask) -> dict[str, int] | None:
     return files
 
 
-class ReduceWorker:
-    """Stateless; a class only so the executor can build it once per worker."""
-
-    def __call__(self, task: ReduceTask) -> dict[str, int]:
-        return reduce_range(task)
-
-
 def reduce_range(task: ReduceTask) -> dict[str, int]:
     """Write output shards [first_shard, end_shard) of one selection; return their sizes."""
     _raise_open_files_limit(len(task.runs) + 64)
     size = task.rows_per_shard
-    low, high = task.first_shard * size, min(task.end_shard * size, task.n_rows)
-    cursors = [_RunCursor(Path(p), low, high) for p in task.runs]
+    low = task.first_shard * size
+    runs = [read_run(p) for p in task.runs]
+    positions = [run.column(POSITION).to_numpy() for run in runs]
+    cursors = [int(np.searchsorted(pos, low)) for pos in positions]
     files: dict[str, int] = {}
     for shard in range(task.first_shard, task.end_shard):
         start, stop = shard * size, min((shard + 1) * size, task.n_rows)
-        pieces = [piece for cursor in cursors for piece in cursor.take_below(stop)]
-        table = pa.Table.from_batches(pieces, schema=RUN_SCHEMA).sort_by(POSITION)
-        if not np.array_equal(
-            table.column(POSITION).to_numpy(), np.arange(start, max(stop, start))
-        ):
+        pieces, found = [], []
+        for number, (run, pos) in enumerate(zip(runs, positions, strict=True)):
+            first, end = cursors[number], int(np.searchsorted(pos, stop))
+            if end > first:
+                pieces.append(run.slice(first, end - first))
+                found.append(pos[first:end])
+            cursors[number] = end
+        where = np.concatenate(found) if found else np.empty(0, np.int64)
+        order = np.argsort(where, kind="stable")
+        if not np.array_equal(where[order], np.arange(start, max(stop, start))):
             raise BadDataError(
                 f"output shard {shard} of {task.out_dir} has missing or repeated rows: a selected "
                 "seq_id occurs more than once in the pool, or the runs are damaged (rerun select)"
             )
+        table = pa.concat_tables(pieces) if pieces else RUN_SCHEMA.empty_table()
+        out = table.select(OUTPUT_SCHEMA.names).take(pa.array(order)).cast(OUTPUT_SCHEMA)
         rel = f"{DATA_DIR}/{shard_name(shard, task.num_shards)}"
-        out = table.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA).combine_chunks()
-        write_parquet_atomic(Path(task.out_dir) / rel, out)
+        write_parquet_atomic(Path(task.out_dir) / rel, out.combine_chunks())
         files[rel] = (Path(task.out_dir) / rel).stat().st_size
-    for cursor in cursors:
-        cursor.close()
+    del runs, positions
     record = {
         "plan_hash": task.plan_hash,
         "shards": [task.first_shard, task.end_shard, task.num_shards],
@@ -105,67 +104,6 @@ def reduce_range(task: ReduceTask) -> dict[str, int]:
     }
     write_json_atomic(reduce_record_path(task.work_dir, task.key, task.reducer), record)
     return files
-
-
-class _RunCursor:
-    """One run file read forward within [low, high), a row group at a time."""
-
-    def __init__(self, path: Path, low: int, high: int):
-        self.path, self.low, self.high = path, low, high
-        self._file: pq.ParquetFile | None = None
-        self._batches: Iterator[pa.RecordBatch] | None = None
-        self._pending: pa.RecordBatch | None = None
-        self._pending_pos: np.ndarray | None = None
-
-    def _open(self) -> Iterator[pa.RecordBatch]:
-        self._file = pq.ParquetFile(self.path)
-        meta = self._file.metadata
-        column = meta.num_columns - 1  # __position is the last leaf column
-        groups = []
-        for group in range(meta.num_row_groups):
-            stats = meta.row_group(group).column(column).statistics
-            if stats is None or not stats.has_min_max:
-                groups.append(group)
-            elif stats.max >= self.low and stats.min < self.high:
-                groups.append(group)
-        if not groups:
-            return iter(())
-        return self._file.iter_batches(batch_size=RUN_ROW_GROUP, row_groups=groups)
-
-    def take_below(self, bound: int) -> list[pa.RecordBatch]:
-        """The next rows whose position is below `bound` (positions ascend within a run)."""
-        if self._batches is None:
-            self._batches = self._open()
-        out = []
-        while True:
-            if self._pending is None and not self._refill():
-                return out
-            pos = self._pending_pos
-            cut = int(np.searchsorted(pos, bound))
-            if cut:
-                out.append(self._pending.slice(0, cut))
-            if cut < pos.size:
-                self._pending, self._pending_pos = self._pending.slice(cut), pos[cut:]
-                return out
-            self._pending = self._pending_pos = None
-
-    def _refill(self) -> bool:
-        for batch in self._batches:
-            pos = batch.column(POSITION).to_numpy()
-            a, b = np.searchsorted(pos, [self.low, self.high])
-            if b > a:
-                self._pending, self._pending_pos = batch.slice(int(a), int(b - a)), pos[a:b]
-                return True
-            if pos.size and pos[0] >= self.high:
-                break
-        self.close()
-        return False
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self._batches = iter(())
 
 
 def _raise_open_files_limit(wanted: int) -> None:

@@ -2,8 +2,10 @@
 
 A task reads its token shard and its score shard once, joins them by seq_id, decodes the text of
 the rows any selection keeps (each row once, whatever the number of selections), and writes, per
-selection, those rows sorted by output position into a run file `runs/<key>/<shard>.parquet`
-(small row groups, so a reducer reads only the part of a run that falls in its range). Its counts
+selection, those rows sorted by output position into a run file `runs/<key>/<shard>.arrow`:
+an uncompressed Arrow IPC file, so a reducer memory-maps it and slices the rows of its range
+without decoding anything (runs are temporary; their disk use is about that of the selected
+rows' tokens and text, uncompressed). Its counts
 and histogram go into a record `maps/<shard>.json`, written last: a rerun of the same plan
 reuses every task whose record and run files check out.
 
@@ -15,6 +17,7 @@ ids in its shard's seq_id range and nothing large crosses the wire.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +31,10 @@ import pyarrow.parquet as pq
 from colorfilter.dataset.join import SCORE_COLUMNS, ScoreLookup, _sorted_lookup
 from colorfilter.dataset.schema import OUTPUT_SCHEMA
 from colorfilter.errors import BadDataError
-from colorfilter.io.atomic import atomic_path, read_json_object, write_json_atomic
+from colorfilter.io.atomic import TMP_PREFIX, atomic_path, read_json_object, write_json_atomic
 
 POSITION = "__position"
 RUN_SCHEMA = OUTPUT_SCHEMA.append(pa.field(POSITION, pa.int64()))
-RUN_ROW_GROUP = 128  # rows per run row group: what a reducer holds per run while merging
 PROVENANCE = ("source_file", "doc_first", "doc_last", "doc_offset", "source")
 Decoder = Callable[[list[list[int]]], list[str]]
 
@@ -61,7 +63,7 @@ def index_paths(work_dir: str | Path, key: str) -> tuple[Path, Path]:
 
 
 def run_path(work_dir: str | Path, key: str, index: int) -> Path:
-    return Path(work_dir) / "runs" / key / f"{index:06d}.parquet"
+    return Path(work_dir) / "runs" / key / f"{index:06d}.arrow"
 
 
 def map_record_path(work_dir: str | Path, index: int) -> Path:
@@ -136,8 +138,9 @@ def map_shard(task: MapTask, settings: MapSettings, decode: Decoder) -> dict[str
         where = token_path.name
         if not has_score[rows].all():
             raise BadDataError(f"a selected seq_id in {where} has no score")
-        part = base.take(pa.array(np.searchsorted(union, rows)))
-        part = part.append_column(POSITION, pa.array(positions, pa.int64()))
+        order = np.argsort(positions, kind="stable")  # the run is sorted by output position
+        part = base.take(pa.array(np.searchsorted(union, rows)[order]))
+        part = part.append_column(POSITION, pa.array(positions[order], pa.int64()))
         record["selections"][key] = _write_run(
             part, run_path(settings.work_dir, key, task.index), rows, has_score, score, edges
         )
@@ -203,7 +206,7 @@ def _write_run(
     score: np.ndarray,
     edges: np.ndarray,
 ) -> dict[str, Any]:
-    """Write one selection's rows of the shard (sorted by position); return its counts."""
+    """Write one selection's rows of the shard (already sorted by position); return its counts."""
     rest = np.ones(has_score.size, dtype=bool)
     rest[rows] = False
     selected_score = score[rows]
@@ -220,11 +223,28 @@ def _write_run(
         "run_bytes": 0,
     }
     if rows.size:
-        part = part.sort_by(POSITION)
-        with atomic_path(path) as tmp:
-            pq.write_table(part, tmp, compression="lz4", row_group_size=RUN_ROW_GROUP)
+        _write_run_file(path, part.cast(RUN_SCHEMA).combine_chunks())
         stats["run_bytes"] = path.stat().st_size
     return stats
+
+
+def _write_run_file(path: Path, table: pa.Table) -> None:
+    """Temp file then rename (a killed task leaves no partial run), without an fsync: a run is
+    scratch that the reducers read back at once from the page cache; after a power loss its
+    size no longer matching the record (or the record missing) redoes the task."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, RUN_SCHEMA) as writer:
+            writer.write_table(table)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_run(path: str | Path) -> pa.Table:
+    """A run file, memory-mapped: zero-copy, only the pages a reader touches are read."""
+    return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
 
 
 def merge_counts(records: Sequence[dict], key: str) -> dict[str, Any]:

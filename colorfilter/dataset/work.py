@@ -1,7 +1,8 @@
 """The work directory of one select plan, and its map and reduce phases on the executor.
 
 A plan is every selection written together (their ids, configs, inputs). Its work directory
-holds the selections' index files, the map tasks' runs and records, and the reducers' records;
+holds the selections' index files, the map tasks' runs and records, the reducers' go-ahead and
+records;
 it belongs to one plan hash (`plan.json`): another plan wipes it, the same plan resumes from it.
 Everything in it is written atomically under deterministic names.
 """
@@ -11,18 +12,21 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from contextlib import closing
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from colorfilter.config import RayConfig
-from colorfilter.dataset.merge import ReduceTask, ReduceWorker, finished_reduce
+from colorfilter.dataset.merge import ReduceTask, finished_reduce, reduce_range
 from colorfilter.dataset.runs import MapSettings, MapTask, MapWorker, finished_map
 from colorfilter.io.atomic import read_json_object, remove_stale_temps, write_json_atomic
 from colorfilter.progress import Progress
 
 PLAN_NAME = "plan.json"
+GO_NAME = "go.json"  # written by the driver when every map is done: releases the reducers
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,25 @@ class Execution:
         from colorfilter.pipeline.executor import WorkerSpec, map_tasks
 
         threads = str(max(1, math.ceil(self.worker_cpus)))
-        spec = WorkerSpec(
-            factory, args, num_cpus=self.worker_cpus,
-            env_vars={"RAYON_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "true"},
-        )  # fmt: skip
+        env = {"RAYON_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "true"}
+        if self.executor != "local":  # set in the actor, not as a runtime env: a runtime env
+            factory, args = WithEnv, (factory, args, env)  # needs new worker processes
+        spec = WorkerSpec(factory, args, num_cpus=self.worker_cpus)
         return map_tasks(
             spec, tasks, executor=self.executor, num_workers=self.num_workers, ray_cfg=self.ray
         )
+
+
+class WithEnv:
+    """A worker built after setting environment variables in its process (before the tokenizer
+    starts its thread pool), so an actor can use one of Ray's already started worker processes."""
+
+    def __init__(self, factory: Any, args: tuple, env: dict[str, str]):
+        os.environ.update(env)
+        self.worker = factory(*args)
+
+    def __call__(self, task: Any) -> Any:
+        return self.worker(task)
 
 
 def open_work_dir(work_dir: Path, plan_hash: str) -> bool:
@@ -64,38 +80,78 @@ def open_work_dir(work_dir: Path, plan_hash: str) -> bool:
     return False
 
 
-def run_maps(tasks: Sequence[MapTask], settings: MapSettings, execution: Execution) -> list[dict]:
-    """Every map task's record, in task order; finished tasks of this plan are not rerun."""
-    records: dict[int, dict] = {}
-    for task in tasks:
-        if (
-            record := finished_map(settings.work_dir, task, settings.plan_hash, settings.keys)
-        ) is not None:
-            records[task.index] = record
-    todo = [task for task in tasks if task.index not in records]
-    progress = Progress("select: map", len(todo), unit="rows")
-    for task, record in execution.map(MapWorker, (settings,), todo):
-        records[task.index] = record
-        progress.update(1, record["token_rows"])
-    progress.close(f"({len(tasks) - len(todo)} shards already done, skipped)")
-    return [records[task.index] for task in tasks]
+class SelectWorker:
+    """One worker type for both phases, so one pool of workers (actors) serves a whole select:
+    a map task writes runs; a reduce task first waits for the driver's go-ahead (`go.json`,
+    written once every map is done and checked), which names the runs it merges."""
+
+    def __init__(self, settings: MapSettings):
+        self.settings = settings
+        self.map = MapWorker(settings)
+
+    def __call__(self, task: MapTask | ReduceTask) -> Any:
+        if isinstance(task, MapTask):
+            return self.map(task)
+        runs = wait_for_go(self.settings.work_dir, self.settings.plan_hash)[task.key]
+        return reduce_range(replace(task, runs=tuple(runs)))
 
 
-def run_reduces(
-    tasks: Sequence[ReduceTask],
+def wait_for_go(work_dir: str | Path, plan_hash: str, poll_s: float = 0.05) -> dict[str, list]:
+    """The runs of every selection, once the driver has released the reducers.
+
+    Reduce tasks are queued after every map task, so when one starts every map has started on
+    some worker and the wait ends (a failed map stops the whole call in the driver)."""
+    while True:
+        go = read_json_object(Path(work_dir) / GO_NAME)
+        if go is not None and go.get("plan_hash") == plan_hash:
+            return go["runs"]
+        time.sleep(poll_s)
+
+
+def run_phases(
+    maps: Sequence[MapTask],
+    settings: MapSettings,
+    reduces: Sequence[ReduceTask],
     execution: Execution,
+    on_mapped: Callable[[list[dict]], dict[str, list[str]]],
     on_done: Callable[[ReduceTask, dict[str, int]], None],
 ) -> None:
-    """Run the unfinished reducers; `on_done` sees every reducer (finished ones first)."""
-    todo = []
-    for task in tasks:
-        files = finished_reduce(task)
-        if files is None:
-            todo.append(task)
-        else:
+    """Unfinished maps then unfinished reducers, in one call on one worker pool.
+
+    `on_mapped` sees every map record (task order) once all maps are done and returns each
+    selection's runs, which releases the reducers; `on_done` then sees every reducer (finished
+    ones first). Finished tasks of this plan are not rerun."""
+    work_dir = Path(settings.work_dir)
+    (work_dir / GO_NAME).unlink(missing_ok=True)  # reducers wait for this run's checks
+    records: dict[int, dict] = {}
+    for task in maps:
+        if (record := finished_map(work_dir, task, settings.plan_hash, settings.keys)) is not None:
+            records[task.index] = record
+    todo_maps = [task for task in maps if task.index not in records]
+    finished = {task: files for task in reduces if (files := finished_reduce(task)) is not None}
+    todo_reduces = [task for task in reduces if task not in finished]
+    progress = Progress("select: map", len(todo_maps), unit="rows")
+    reducing: list[Progress] = []
+
+    def release() -> None:
+        progress.close(f"({len(maps) - len(todo_maps)} shards already done, skipped)")
+        runs = on_mapped([records[task.index] for task in maps])
+        write_json_atomic(work_dir / GO_NAME, {"plan_hash": settings.plan_hash, "runs": runs})
+        for task, files in finished.items():
             on_done(task, files)
-    progress = Progress("select: reduce", len(todo), unit="shards")
-    for task, files in execution.map(ReduceWorker, (), todo):
-        on_done(task, files)
-        progress.update(1, len(files))
-    progress.close(f"({len(tasks) - len(todo)} reducers already done, skipped)")
+        reducing.append(Progress("select: reduce", len(todo_reduces), unit="shards"))
+
+    if not todo_maps:
+        release()
+    stream = execution.map(SelectWorker, (settings,), [*todo_maps, *todo_reduces])
+    with closing(stream):  # an error here stops (kills) the workers at once
+        for task, result in stream:
+            if isinstance(task, MapTask):
+                records[task.index] = result
+                progress.update(1, result["token_rows"])
+                if len(records) == len(maps):
+                    release()
+            else:
+                on_done(task, result)
+                reducing[0].update(1, len(result))
+    reducing[0].close(f"({len(finished)} reducers already done, skipped)")

@@ -12,10 +12,11 @@ each selection's output positions (dataset/order.py) and the histogram's bins (o
 score column); then one map task per token shard, on the executor, reads the shard and its
 scores once, decodes each kept row's text once and writes every selection's rows as a run
 sorted by position (dataset/runs.py); then reducers, each owning a contiguous range of one
-selection's output shards, stream a k-way merge of its runs into those shards
-(dataset/merge.py). Each folder is finished (indices, histogram, card, manifest last) as soon
-as its reducers are. All intermediate state lives in a work directory with records, so a
-killed run resumes with the finished tasks (dataset/work.py).
+selection's output shards, assemble those shards from position slices of its runs
+(dataset/merge.py), on the same workers (one pool for both phases). Each folder is finished
+(indices, histogram, card, manifest last) as soon as its reducers are. All intermediate state
+lives in a work directory with records, so a killed run resumes with the finished tasks
+(dataset/work.py).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from colorfilter.dataset.runs import (
     MapTask,
     index_paths,
     merge_counts,
+    read_run,
     run_path,
     save_index,
 )
@@ -63,7 +65,7 @@ from colorfilter.dataset.schema import (  # noqa: F401 - re-exported
     selection_dir_name,
     shard_name,
 )
-from colorfilter.dataset.work import Execution, open_work_dir, run_maps, run_reduces
+from colorfilter.dataset.work import Execution, open_work_dir, run_phases
 from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.io.atomic import TMP_PREFIX
 from colorfilter.io.token_shards import list_shards, prepared_shards
@@ -198,44 +200,47 @@ def _write_pending(
         tuple(float(e) for e in edges), plan,
     )  # fmt: skip
     tasks = [MapTask(i, str(t), str(s)) for i, (t, s) in enumerate(zip(token_paths, score_paths))]
-    records = run_maps(tasks, settings, execution)
-    described = provenance(
-        inputs.tokenizer_dir, inputs.model_dirs,
-        [*token_paths, *score_paths, *inputs.extra_inputs], inputs.checksum_inputs,
-    )  # fmt: skip
-    reduce_tasks = []
-    for item in pending:
-        item.counts = merge_counts(records, item.key)
-        _check_found(item, work_dir, tasks, token_paths[0].parent)
-        item.counts["edges"] = edges
-        reduce_tasks += _reduce_tasks(item, work_dir, plan, tasks, records, execution.workers())
+    workers = execution.workers()
+    reduce_tasks = [t for p in pending for t in _reduce_tasks(p, work_dir, plan, workers)]
     by_key = {item.key: item for item in pending}
+
+    def on_mapped(records: list[dict]) -> dict[str, list[str]]:
+        runs = {}
+        for item in pending:
+            item.counts = merge_counts(records, item.key)
+            _check_found(item, work_dir, tasks, token_paths[0].parent)
+            item.counts["edges"] = edges
+            runs[item.key] = [
+                str(run_path(work_dir, item.key, task.index))
+                for task, record in zip(tasks, records, strict=True)
+                if record["selections"][item.key]["rows"]
+            ]
+        return runs
+
+    described: list[dict] = []  # hashed once, by the first folder to finish (reducers run on)
 
     def on_done(task: ReduceTask, files: dict[str, int]) -> None:
         item = by_key[task.key]
         item.reducers_left -= 1
         if item.reducers_left == 0:
-            item.counts["summary"] = finish_folder(item, inputs, work_dir, described)
+            if not described:
+                described.append(
+                    provenance(
+                        inputs.tokenizer_dir,
+                        inputs.model_dirs,
+                        [*token_paths, *score_paths, *inputs.extra_inputs],
+                        inputs.checksum_inputs,
+                    )  # fmt: skip
+                )
+            item.counts["summary"] = finish_folder(item, inputs, work_dir, described[0])
 
-    run_reduces(reduce_tasks, execution, on_done)
+    run_phases(tasks, settings, reduce_tasks, execution, on_mapped, on_done)
 
 
-def _reduce_tasks(
-    item: PendingFolder,
-    work_dir: Path,
-    plan: str,
-    tasks: list[MapTask],
-    records: list[dict],
-    workers: int,
-) -> list[ReduceTask]:
+def _reduce_tasks(item: PendingFolder, work_dir: Path, plan: str, workers: int) -> list[ReduceTask]:
     """The folder's reducers; clears its outputs but the shards of reducers already done."""
     size = item.job.rows_per_shard
     num_shards = max(1, math.ceil(item.n_rows / size))
-    runs = tuple(
-        str(run_path(work_dir, item.key, task.index))
-        for task, record in zip(tasks, records, strict=True)
-        if record["selections"][item.key]["rows"]
-    )
     out = [
         ReduceTask(
             str(work_dir),
@@ -248,7 +253,6 @@ def _reduce_tasks(
             num_shards,
             size,
             item.n_rows,
-            runs,
         )  # fmt: skip
         for number, (first, end) in enumerate(reducer_ranges(num_shards, 2 * workers))
     ]
@@ -269,7 +273,7 @@ def _check_found(item: PendingFolder, work_dir: Path, tasks: list[MapTask], pool
         return
     ids_path, _ = index_paths(work_dir, item.key)
     seen = [
-        pq.read_table(path, columns=["seq_id"]).column("seq_id").to_numpy()
+        read_run(path).column("seq_id").to_numpy()
         for task in tasks
         if (path := run_path(work_dir, item.key, task.index)).is_file()
     ]

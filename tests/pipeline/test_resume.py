@@ -207,7 +207,7 @@ def test_killed_select_driver_resumes_to_the_same_datasets(scored_run, tmp_path,
     writing = kill_when_frozen(command, "*/selected/.tmp-select/maps/000005.json", 1, kills[0])
     assert writing.exists() and len(list((work / "maps").glob("0*.json"))) == 5
     assert not any((selected / n / "manifest.json").exists() for n in names)
-    mapped = mtimes(sorted((work / "runs").rglob("00000[0-4].parquet")))
+    mapped = mtimes(sorted((work / "runs").rglob("00000[0-4].arrow")))
     assert len(mapped) == 5 * len(names)
 
     # Killed again in the reduce phase: the rerun kept the five mapped shards, mapped the rest,
