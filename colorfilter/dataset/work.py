@@ -81,9 +81,9 @@ def open_work_dir(work_dir: Path, plan_hash: str) -> bool:
 
 
 class SelectWorker:
-    """One worker type for both phases, so one pool of workers (actors) serves a whole select:
-    a map task writes runs; a reduce task first waits for the driver's go-ahead (`go.json`,
-    written once every map is done and checked), which names the runs it merges."""
+    """One worker type for both phases: a map task writes runs; a reduce task reads the driver's
+    go-ahead (`go.json`, written once every map is done and checked), which names the runs it
+    merges."""
 
     def __init__(self, settings: MapSettings):
         self.settings = settings
@@ -99,8 +99,8 @@ class SelectWorker:
 def wait_for_go(work_dir: str | Path, plan_hash: str, poll_s: float = 0.05) -> dict[str, list]:
     """The runs of every selection, once the driver has released the reducers.
 
-    Reduce tasks are queued after every map task, so when one starts every map has started on
-    some worker and the wait ends (a failed map stops the whole call in the driver)."""
+    Reduce tasks are handed out after the driver wrote it, so the wait ends at once (the poll
+    covers a shared file system that shows the new file a moment later)."""
     while True:
         go = read_json_object(Path(work_dir) / GO_NAME)
         if go is not None and go.get("plan_hash") == plan_hash:
@@ -116,7 +116,11 @@ def run_phases(
     on_mapped: Callable[[list[dict]], dict[str, list[str]]],
     on_done: Callable[[ReduceTask, dict[str, int]], None],
 ) -> None:
-    """Unfinished maps then unfinished reducers, in one call on one worker pool.
+    """Unfinished maps, then unfinished reducers, each phase one executor call.
+
+    Reducers are handed out only once every map is done: a reducer never holds a worker slot
+    that a map lost with its node needs, so the executor's re-queueing and capacity wait work
+    for select as for the other stages.
 
     `on_mapped` sees every map record (task order) once all maps are done and returns each
     selection's runs, which releases the reducers; `on_done` then sees every reducer (finished
@@ -141,17 +145,17 @@ def run_phases(
             on_done(task, files)
         reducing.append(Progress("select: reduce", len(todo_reduces), unit="shards"))
 
-    if not todo_maps:
-        release()
-    stream = execution.map(SelectWorker, (settings,), [*todo_maps, *todo_reduces])
-    with closing(stream):  # an error here stops (kills) the workers at once
-        for task, result in stream:
-            if isinstance(task, MapTask):
+    if todo_maps:
+        stream = execution.map(SelectWorker, (settings,), todo_maps)
+        with closing(stream):  # an error here stops (kills) the workers at once
+            for task, result in stream:
                 records[task.index] = result
                 progress.update(1, result["token_rows"])
-                if len(records) == len(maps):
-                    release()
-            else:
+    release()
+    if todo_reduces:
+        stream = execution.map(SelectWorker, (settings,), todo_reduces)
+        with closing(stream):
+            for task, result in stream:
                 on_done(task, result)
                 reducing[0].update(1, len(result))
     reducing[0].close(f"({len(finished)} reducers already done, skipped)")

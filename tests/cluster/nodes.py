@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from colorfilter.dataset.runs import MapWorker
+from colorfilter.dataset.work import SelectWorker
 from colorfilter.pipeline.prepare import PrepareWorker
 from colorfilter.pipeline.score import ScoreWorker
 
@@ -70,6 +71,14 @@ class SlowMapWorker(MapWorker):
         result = super().__call__(task)
         _mark(marks, "done", name)
         return result
+
+
+class SlowSelectWorker(SelectWorker):
+    """select's worker with the slowed map above (actors unpickle this class, not a patch)."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.map = SlowMapWorker(settings)
 
 
 def marks(root: Path, event: str) -> list[tuple[str, str]]:

@@ -18,9 +18,9 @@ from colorfilter.pipeline.prepare import SPLITS, PrepareWorker
 from colorfilter.pipeline.stages import run_stage
 from tests.cluster.nodes import (
     LoopbackCluster,
-    SlowMapWorker,
     SlowPrepareWorker,
     SlowScoreWorker,
+    SlowSelectWorker,
     marks,
     prepare_scoring_run,
     run_killing_node,
@@ -174,7 +174,7 @@ def test_node_killed_mid_select_a_fresh_node_finishes_it(cluster, prepared, tmp_
     config = replace(prepared, executor="ray")
     config.ray.capacity_wait_s, config.ray.retry_backoff_s = 60, 0.2
     config.selection.num_workers = 1
-    monkeypatch.setattr(work, "MapWorker", SlowMapWorker)
+    monkeypatch.setattr(work, "SelectWorker", SlowSelectWorker)
     only = cluster.add_worker()
     killed = run_killing_node(
         cluster, tmp_path, only, lambda: run_stage("select", config), add_node=True, min_done=1
