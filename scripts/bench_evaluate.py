@@ -2,9 +2,10 @@
 as JSON on stdout.
 
 It trains the same set of target runs (`evaluate.preset`, random chunks of the pool, one seed per
-run) once per `--workers` value, through the evaluate stage's own `run_all`, into a temporary
-directory, so a run directory's eval/ is never touched. Needs a run directory that `colorfilter
-run` has prepared and scored (the evaluate stage's inputs).
+run) once per `--workers` value, through the evaluate stage's own `run_all` (executor tasks on
+the config's executor), into a temporary directory, so a run directory's eval/ is never touched.
+Needs a run directory that `colorfilter run` has prepared and scored (the evaluate stage's
+inputs).
 
   python scripts/bench_evaluate.py --config configs/demo.yaml              # ~3.5 min on 2 cores
   python scripts/bench_evaluate.py --config configs/demo.yaml --workers 1,2,4 --runs 8
@@ -42,7 +43,9 @@ def bench(config_path: str, workers: int, runs: int, tokens: int, threads: int) 
     ]
     with tempfile.TemporaryDirectory() as runs_dir:
         started = time.perf_counter()
-        records = run_all(planned, cfg, setup, Path(runs_dir), overwrite=True)
+        records = run_all(
+            planned, cfg, setup, Path(runs_dir), True, config.executor, config.ray
+        )  # Ray actors, `workers` at a time (executor: local trains them one after another)
         wall = time.perf_counter() - started
     trained = sum(r["train_tokens"] for r in records.values())
     return {

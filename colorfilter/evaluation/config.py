@@ -35,7 +35,7 @@ class EvaluateConfig:
     lr: float = 1e-3  # peak learning rate (AdamW, cosine to min_lr_ratio at the run's end)
     min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio on the last step
     warmup_steps: int = 20  # linear warmup; capped at a tenth of the run
-    workers: int = 1  # runs trained side by side, one process each (spread over the GPUs if any)
+    workers: int = 1  # runs trained side by side, one Ray actor each (one GPU each if any)
     torch_threads: int = 0  # torch CPU threads per run; 0 = the CPUs shared among the workers
     target_source: list[str] = field(default_factory=list)  # `source` prefixes that are target-like
     multiple_choice: list[str] = field(

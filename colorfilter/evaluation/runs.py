@@ -1,10 +1,11 @@
-"""Evaluation runs: what decides each one, its record on disk, and training the unfinished ones,
-one after another or `evaluate.workers` at a time in worker processes.
+"""Evaluation runs: what decides each one, its record on disk, and training the unfinished ones
+as executor tasks: in this process one after another (`executor: local`), or `evaluate.workers`
+at a time on Ray actors, one GPU each on a GPU cluster.
 
 Tiny target models on a CPU leave cores idle (a batch of 4 x 128 tokens cannot keep 2 threads
-busy), and a multi-GPU node can train one target per GPU, so runs are trained side by side.
-Only the parent process writes records, each as soon as its run finishes, so a killed
-evaluation keeps every finished run and a rerun trains only the rest.
+busy), and a GPU cluster can train one target per GPU, so runs are trained side by side.
+Only the driver writes records, each as soon as its run finishes, so a killed evaluation keeps
+every finished run and a rerun trains only the rest; a lost node's run is trained again elsewhere.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from colorfilter.config import RayConfig
 from colorfilter.configtools import stable_hash
+from colorfilter.errors import BadDataError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.plan import (
     Pool,
@@ -104,9 +107,16 @@ def run_hash_of(spec: RunSpec, digest: str, cfg: EvaluateConfig, setup: Any) -> 
 
 
 def run_all(
-    runs: list[PlannedRun], cfg: EvaluateConfig, setup: Any, runs_dir: Path, overwrite: bool
+    runs: list[PlannedRun],
+    cfg: EvaluateConfig,
+    setup: Any,
+    runs_dir: Path,
+    overwrite: bool,
+    executor: str = "local",
+    ray_cfg: RayConfig | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Each run's record, by name: finished ones read back, the others trained and written."""
+    """Each run's record, by name: finished ones read back, the others trained (as executor
+    tasks) and written here, on the driver, as each finishes."""
     records: dict[str, dict[str, Any]] = {}
     todo = []
     for run in runs:
@@ -119,7 +129,7 @@ def run_all(
     from colorfilter.progress import Progress
 
     progress = Progress("evaluate", len(todo), unit="chunks")  # runs done/total, ETA, last loss
-    for run, result in _train(todo, cfg, setup):
+    for run, result in _train(todo, cfg, setup, executor, ray_cfg or RayConfig()):
         records[run.spec.name] = _write_record(run, result, runs_dir)
         progress.update(1, run.spec.n_chunks, note=_last_run_note(run, result))
     if todo:
@@ -157,22 +167,54 @@ def _write_record(run: PlannedRun, result: dict[str, Any], runs_dir: Path) -> di
 
 
 def _train(
-    todo: list[PlannedRun], cfg: EvaluateConfig, setup: Any
+    todo: list[PlannedRun], cfg: EvaluateConfig, setup: Any, executor: str, ray_cfg: RayConfig
 ) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
-    """(run, result) as each run finishes: in this process, or in `cfg.workers` processes."""
-    from colorfilter.evaluation import train as train_module
+    """(run, result) as each run finishes: executor tasks, `cfg.workers` of them side by side.
 
-    if cfg.workers > 1:  # a lone run trains with a worker's threads too: the same numerics
-        cfg = replace(cfg, torch_threads=threads_per_worker(cfg))
-        if len(todo) > 1:
-            yield from _train_in_workers(todo, cfg, setup)
-            return
-    for run in todo:
-        log.info("evaluate: training %s (%d chunks)", run.spec.name, len(run.order))
-        result = train_module.train_and_evaluate(
-            run.index, run.order, cfg, setup, run.spec.seed, run.spec.name
-        )
-        yield run, result
+    `executor: local` trains in this process, one run after another; on Ray each run is a task
+    on an actor that holds one GPU where the cluster has them, else `threads` CPUs.
+    """
+    from colorfilter.pipeline.executor import WorkerSpec, init_ray, map_tasks
+
+    ray = init_ray(ray_cfg) if executor == "ray" and todo else None
+    resources = ray.cluster_resources() if ray is not None else {}
+    threads, num_cpus, num_gpus = run_resources(cfg, setup.device, resources)
+    if cfg.workers > 1 or ray is not None:  # a lone run trains with a worker's threads too
+        cfg = replace(cfg, torch_threads=threads)
+    log.info(
+        "evaluate: training %d runs, %d at a time (%d torch threads each%s)",
+        len(todo),
+        cfg.workers if ray is not None else 1,
+        cfg.torch_threads,
+        ", one GPU each" if num_gpus else "",
+    )
+    spec = WorkerSpec(
+        RunTrainer,
+        (cfg, setup, bool(num_gpus)),
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+    )  # no OMP_NUM_THREADS: RunTrainer sets torch's threads itself
+    # Longest first, so the last runs to start are short ones and no worker idles for long.
+    longest_first = sorted(todo, key=lambda run: -run.spec.n_chunks)
+    yield from map_tasks(
+        spec, longest_first, executor=executor, num_workers=cfg.workers, ray_cfg=ray_cfg
+    )
+
+
+def run_resources(
+    cfg: EvaluateConfig, device: str, cluster: dict[str, float]
+) -> tuple[int, float, float]:
+    """(torch threads, CPUs, GPUs) per run. One GPU each where the cluster has GPUs (and the
+    device allows them); the CPUs reserved are the threads, shared down so that `cfg.workers`
+    runs fit side by side (a Ray actor's CPUs may be fractional)."""
+    cluster_cpus = cluster.get("CPU", 0.0)
+    cpus = min(os.cpu_count() or 1, int(cluster_cpus)) if cluster_cpus >= 1 else None
+    threads = threads_per_worker(cfg, cpus)
+    num_cpus = float(threads)
+    if cluster_cpus > 0:
+        num_cpus = min(num_cpus, cluster_cpus / max(cfg.workers, 1))
+    num_gpus = 1.0 if device != "cpu" and cluster.get("GPU", 0.0) > 0 else 0.0
+    return threads, num_cpus, num_gpus
 
 
 def threads_per_worker(cfg: EvaluateConfig, cpus: int | None = None) -> int:
@@ -183,70 +225,40 @@ def threads_per_worker(cfg: EvaluateConfig, cpus: int | None = None) -> int:
     return max(1, (cpus or os.cpu_count() or 1) // max(cfg.workers, 1))
 
 
-def worker_device(device: str, slot: int, cuda_count: int) -> str:
-    """Worker `slot`'s device: on a GPU node, GPU slot mod count; an explicit index or the CPU
-    stays as configured."""
-    if device in ("auto", "cuda") and cuda_count > 0:
-        return f"cuda:{slot % cuda_count}"
-    return device
+class RunTrainer:
+    """The executor's worker: built once per actor (the shared setup crosses the wire once), then
+    trains one planned run per call. Threads are set here: Ray sets OMP_NUM_THREADS=1 in actors.
+    The held-out shards are checked here too, so an unreadable one fails the stage before any run
+    trains, with its name."""
+
+    def __init__(self, cfg: EvaluateConfig, setup: Any, own_gpu: bool):
+        from colorfilter.models.runtime import set_threads
+
+        set_threads(cfg.torch_threads)
+        check_heldout(setup.eval_paths)
+        if own_gpu:  # Ray shows the actor only its GPU, as cuda:0
+            setup = replace(setup, device="cuda")
+        self.cfg, self.setup = cfg, setup
+
+    def __call__(self, run: PlannedRun) -> dict[str, Any]:
+        from colorfilter.evaluation import train as train_module
+
+        log.info("evaluate: training %s (%d chunks)", run.spec.name, len(run.order))
+        return train_module.train_and_evaluate(
+            run.index, run.order, self.cfg, self.setup, run.spec.seed, run.spec.name
+        )
 
 
-def _train_in_workers(
-    todo: list[PlannedRun], cfg: EvaluateConfig, setup: Any
-) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def check_heldout(paths: list[Path]) -> None:
+    """Each held-out shard's parquet footer reads (a truncated or foreign file is named)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    context = multiprocessing.get_context("spawn")  # never fork a process that holds torch
-    slots = context.Value("i", 0)
-    executor = ProcessPoolExecutor(
-        cfg.workers, mp_context=context, initializer=_take_slot, initargs=(slots,)
-    )
-    log.info(
-        "evaluate: training %d runs, %d at a time (%d torch threads each)",
-        len(todo),
-        cfg.workers,
-        cfg.torch_threads,
-    )
-    # Longest first, so the last runs to start are short ones and no worker idles for long.
-    longest_first = sorted(todo, key=lambda run: -run.spec.n_chunks)
-    futures = {executor.submit(_train_in_worker, run, cfg, setup): run for run in longest_first}
-    failure: BaseException | None = None
-    try:
-        for future in as_completed(futures):
-            if future.cancelled():
-                continue
-            run = futures[future]
-            try:
-                result = future.result()
-            except Exception as error:  # keep what the runs still in flight finish, then raise
-                failure = failure or error
-                for pending in futures:
-                    pending.cancel()
-                continue
-            log.info("evaluate: trained %s (held-out %.4f)", run.spec.name, result["heldout_loss"])
-            yield run, result
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-    if failure is not None:
-        raise failure
-
-
-_SLOT = 0  # this worker process's number, from 0
-
-
-def _take_slot(slots: Any) -> None:
-    global _SLOT
-    with slots.get_lock():
-        _SLOT = slots.value
-        slots.value += 1
-
-
-def _train_in_worker(run: PlannedRun, cfg: EvaluateConfig, setup: Any) -> dict[str, Any]:
-    import torch
-
-    from colorfilter.evaluation.train import train_and_evaluate
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    setup = replace(setup, device=worker_device(setup.device, _SLOT, count))
-    return train_and_evaluate(run.index, run.order, cfg, setup, run.spec.seed, run.spec.name)
+    for path in paths:
+        try:
+            pq.read_metadata(path)
+        except (pa.ArrowException, OSError) as error:
+            raise BadDataError(
+                f"held-out shard {path} is not readable parquet ({error}): rerun "
+                "`colorfilter prepare` for data.downstream_eval"
+            ) from error

@@ -4,7 +4,8 @@ Every method at a tau trains on the same number of tokens (the budget: `train_to
 smallest selection's full-chunk tokens at that tau), from the same initialisation, with a cosine
 schedule annealed to the end of the run; a smaller selection is repeated in seeded shuffled
 passes. Each run writes OUTPUT/eval/runs/<name>.json atomically; a rerun skips the runs whose
-record carries the same run hash (`runs.py`, which also trains `evaluate.workers` runs at a time).
+record carries the same run hash (`runs.py`, which trains the rest as executor tasks,
+`evaluate.workers` at a time).
 The report is rebuilt from those records every time.
 """
 
@@ -60,7 +61,7 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
         plan_run(spec, selections[(spec.method, spec.tau)], pool, cfg, setup)
         for spec in dict.fromkeys(method_specs + curve_specs)
     ]
-    records = run_all(runs, cfg, setup, runs_dir, overwrite)
+    records = run_all(runs, cfg, setup, runs_dir, overwrite, config.executor, config.ray)
     return write_reports(
         out / "eval",
         cfg,

@@ -108,7 +108,8 @@ def _run_dir(root: Path) -> Path:
 
 
 def _config(root: Path) -> Config:
-    config = Config(output_dir=str(root), seq_len=SEQ_LEN, seed=0, device="cpu")
+    # in-process runs (executor local); the tests of side-by-side runs switch to a real local Ray
+    config = Config(output_dir=str(root), seq_len=SEQ_LEN, seed=0, device="cpu", executor="local")
     config.evaluate = EvaluateConfig(
         methods=["color", "random", "conditional_only", "prior_only"],
         taus=[2, 4],
@@ -292,10 +293,11 @@ def test_no_random_curve_without_multiples(evaluated, tmp_path, capsys) -> None:
     ]
 
 
-def test_workers_train_the_same_runs_as_one_process(evaluated, tmp_path) -> None:
+def test_workers_train_the_same_runs_as_one_process(evaluated, tmp_path, ray_session) -> None:
     root, _, _ = evaluated
     config = _copy_config(root, tmp_path, ["color", "random"], [4], [1, 4])
-    config.evaluate.workers = 2  # two spawned processes, one torch thread each, as the fixture
+    config.executor = "ray"  # Ray actors, two side by side, one torch thread each, as the fixture
+    config.evaluate.workers, config.evaluate.torch_threads = 2, 0
     run_evaluate(config)
     runs = sorted((config.output_path / "eval" / "runs").glob("*.json"))
     assert [p.name for p in runs] == [
@@ -323,21 +325,48 @@ def test_a_lone_run_trains_with_a_workers_threads(evaluated, tmp_path) -> None:
     assert json.loads(path.read_text())["torch_threads"] == threads_per_worker(config.evaluate)
 
 
-def test_a_failed_run_in_a_worker_is_raised_and_not_recorded(evaluated, tmp_path) -> None:
+def test_a_failed_run_in_a_worker_is_raised_and_not_recorded(
+    evaluated, tmp_path, ray_session
+) -> None:
     import shutil
 
     config = _copy_config(evaluated[0], tmp_path, ["color", "random"], [4], [])
-    config.evaluate.workers = 2
+    config.executor, config.evaluate.workers = "ray", 2
     shutil.rmtree(config.output_path / "tokens" / "downstream_eval")
     (config.output_path / "tokens" / "downstream_eval").mkdir()
     eval_shard = evaluated[0] / "tokens" / "downstream_eval" / "00000.parquet"
     (config.output_path / "tokens" / "downstream_eval" / "00000.parquet").write_bytes(
         eval_shard.read_bytes()[:-100]  # the workers read a truncated held-out shard
     )
-    with pytest.raises(Exception, match="(?i)parquet") as raised:
+    # the actors' setup checks the held-out shards: the stage stops before any run trains, with
+    # the worker's one-line message naming the file (not a remote stack trace)
+    with pytest.raises(BadDataError, match=r"held-out shard .*00000\.parquet.*(?i:parquet)"):
         run_evaluate(config)
-    assert "_RemoteTraceback" in repr(raised.value.__cause__)  # it came from a worker
     assert not list((config.output_path / "eval" / "runs").glob("*.json"))
+
+
+def test_a_run_failing_in_an_actor_raises_its_error_and_writes_no_record(
+    evaluated, tmp_path, ray_session
+) -> None:
+    from colorfilter.evaluation.plan import Pool
+    from colorfilter.evaluation.runs import RunSpec, plan_run, run_all
+    from colorfilter.evaluation.stage import target_setup
+    from colorfilter.io.token_shards import prepared_shards
+
+    config = _copy_config(evaluated[0], tmp_path, ["random"], [4], [])
+    setup = target_setup(config)
+    paths = prepared_shards(config.output_path / "tokens" / "pool")
+    pool = Pool.read(paths)
+    spec = RunSpec("random", 1.0, 16, 0)
+    runs = [plan_run(spec, pool.index.seq_id, pool, config.evaluate, setup)]
+    for path in paths:  # planned, then the pool's token shards are truncated under the runs
+        path.write_bytes(path.read_bytes()[:-100])
+    runs_dir = config.output_path / "eval" / "runs"
+    runs_dir.mkdir(parents=True)
+    with pytest.raises(Exception, match="(?i)parquet") as raised:
+        run_all(runs, config.evaluate, setup, runs_dir, False, "ray", config.ray)
+    assert type(raised.value).__name__.startswith("RayTaskError")  # raised in an actor's run
+    assert not list(runs_dir.glob("*.json"))
 
 
 def test_workers_must_be_at_least_one(evaluated, tmp_path) -> None:
