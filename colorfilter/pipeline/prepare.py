@@ -1,5 +1,9 @@
 """The prepare stage: read inputs, tokenize, chunk, and write token shards, one task per file.
 
+A file bigger than `prepare.split_bytes` (local parquet, plain or multi-frame zstd JSON lines)
+is tokenized as several part tasks, then chunked by one cheap task per file into the same shards
+(see prepare_parts).
+
 Output: OUTPUT/tokens/<split>/<file_index>-<part>.parquet, a completion record per input file in
 OUTPUT/tokens/<split>/_done/, and OUTPUT/tokens/<split>/stats.json with counts by reason.
 A rerun skips files whose record matches (same input, same settings, every part present with
