@@ -86,6 +86,8 @@ class PrepareConfig:
     rows_per_shard: int = 8192  # chunks per token shard
     tokenize_batch_docs: int = 256  # documents per tokenizer call
     max_segment_chars: int = 1_000_000  # longer documents are tokenized piecewise (memory bound)
+    split_bytes: int = 256 << 20  # a bigger local parquet / plain JSON lines file is split into
+    # parts of about this size, tokenized in parallel (same shards as unsplit); 0 = never split
     max_restarts: int = 3  # unused since the executor replaces lost workers itself (ray.*)
     max_task_retries: int = 3  # unused: see ray.max_task_attempts
 
@@ -95,6 +97,7 @@ class PrepareConfig:
         check.positive("worker_cpus", self.worker_cpus)
         for name in ("rows_per_shard", "tokenize_batch_docs", "max_segment_chars"):
             check.at_least(name, getattr(self, name), 1)
+        check.at_least("split_bytes", self.split_bytes, 0)
         check.at_least("max_restarts", self.max_restarts, -1)  # unused, still accepted
         check.at_least("max_task_retries", self.max_task_retries, -1)
         return check.problems

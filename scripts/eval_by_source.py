@@ -16,8 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -33,10 +31,10 @@ def train_on_sources(config, groups: list[list[str]], n_chunks: int, seed: int) 
     if pool.source is None:
         raise SystemExit("the pool's token shards record no `source` (set data.source_field)")
     setup = target_setup(config)
-    labels = np.array([str(s) for s in pool.source], dtype=object)
+    labels = pool.source.labels(none="None")  # one per code (str(None) as before)
     results = []
     for prefixes in groups:
-        mask = is_target(labels, prefixes)
+        mask = is_target(labels, prefixes)[pool.source.codes]
         rows = full_chunks(pool, pool.index.seq_id[mask], config.seq_len)
         index = pool.index.take(rows)
         order = repeated_order(index, n_chunks, seed)

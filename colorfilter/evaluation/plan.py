@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +20,37 @@ from colorfilter.models.data import ChunkIndex, epoch_order, read_chunk_index
 
 
 @dataclass
+class Sources:
+    """Each pool row's `source` label as a small integer code into a table of distinct labels.
+
+    4 bytes per row instead of a Python string object per row (the pool can hold 10^9 rows).
+    `names` is sorted (None, meaning no label, first), so code order is label order.
+    """
+
+    codes: np.ndarray  # int32, aligned with the pool's index rows
+    names: list  # distinct labels: str, or None for rows without one
+
+    def labels(self, none: str = "") -> np.ndarray:
+        """The label of each code, as str (`none` for rows without one): one entry per code."""
+        return np.array([none if n is None else str(n) for n in self.names], dtype=object)
+
+    def mask(self, prefixes: list[str]) -> np.ndarray:
+        """Rows whose label starts with one of `prefixes` (None counts as "")."""
+        return is_target(self.labels(), prefixes)[self.codes]
+
+
+@dataclass
 class Pool:
     """The pool's chunk index plus each chunk's `source` label (None where the shards have none)."""
 
     index: ChunkIndex
-    source: np.ndarray | None  # object array of str, aligned with index rows
+    source: Sources | None
     _sorter: np.ndarray
 
     @classmethod
     def read(cls, paths: list[Path]) -> Pool:
         index = read_chunk_index(paths)
         return cls(index, _read_sources(paths), np.argsort(index.seq_id, kind="stable"))
-
-    @cached_property
-    def labels(self) -> np.ndarray:
-        """Each row's `source` as str ("" where a row has none), built once; the pool must record
-        sources."""
-        return np.array(["" if s is None else str(s) for s in self.source], dtype=object)
 
     def positions(self, seq_ids: np.ndarray) -> np.ndarray:
         """Index rows of `seq_ids` (every id must be in the pool)."""
@@ -50,12 +63,30 @@ class Pool:
         return rows
 
 
-def _read_sources(paths: list[Path]) -> np.ndarray | None:
+def _read_sources(paths: list[Path]) -> Sources | None:
+    """The shards' `source` column, dictionary-encoded shard by shard (no per-row objects)."""
     if not paths or "source" not in pq.read_schema(paths[0]).names:
         return None
-    parts = [pq.read_table(p, columns=["source"]).column("source").to_pylist() for p in paths]
-    sources = np.array([s for part in parts for s in part], dtype=object)
-    return None if all(s is None for s in sources) else sources
+    import pyarrow.compute as pc
+
+    first_code: dict = {}  # label -> code in order of first appearance
+    parts = []
+    for path in paths:
+        column = pq.read_table(path, columns=["source"]).column("source").combine_chunks()
+        encoded = column.dictionary_encode()
+        local = encoded.dictionary.to_pylist() + [None]  # the last code: a null row
+        lookup = np.array([first_code.setdefault(v, len(first_code)) for v in local], np.int32)
+        indices = pc.fill_null(encoded.indices, len(local) - 1).to_numpy()
+        parts.append(lookup[indices])
+    names = sorted(first_code, key=lambda v: (v is not None, "" if v is None else v))
+    seen = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    present = np.bincount(seen, minlength=len(first_code)) > 0
+    names = [n for n in names if present[first_code[n]]]
+    if all(n is None for n in names):
+        return None
+    remap = np.zeros(len(first_code), np.int32)
+    remap[[first_code[n] for n in names]] = np.arange(len(names), dtype=np.int32)
+    return Sources(remap[seen], names)
 
 
 def full_chunks(pool: Pool, seq_ids: np.ndarray, seq_len: int) -> np.ndarray:
@@ -93,14 +124,19 @@ def composition(pool: Pool, seq_ids: np.ndarray, target_source: list[str]) -> di
         return None
     rows = pool.positions(seq_ids)
     tokens = pool.index.n_tokens[rows].astype(np.int64)
-    all_labels = pool.labels
-    labels = all_labels[rows]
-    by_source = {str(s): int(tokens[labels == s].sum()) for s in np.unique(labels)}
+    codes, names = pool.source.codes[rows], pool.source.labels()
+    counts = np.bincount(codes, minlength=len(names))
+    sums = np.bincount(codes, weights=tokens, minlength=len(names))
+    by_label: dict[str, int] = {}
+    for code in np.flatnonzero(counts):  # None and "" both read "" (as before)
+        by_label[str(names[code])] = by_label.get(str(names[code]), 0) + int(sums[code])
+    by_source = {label: by_label[label] for label in sorted(by_label)}
     result: dict = {"tokens": int(tokens.sum()), "tokens_by_source": by_source}
     if target_source:
         all_tokens = pool.index.n_tokens.astype(np.int64)
-        selected_hits = int(tokens[is_target(labels, target_source)].sum())
-        pool_hits = int(all_tokens[is_target(all_labels, target_source)].sum())
+        target = pool.source.mask(target_source)
+        selected_hits = int(tokens[target[rows]].sum())
+        pool_hits = int(all_tokens[target].sum())
         result["precision"] = selected_hits / tokens.sum() if tokens.sum() else None
         result["recall"] = selected_hits / pool_hits if pool_hits else None
     return result

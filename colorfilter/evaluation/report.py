@@ -135,14 +135,17 @@ def summary(eval_dir: Path) -> str:
 
 
 def _source_groups(pool: Pool, target_source: list[str]) -> SourceGroups:
-    labels = np.array(["(none)" if s is None else str(s) for s in pool.source], dtype=object)
-    names, counts = np.unique(labels, return_counts=True)
+    table = pool.source.labels(none="(none)")  # one per code; codes are 4 bytes per row
+    names = np.unique(table)
+    code_of_name = np.searchsorted(names, table)  # codes that read the same share a name
+    row_name = code_of_name[pool.source.codes]
+    counts = np.bincount(row_name, minlength=len(names))
     shown = [str(n) for n in names[np.argsort(-counts, kind="stable")][:MAX_SOURCES]]
-    groups = {name: labels == name for name in sorted(shown)}
-    rest = ~np.isin(labels, shown)
+    groups = {name: row_name == np.searchsorted(names, name) for name in sorted(shown)}
+    rest = ~np.isin(row_name, np.searchsorted(names, shown))
     if rest.any():
         groups["other"] = rest
-    target = is_target(labels, target_source) if target_source else None
+    target = is_target(table, target_source)[pool.source.codes] if target_source else None
     return SourceGroups(groups, target)
 
 

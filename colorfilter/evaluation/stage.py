@@ -23,7 +23,7 @@ from colorfilter.configtools import raise_problems
 from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.oracle import LABEL_ORACLE, label_oracle
-from colorfilter.evaluation.plan import Pool, full_chunks, is_target, round_to_batches
+from colorfilter.evaluation.plan import Pool, full_chunks, round_to_batches
 from colorfilter.evaluation.runs import RunSpec, plan_run, run_all
 from colorfilter.io.atomic import remove_stale_temps
 from colorfilter.io.token_shards import list_shards, prepared_shards
@@ -154,7 +154,7 @@ def _oracle_selections(
             f"evaluate.methods: {LABEL_ORACLE} needs the pool's `source` labels; the token "
             "shards have none (set data.source_field and rerun prepare)"
         )
-    target_like = is_target(pool.labels, cfg.target_source)
+    target_like = pool.source.mask(cfg.target_source)
     chosen = label_oracle(pool.index.seq_id, score, target_like, cfg.taus)
     return {(LABEL_ORACLE, tau): ids for tau, ids in chosen.items()}
 

@@ -51,9 +51,27 @@ def iter_records(
     source_field: str | None = None,
     hf_split: str = "train",
     storage: StorageConfig | None = None,
+    span: tuple[int, int] | None = None,
 ) -> Iterator[Record]:
-    """Dispatch on the input's format."""
-    if item.format == "jsonl":
+    """Dispatch on the input's format.
+
+    `span` reads one part of a split file (see colorfilter.io.splits): a byte range of a plain
+    JSON lines file, a frame range of a zstd one, or a row-group range of a parquet file;
+    indices then count from the part's first record.
+    """
+    if span is not None and item.format == "jsonl":
+        zstd = item.uri.lower().endswith((".zst", ".zstd"))
+        lines = iter_zstd_line_range(item.uri, *span) if zstd else iter_line_range(item.uri, *span)
+        try:
+            for index, line in enumerate(lines):
+                yield _parse_json_line(index, line, text_field, source_field)
+        except EOFError as exc:
+            raise TruncatedFileError(f"{item.uri}: compressed data is corrupt ({exc})") from exc
+    elif span is not None and item.format == "parquet":
+        yield from iter_parquet(item.uri, text_field, source_field, storage, range(*span))
+    elif span is not None:
+        raise ValueError(f"{item.uri}: format {item.format!r} cannot be read in parts")
+    elif item.format == "jsonl":
         yield from iter_jsonl(item.uri, text_field, source_field, storage)
     elif item.format == "parquet":
         yield from iter_parquet(item.uri, text_field, source_field, storage)
@@ -108,6 +126,77 @@ def iter_lines(path: str, storage: StorageConfig | None = None) -> Iterator[byte
         raise TruncatedFileError(
             f"{path}: compressed data is truncated or corrupt ({exc})"
         ) from exc
+
+
+def iter_line_range(path: str, start: int, end: int) -> Iterator[bytes]:
+    """The lines of a local plain file that start at a byte offset in [start, end).
+
+    A line starts at 0 or right after a newline, so consecutive ranges cover every line once.
+    """
+    with open(path, "rb") as handle:
+        if start > 0:
+            handle.seek(start - 1)
+            handle.readline()  # up to the first newline at or after start - 1
+        position = handle.tell()
+        while position < end:
+            line = handle.readline()
+            if not line:
+                return
+            yield line
+            position += len(line)
+
+
+def iter_zstd_line_range(path: str, start: int, end: int) -> Iterator[bytes]:
+    """The lines of a local multi-frame zstd file that start in frames [start, end).
+
+    `start` and `end` are compressed frame offsets (colorfilter.io.splits). Whether the part's
+    first bytes begin a line depends on the previous frames' last byte; a line still open at
+    the end of the part is completed from the frames after it.
+    """
+    from colorfilter.io.splits import zstd_frame_offsets
+
+    skip_partial = False
+    if start > 0:
+        offsets = zstd_frame_offsets(path) or []
+        earlier = [o for o in offsets if o < start]
+        bounds = list(zip(earlier, earlier[1:] + [start]))
+        for frame_start, frame_end in reversed(bounds):  # the last non-empty frame before
+            data = b"".join(_zstd_blocks(_Bounded(path, frame_start, frame_end)))
+            if data:
+                skip_partial = not data.endswith(b"\n")
+                break
+    pending = b""
+    for line in _split_lines(_zstd_blocks(_Bounded(path, start, end))):
+        if skip_partial:
+            skip_partial = not line.endswith(b"\n")
+            continue
+        if line.endswith(b"\n"):
+            yield line
+        else:
+            pending = line
+    if pending:
+        for rest in _split_lines(_zstd_blocks(_Bounded(path, end, None))):
+            pending += rest
+            if rest.endswith(b"\n"):
+                break
+        yield pending
+
+
+class _Bounded:
+    """A file's bytes [start, end) (end None: to the end of the file) as a read(n) stream."""
+
+    def __init__(self, path: str, start: int, end: int | None):
+        self.path, self.position, self.end = path, start, end
+
+    def read(self, size: int) -> bytes:
+        limit = size if self.end is None else min(size, self.end - self.position)
+        if limit <= 0:
+            return b""
+        with open(self.path, "rb") as handle:
+            handle.seek(self.position)
+            data = handle.read(limit)
+        self.position += len(data)
+        return data
 
 
 def _zstd_blocks(handle: IO[bytes]) -> Iterator[bytes]:
@@ -183,7 +272,11 @@ def _has_surrogates(text: str) -> bool:
 
 
 def iter_parquet(
-    path: str, text_field: str, source_field: str | None, storage: StorageConfig | None = None
+    path: str,
+    text_field: str,
+    source_field: str | None,
+    storage: StorageConfig | None = None,
+    row_groups: range | None = None,
 ) -> Iterator[Record]:
     """Parquet, read in record batches (bounded memory); URLs through pyarrow's filesystems."""
     import pyarrow.parquet as pq
@@ -203,7 +296,8 @@ def iter_parquet(
             raise ConfigError(f"{path}: no column '{text_field}' (columns: {', '.join(names)})")
         columns = [text_field] + ([source_field] if source_field and source_field in names else [])
         index = 0
-        for batch in parquet.iter_batches(batch_size=1024, columns=columns):
+        groups = None if row_groups is None else list(row_groups)
+        for batch in parquet.iter_batches(batch_size=1024, columns=columns, row_groups=groups):
             yield from _rows_to_records(batch.to_pylist(), index, text_field, source_field)
             index += batch.num_rows
 

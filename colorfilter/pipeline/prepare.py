@@ -1,5 +1,9 @@
 """The prepare stage: read inputs, tokenize, chunk, and write token shards, one task per file.
 
+A file bigger than `prepare.split_bytes` (local parquet, plain or multi-frame zstd JSON lines)
+is tokenized as several part tasks, then chunked by one cheap task per file into the same shards
+(see prepare_parts).
+
 Output: OUTPUT/tokens/<split>/<file_index>-<part>.parquet, a completion record per input file in
 OUTPUT/tokens/<split>/_done/, and OUTPUT/tokens/<split>/stats.json with counts by reason.
 A rerun skips files whose record matches (same input, same settings, every part present with
@@ -11,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +29,23 @@ from colorfilter.io.atomic import (
 )
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.files import InputFile, resolve_inputs
+from colorfilter.io.splits import plan_spans
+from colorfilter.pipeline.prepare_parts import (
+    BAD_SAMPLE_LIMIT,
+    FileStats,
+    ShardWriter,
+    _count_bad,
+    _remove_parts,
+    assemble_file,
+    done_path,
+    mark_empty,
+    part_is_done,
+    part_name,  # noqa: F401  (re-exported: shard names)
+    prepare_part,
+    write_done_record,
+)
 
 SPLITS = ("pool", "downstream_train", "downstream_eval")
-BAD_SAMPLE_LIMIT = 20
-EMPTY_FILE = "empty_file"  # a file-level skip reason in stats.json `files_skipped`
 
 
 @dataclass(frozen=True)
@@ -53,31 +70,9 @@ class PrepareTask:
     file_index: int
     item: InputFile
     split_dir: str
-
-
-@dataclass
-class FileStats:
-    """Counts for one input file; merged across files for the split's stats.json."""
-
-    records: int = 0
-    documents: int = 0
-    bytes_text: int = 0
-    tokens: int = 0
-    chunks: int = 0
-    tail_tokens_dropped: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    file_skipped: str = ""  # why the whole file gave nothing: empty_file (no record at all)
-    bad_samples: list[str] = field(default_factory=list)
-    parts: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def part_name(file_index: int, part: int) -> str:
-    return f"{file_index:05d}-{part:05d}.parquet"
-
-
-def done_path(split_dir: Path, file_index: int) -> Path:
-    return split_dir / "_done" / f"{file_index:05d}.json"
+    kind: str = "file"  # file: all of it | part: one span of a split file | assemble: its shards
+    part: int = 0
+    spans: tuple[tuple[int, int], ...] = ()  # a split file's parts (kinds part and assemble)
 
 
 class PrepareWorker:
@@ -90,13 +85,16 @@ class PrepareWorker:
         self.tokenizer = DocumentTokenizer(settings.tokenizer_dir, settings.max_segment_chars)
 
     def __call__(self, task: PrepareTask) -> dict:
+        if task.kind == "part":
+            return prepare_part(task, self.tokenizer, self.settings)
+        if task.kind == "assemble":
+            return assemble_file(task, self.settings)
         return prepare_file(task, self.tokenizer, self.settings)
 
 
 def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -> dict:
     """Tokenize and chunk one file; write its parts, then its completion record."""
     from colorfilter.chunking import Chunker
-    from colorfilter.io.atomic import write_parquet_atomic
     from colorfilter.io.readers import BadRecord, TruncatedFileError, iter_records
 
     start = time.perf_counter()
@@ -104,20 +102,7 @@ def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -
     _remove_parts(split_dir, task.file_index)
     stats = FileStats()
     chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
-
-    def flush(final: bool) -> None:
-        while chunker.full_chunks() >= settings.rows_per_shard or (
-            final and chunker.pending_tokens
-        ):
-            table = chunker.take(settings.rows_per_shard, final=final)
-            if table.num_rows == 0:
-                stats.tail_tokens_dropped += chunker.pending_tokens  # too short to score
-                break
-            name = part_name(task.file_index, len(stats.parts))
-            write_parquet_atomic(split_dir / name, table)
-            stats.parts.append(name)
-            stats.chunks += table.num_rows
-
+    shards = ShardWriter(split_dir, task.file_index, settings.rows_per_shard, chunker, stats)
     batch: list = []
     records = iter_records(
         task.item, settings.text_field, settings.source_field, settings.hf_split, settings.storage
@@ -132,30 +117,14 @@ def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -
             if len(batch) >= settings.tokenize_batch_docs:
                 _tokenize_batch(batch, tokenizer, chunker, stats)
                 batch = []
-                flush(final=False)
+                shards.flush(final=False)
     except TruncatedFileError as exc:
         _count_bad(stats, task.item.uri, stats.records, "truncated_file", str(exc))
-    if stats.records == 0 and not stats.skipped:  # zero bytes, or nothing once decompressed
-        stats.file_skipped = EMPTY_FILE
-        stats.bad_samples.append(f"{task.item.uri}: {EMPTY_FILE} (no records; skipped)")
+    mark_empty(stats, task.item.uri)
     _tokenize_batch(batch, tokenizer, chunker, stats)
-    flush(final=True)
+    shards.flush(final=True)
     stats.seconds = time.perf_counter() - start
-    record = {
-        "input": asdict(task.item),
-        "settings_hash": settings.settings_hash,
-        "part_bytes": {name: (split_dir / name).stat().st_size for name in stats.parts},
-        "part_sha256": {name: _sha256(split_dir / name) for name in stats.parts},  # manifests
-        "stats": asdict(stats),
-    }
-    write_json_atomic(done_path(split_dir, task.file_index), record)
-    return record
-
-
-def _sha256(path: Path) -> str:
-    from colorfilter.dataset.manifest import sha256_file
-
-    return sha256_file(path)
+    return write_done_record(task, settings.settings_hash, stats)
 
 
 def _tokenize_batch(batch: list, tokenizer: Any, chunker: Any, stats: FileStats) -> None:
@@ -167,20 +136,6 @@ def _tokenize_batch(batch: list, tokenizer: Any, chunker: Any, stats: FileStats)
         stats.documents += 1
         stats.tokens += len(tokens)
         stats.bytes_text += len(doc.text.encode("utf-8"))
-
-
-def _count_bad(stats: FileStats, uri: str, index: int, reason: str, detail: str) -> None:
-    stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
-    if len(stats.bad_samples) < BAD_SAMPLE_LIMIT:
-        stats.bad_samples.append(f"{uri}:{index + 1}: {reason}{': ' + detail if detail else ''}")
-
-
-def _remove_parts(split_dir: Path, file_index: int) -> None:
-    for stale in split_dir.glob(f"{file_index:05d}-*.parquet"):
-        stale.unlink()
-    done = done_path(split_dir, file_index)
-    if done.exists():
-        done.unlink()
 
 
 def run_prepare(config: Config, overwrite: bool = False) -> dict:
@@ -202,17 +157,16 @@ def run_prepare(config: Config, overwrite: bool = False) -> dict:
             "TOKENIZERS_PARALLELISM": "true",
         },
     )
-    progress = Progress("prepare", len(plan.todo), unit="tokens")
-    for _task, record in map_tasks(
-        spec,
-        plan.todo,
-        executor=config.executor,
-        num_workers=config.prepare.num_workers,
-        ray_cfg=config.ray,
-        max_restarts=config.prepare.max_restarts,
-        max_task_retries=config.prepare.max_task_retries,
-    ):
-        progress.update(1, record["stats"]["tokens"])
+    progress = Progress("prepare", len(plan.todo) + len(plan.assemble), unit="tokens")
+    for tasks in (plan.todo, plan.assemble):  # a split file's shards need all its parts
+        for task, record in map_tasks(
+            spec,
+            tasks,
+            executor=config.executor,
+            num_workers=config.prepare.num_workers,
+            ray_cfg=config.ray,
+        ):
+            progress.update(1, 0 if task.kind == "assemble" else record["stats"]["tokens"])
     progress.close(f"({plan.skipped} files already done, skipped)")
     return {
         split: finish_split(out / split, n, config.data.max_bad_fraction)
@@ -273,6 +227,7 @@ class Plan:
     todo: list[PrepareTask]
     skipped: int
     files_per_split: dict[str, int]
+    assemble: list[PrepareTask] = field(default_factory=list)  # split files, after their parts
 
 
 def list_inputs(config: Config, split: str) -> list[InputFile]:
@@ -307,7 +262,7 @@ def plan_tasks(
 ) -> Plan:
     """Decide which files need work; refuse to mix outputs of different settings."""
     inputs = list_all_inputs(config) if inputs is None else inputs
-    todo, skipped, counts = [], 0, {}
+    todo, skipped, counts, assemble = [], 0, {}, []
     for split, items in inputs.items():
         split_dir = out / split
         remove_stale_temps(split_dir)
@@ -316,9 +271,18 @@ def plan_tasks(
         for index, item in enumerate(items):
             if is_done(split_dir, index, item, settings):
                 skipped += 1
-            else:
+                continue
+            spans = tuple(plan_spans(item, config.prepare.split_bytes))
+            if not spans:
                 todo.append(PrepareTask(split, index, item, str(split_dir)))
-    return Plan(todo, skipped, counts)
+                continue
+            parts = [
+                PrepareTask(split, index, item, str(split_dir), "part", part, spans)
+                for part in range(len(spans))
+            ]
+            todo += [task for task in parts if not part_is_done(task, settings.settings_hash)]
+            assemble.append(PrepareTask(split, index, item, str(split_dir), "assemble", 0, spans))
+    return Plan(todo, skipped, counts, assemble)
 
 
 def _check_previous(

@@ -105,6 +105,7 @@ def compute_selections(
         chosen = select_many(
             method, data, taus, seed=config.seed,
             temperature=config.selection.temperature, block_n=config.selection.block_n,
+            spill_dir=str(config.output_path),
         )  # fmt: skip
         selections.update({(method, float(tau)): ids for tau, ids in chosen.items()})
     return selections

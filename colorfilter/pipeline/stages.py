@@ -77,6 +77,7 @@ _RUNTIME_KEYS = {
     "torch_threads",
     "progress",
     "micro_batch_size",
+    "split_bytes",  # prepare's parts: same shards however a file is split
 }
 
 

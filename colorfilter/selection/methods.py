@@ -20,6 +20,7 @@ import numpy as np
 
 from colorfilter.errors import BadDataError
 from colorfilter.hashing import seeded_keys
+from colorfilter.selection.batchwise import batchwise_stream
 from colorfilter.selection.topk import (
     DEFAULT_MAX_BUFFER_ROWS,
     SEQ_ID,
@@ -168,11 +169,11 @@ def batchwise_select(
 
     Rows are permuted by a seeded hash of seq_id, cut into consecutive blocks; a full block keeps
     its best `block_n` by score (ties by seq_id), the last partial block of L rows keeps
-    floor(L / tau). Needs seq_id and score in memory (~40 bytes per row while sorting).
+    floor(L / tau). Needs seq_id and score in memory (~40 bytes per row while sorting);
+    `select_many` streams the same selection in bounded memory (selection.batchwise).
     """
     check_tau(tau)
-    if isinstance(block_n, bool) or not isinstance(block_n, (int, np.integer)) or block_n < 1:
-        raise ValueError(f"block_n must be an integer >= 1, got {block_n!r}")
+    _check_block_n(block_n)
     seq_id, score = as_seq_ids(seq_id), np.asarray(score)
     _refuse_nan(score, "score")
     block_size = math.floor(tau * block_n + 0.5)
@@ -189,16 +190,14 @@ def batchwise_select(
     return np.sort(seq_id[ranked[keep]])
 
 
+def _check_block_n(block_n: int) -> None:
+    if isinstance(block_n, bool) or not isinstance(block_n, (int, np.integer)) or block_n < 1:
+        raise ValueError(f"block_n must be an integer >= 1, got {block_n!r}")
+
+
 def _refuse_nan(values: np.ndarray, name: str) -> None:
     if values.dtype.kind == "f" and (nan_count := int(np.count_nonzero(np.isnan(values)))):
         raise BadDataError(f"{nan_count} of {len(values)} rows have a NaN {name}")
-
-
-def _read_columns(source: Source, names: Sequence[str]) -> dict[str, np.ndarray]:
-    batches = list(source.iter_batches(names))
-    if not batches:
-        return {name: np.empty(0, np.uint64 if name == SEQ_ID else np.float32) for name in names}
-    return {name: np.concatenate([batch[name] for batch in batches]) for name in names}
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -213,8 +212,11 @@ def select_many(
     temperature: float = 1.0,
     block_n: int = DEFAULT_BLOCK_N,
     max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS,
+    spill_dir: str | None = None,
 ) -> dict[float, np.ndarray]:
     """One selection per tau; top-k methods share their passes over `data`.
+
+    `color_batchwise` spills its rows to a temporary folder under `spill_dir` (bounded memory).
 
     `data`: in-memory columns (mapping of arrays or Arrow table; a list for several parts) or a
     Source such as `ParquetSource(paths)`, which streams with bounded memory.
@@ -225,12 +227,17 @@ def select_many(
     source = as_source(data)
     n_rows = source.num_rows()
     k_by_tau = {tau: n_selected(n_rows, tau) for tau in taus}
-    if method == "color_batchwise":
-        columns = _read_columns(source, [SEQ_ID, "score"])
-        seq_id, score = columns[SEQ_ID], columns["score"]
-        return {
-            tau: batchwise_select(seq_id, score, tau, block_n=block_n, seed=seed) for tau in taus
-        }
+    if method == "color_batchwise":  # streamed through hash buckets: bounded memory
+        _check_block_n(block_n)
+        return batchwise_stream(
+            source,
+            taus,
+            block_n=block_n,
+            seed=seed,
+            max_buffer_rows=max_buffer_rows,
+            permutation_hash=lambda ids: seeded_hash(ids, seed, _STREAM_PERMUTATION),
+            spill_dir=spill_dir,
+        )
     ranking = ranking_key(method, seed=seed, temperature=temperature)
     result = topk(
         source,

@@ -199,6 +199,31 @@ def test_batchwise_is_algorithm_1(n, tau, block_n):
     assert len(chosen) == (n // size) * block_n + math.floor((n % size) / tau)
 
 
+@pytest.mark.parametrize("max_buffer_rows", [64, 1000, 1 << 22])
+def test_batchwise_streamed_in_buckets_equals_in_memory(tmp_path, max_buffer_rows):
+    """Few rows per bucket (many buckets, blocks straddling them) or one bucket: same rows."""
+    columns = scored(5000, seed=9)
+    paths = []
+    for index, part in enumerate(shuffled(columns, 3, parts=4)):
+        paths.append(tmp_path / f"{index}.parquet")
+        pq.write_table(pa.table(part), paths[-1])
+    taus = [1, 2.5, 7, 16]
+    streamed = select_many(
+        "color_batchwise",
+        ParquetSource(paths, batch_rows=300),
+        taus,
+        block_n=10,
+        seed=5,
+        max_buffer_rows=max_buffer_rows,
+        spill_dir=str(tmp_path),
+    )
+    assert not list(tmp_path.glob(".batchwise-*"))  # the spill is removed
+    for tau in taus:
+        expected = batchwise_select(columns["seq_id"], columns["score"], tau, block_n=10, seed=5)
+        assert np.array_equal(streamed[tau], expected), tau
+        assert streamed[tau].dtype == np.uint64
+
+
 def test_batchwise_with_one_block_is_global_topk():
     columns = scored(500)
     assert np.array_equal(
