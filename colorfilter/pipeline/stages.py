@@ -65,7 +65,7 @@ _RESULT_KEYS = {
     ],
     "train-prior": ["seed", "prior"],
     "train-conditional": ["conditional"],
-    "score": ["score.backend", "score.dtype"],
+    "score": ["score.backend", "score.precision"],
 }
 _RUNTIME_KEYS = {
     "compile",
@@ -77,6 +77,7 @@ _RUNTIME_KEYS = {
     "torch_threads",
     "progress",
     "micro_batch_size",
+    "gpu_memory_gb",
 }
 
 
