@@ -104,12 +104,17 @@ def plan(
         int | None, typer.Option(help="Vocabulary size, if the tokenizer is not local yet.")
     ] = None,
     device: Annotated[str, typer.Option(help="cuda or cpu.")] = "cuda",
+    target_tokens: Annotated[
+        int | None, typer.Option(help="Target train tokens, if not prepared yet (books: 25e6).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     from colorfilter.models.plan import format_plan
     from colorfilter.pipeline.plan import build_plans, plans_json
 
-    plans = build_plans(_load(config, set), gpus, gpu_memory_gb, vocab_size, device)
+    plans = build_plans(
+        _load(config, set), gpus, gpu_memory_gb, vocab_size, device, target_tokens
+    )
     typer.echo(plans_json(plans) if as_json else "\n".join(format_plan(p) for p in plans))
 
 

@@ -3,7 +3,7 @@
 The vocabulary comes from the run's tokenizer (OUTPUT/tokenizer after prepare, or a local
 `tokenizer:` folder), or --vocab-size; sizes come from the prepared token shards where they
 exist (the prior's slice is then token_budget / seq_len chunks, the conditional's the target
-rows x epochs), otherwise the conditional's steps are reported unknown.
+rows x epochs), or from --target-tokens, otherwise the conditional's steps are reported unknown.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ def _rows(token_dir: Path) -> int | None:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in paths) if paths else None
 
 
-def training_sequences(config: Config) -> dict[str, int | None]:
-    """Sequences each stage trains on (before rounding to whole batches), where knowable."""
+def training_sequences(config: Config, target_tokens: int | None = None) -> dict[str, int | None]:
+    """Sequences each stage trains on (before rounding to whole batches), where knowable:
+    the conditional's from the prepared target shards, else from `target_tokens` if given."""
     tokens = config.output_path / "tokens"
     pool_rows = _rows(tokens / "pool")
     budget = config.prior.token_budget
@@ -64,6 +65,8 @@ def training_sequences(config: Config) -> dict[str, int | None]:
     if prior is not None and pool_rows is not None:
         prior = min(prior, pool_rows)
     target_rows = _rows(tokens / "downstream_train")
+    if target_rows is None and target_tokens:
+        target_rows = target_tokens // config.seq_len
     conditional = None if target_rows is None else target_rows * config.conditional.epochs
     if config.prior.init_from:
         prior = 0
@@ -76,6 +79,7 @@ def build_plans(
     gpu_memory_gb: float | None = None,
     vocab: int | None = None,
     device: str = "cuda",
+    target_tokens: int | None = None,
 ) -> list[Any]:
     """Plans for train-prior and train-conditional on `gpus` devices of `gpu_memory_gb`."""
     from colorfilter.models.plan import plan_stage
@@ -83,7 +87,7 @@ def build_plans(
     if device not in ("cuda", "cpu"):
         raise ConfigError(f"plan --device must be cuda or cpu, not {device!r}")
     model_config = prior_model_config(config, vocab_size(config, vocab))
-    sequences = training_sequences(config)
+    sequences = training_sequences(config, target_tokens)
     plans = []
     for stage, cfg in (("prior", config.prior), ("conditional", config.conditional)):
         if cfg.batch_size % gpus:
