@@ -186,6 +186,36 @@ _make_stage_command("evaluate", "Train target models on selections and compare h
 
 
 @app.command(
+    help="Print the training plan of both models (micro-batch, per-GPU peak memory, steps, "
+    "tokens, estimated time) without training."
+)
+@user_errors
+def plan(
+    config: ConfigArg,
+    set: SetOpt = None,
+    gpus: Annotated[int, typer.Option(help="Data-parallel GPUs (ranks).")] = 1,
+    gpu_memory_gb: Annotated[
+        float | None, typer.Option(help="Memory per GPU (default: *.gpu_memory_gb, else 80).")
+    ] = None,
+    vocab_size: Annotated[
+        int | None, typer.Option(help="Vocabulary size, if the tokenizer is not local yet.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cuda or cpu.")] = "cuda",
+    target_tokens: Annotated[
+        int | None, typer.Option(help="Target train tokens, if not prepared yet (books: 25e6).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    from colorfilter.models.plan import format_plan
+    from colorfilter.pipeline.plan import build_plans, plans_json
+
+    plans = build_plans(
+        _load(config, set), gpus, gpu_memory_gb, vocab_size, device, target_tokens
+    )
+    typer.echo(plans_json(plans) if as_json else "\n".join(format_plan(p) for p in plans))
+
+
+@app.command(
     help="Run the whole pipeline: prepare, train both models, score, select "
     "(evaluate too with --stages ...,evaluate)."
 )

@@ -32,7 +32,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ConfigError(_unknown_key_message(where, unknown[0], list(fields)))
+        raise ConfigError(_unknown_key_message(where, unknown[0], list(fields), cls))
     values = {}
     for name, value in data.items():
         values[name] = _coerce(hints[name], value, _join(where, name))
@@ -46,7 +46,10 @@ def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
-def _unknown_key_message(where: str, key: str, valid: list[str]) -> str:
+def _unknown_key_message(where: str, key: str, valid: list[str], cls: Any = None) -> str:
+    renamed = getattr(cls, "RENAMED_KEYS", {}).get(key)  # a ClassVar of the section's dataclass
+    if renamed:
+        return f"config key '{_join(where, key)}' was replaced: use {renamed}"
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f" Did you mean '{_join(where, close[0])}'?" if close else ""
     return (
@@ -157,7 +160,7 @@ def apply_override(cls: type, data: dict, parts: list[str], value: Any) -> None:
     for i, part in enumerate(parts):
         fields = {f.name: f for f in dataclasses.fields(node_cls)}
         if part not in fields:
-            raise ConfigError(_unknown_key_message(where, part, list(fields)))
+            raise ConfigError(_unknown_key_message(where, part, list(fields), node_cls))
         where = _join(where, part)
         if i == len(parts) - 1:
             node[part] = value

@@ -1,8 +1,9 @@
 """GPU scoring benchmark: the olmo-150m prior/conditional pair at seq 512, tokens/s and MFU.
 
-Random weights (speed does not depend on them). Eager bf16 over a batch-size sweep, then
-torch.compile at the best size, then the same scorer over token shards on disk (reader thread,
-pinned memory) to show that I/O hides behind compute. Prints JSON; finishes in ~2-3 minutes.
+Random weights (speed does not depend on them). Eager (--precision, default bf16) over a
+batch-size sweep, then torch.compile at the best size, then the same scorer over token shards
+on disk (reader thread, pinned memory) to show that I/O hides behind compute. Prints JSON;
+finishes in ~2-3 minutes.
 
   python scripts/bench_score_gpu.py                       # on a CUDA machine
   python scripts/bench_score_gpu.py --device cpu --tiny   # smoke test (seconds)
@@ -100,14 +101,19 @@ def naive_loop(model_dirs: list[Path], args, vocab: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = getattr(torch, args.dtype)
+    from colorfilter.scoring.config import PRECISIONS
+
+    weights, autocast = PRECISIONS[args.precision]
+    dtype = getattr(torch, weights)
+    amp = None if autocast == "none" else getattr(torch, autocast)
     models = [
         AutoModelForCausalLM.from_pretrained(d, dtype=dtype).to(args.device).eval()
         for d in model_dirs
     ]
     ids = torch.randint(1, vocab, (8, 1, args.seq_len), device=args.device)
     tokens, i, start = 0, 0, time.perf_counter()
-    with torch.inference_mode():
+    autocast_ctx = torch.autocast(args.device.split(":")[0], dtype=amp, enabled=amp is not None)
+    with torch.inference_mode(), autocast_ctx:
         while time.perf_counter() - start < args.seconds or i < 2:
             for model in models:
                 model(ids[i % 8], labels=ids[i % 8]).loss.item()  # .item(): per-sequence sync
@@ -158,13 +164,13 @@ def run(args: argparse.Namespace) -> dict:
         "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
         "model": "micro" if args.tiny else "olmo-150m",
         "seq_len": args.seq_len,
-        "dtype": args.dtype,
+        "precision": args.precision,
         "forward_gflops_per_token_per_model": round(flops / 1e9, 3),
         "peak_tflops": peak / 1e12 if peak else None,
         "build_s": round(time.perf_counter() - started, 1),
     }
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    eager_cfg = ScoreConfig(dtype=args.dtype, batch_size=max(sizes))
+    eager_cfg = ScoreConfig(precision=args.precision, batch_size=max(sizes))
     scorer = TorchPairScorer(prior_dir, cond_dir, eager_cfg, device=device)
     report["eager"] = [
         with_mfu(measure(scorer, b, args.seq_len, vocab, args.seconds, device), flops, peak)
@@ -172,7 +178,7 @@ def run(args: argparse.Namespace) -> dict:
     ]
     best = max(report["eager"], key=lambda r: r["tokens_per_s"])["batch_size"]
     if args.compile:
-        cfg = ScoreConfig(dtype=args.dtype, batch_size=best, compile=True)
+        cfg = ScoreConfig(precision=args.precision, batch_size=best, compile=True)
         scorer = TorchPairScorer(prior_dir, cond_dir, cfg, device=device)
         result = measure(scorer, best, args.seq_len, vocab, args.seconds, device)
         report["compiled"] = with_mfu(result, flops, peak)
@@ -197,7 +203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch-sizes", default="64,128,256")
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--precision", default="bf16", help="score.precision, e.g. bf16")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--shard-batches", type=int, default=40, help="batches in the shard run")
     parser.add_argument("--intermediate-size", type=int, default=None, help="e.g. 4096")

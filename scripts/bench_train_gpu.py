@@ -7,6 +7,9 @@ clipping, bf16 autocast on GPU) on synthetic tokens and prints one JSON object:
     python scripts/bench_train_gpu.py --compile            # with torch.compile
     python scripts/bench_train_gpu.py --device cpu --preset micro --steps 2   # a smoke test
 
+The micro-batch is the memory plan's (colorfilter/models/memory.py) unless --micro-batch-size:
+`peak_memory_gib` (torch.cuda.max_memory_allocated over the timed steps) checks `planned_peak_gib`.
+
 MFU = flops_per_token * tokens/s / peak, with flops_per_token = 6 * (matmul parameters) +
 12 * layers * d_model * seq_len (attention scores, PaLM's convention), and the peak dense bf16
 FLOP/s of the GPU from a table by name (override with --peak-tflops).
@@ -43,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab-size", type=int, default=50280, help="GPT-NeoX's, as the paper")
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=256, help="sequences per step")
-    parser.add_argument("--micro-batch-size", type=int, default=64)
+    parser.add_argument("--micro-batch-size", type=int, default=0, help="0: the memory plan's")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile)")
     parser.add_argument("--device", default="auto")
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from colorfilter.models.config import TrainConfig
+    from colorfilter.models.plan import runtime_plan
     from colorfilter.models.presets import build_model, count_parameters, train_flops_per_token
     from colorfilter.models.runtime import DistContext, autocast_dtype, resolve_device
     from colorfilter.models.training import LoopSpec, build_optimizer, optimizer_step, wrap_model
@@ -95,7 +99,9 @@ def run(args: argparse.Namespace) -> dict:
     runner = wrap_model(model, cfg, device, dist)
     total_steps = args.warmup + args.steps
     batches = synthetic_batches(args, total_steps, args.vocab_size)
-    spec = LoopSpec(total_steps, args.seq_len, 0, checkpoint_path=None, config_hash="bench")
+    plan = runtime_plan("bench", model, cfg, args.seq_len, total_steps, device, 1)
+    spec = LoopSpec(total_steps, args.seq_len, 0, checkpoint_path=None, config_hash="bench",
+                    micro_batch_size=plan.micro.micro_batch)
 
     def step(index: int) -> float:
         return optimizer_step(runner, model, optimizer, batches, index, cfg.lr, cfg, spec,
@@ -130,7 +136,9 @@ def run(args: argparse.Namespace) -> dict:
         "compile": args.compile,
         "seq_len": args.seq_len,
         "batch_size": args.batch_size,
-        "micro_batch_size": args.micro_batch_size,
+        "micro_batch_size": plan.micro.micro_batch,
+        "micro_batch_source": plan.micro.source,
+        "planned_peak_gib": plan.micro.peak_gb,
         "timed_steps": timed,
         "step_time_s": seconds / max(timed, 1),
         "tokens_per_s": tokens_per_s,

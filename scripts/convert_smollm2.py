@@ -15,6 +15,7 @@ in the config), or the prior stage refuses the checkpoint.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import shutil
@@ -52,8 +53,12 @@ def convert(gguf: Path, out: Path) -> dict:
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                   dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # save_pretrained refuses a GGUF-loaded model; a fresh model of the same config does not.
-    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-loaded model; a fresh model of the same config does not,
+    # once the config no longer says it is GGUF-quantised (or every reload would refuse again).
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

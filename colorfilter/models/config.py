@@ -22,7 +22,11 @@ class TrainConfig:
     """Optimizer and runtime settings shared by both stages."""
 
     batch_size: int = 256  # sequences per optimizer step, over all data-parallel ranks
-    micro_batch_size: int = 0  # sequences per forward pass on one rank; 0 = whole local batch
+    # sequences per forward pass on one rank, accumulated up to the batch; 0 = planned from the
+    # memory model (models/memory.py): the largest that fits the GPU; on CPU the whole local
+    # batch unless that exceeds half the available host memory
+    micro_batch_size: int = 0
+    gpu_memory_gb: float = 0.0  # GPU memory the plan may use; 0 = detect (80 when planning)
     lr: float = 1e-3  # peak learning rate
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
     weight_decay: float = 0.0  # AdamW weight decay (applied to matrices only)
@@ -117,5 +121,6 @@ RUNTIME_FIELDS = frozenset(
         "torch_threads",
         "progress",
         "micro_batch_size",
+        "gpu_memory_gb",
     }
 )

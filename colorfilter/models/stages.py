@@ -40,6 +40,7 @@ from colorfilter.models.data import (
     select_token_budget,
 )
 from colorfilter.models.losses import evaluate_sums
+from colorfilter.models.plan import format_plan, runtime_plan, warn_if_slow_on_cpu
 from colorfilter.models.runtime import autocast_dtype, dist_context, resolve_device, set_threads
 from colorfilter.models.training import CHECKPOINT_FILE, LoopSpec, train_loop
 
@@ -239,15 +240,19 @@ def _train_stage(
         torch.cuda.set_device(device)
     dist = dist_context(device)
     steps = _plan_steps(len(order), cfg, dist.world_size, stage)
+    plan = runtime_plan(stage, model, cfg, seq_len, steps, device, dist.world_size)
     if dist.is_main:
+        warn_if_slow_on_cpu(plan, device_name)
+        log.info("%s plan:\n%s", stage, format_plan(plan))
         prepare_out_dir(out_dir, STATS_FILE)
         if stage == "prior":
             write_seq_ids(index.seq_id[: steps * cfg.batch_size], out_dir / "train_seq_ids.parquet")
     dist.barrier()
     batches = load_rank_batches(index, order, cfg.batch_size, steps, dist.rank, dist.world_size)
     spec = LoopSpec(
-        steps, seq_len, pad_id, out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE, config_hash, desc=stage
-    )
+        steps, seq_len, pad_id, out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE, config_hash,
+        desc=stage, micro_batch_size=plan.micro.micro_batch,
+    )  # fmt: skip
 
     def eval_fn(trained: Any) -> float:
         return _held_out(trained, eval_token_dir, seq_len, pad_id, cfg, device)[0]
@@ -276,11 +281,25 @@ def _train_stage(
             dist.world_size,
             eval_fn if eval_token_dir is not None else None,
             config_hash,
-            {**extra, "n_chunks": len(index)},
+            {**extra, "n_chunks": len(index), **_memory_stats(plan, device)},
             started,
         )
     dist.barrier()
     return stats if dist.is_main else read_json(out_dir / STATS_FILE)
+
+
+def _memory_stats(plan: Any, device: Any) -> dict[str, Any]:
+    """The micro-batch used, the plan's peak and (on CUDA) the real one, for the stats."""
+    stats = {
+        "micro_batch_size": plan.micro.micro_batch,
+        "accumulation_steps": plan.micro.accumulation,
+        "planned_peak_gb": round(plan.micro.peak_gb, 2),
+    }
+    if device.type == "cuda":
+        import torch
+
+        stats["cuda_peak_allocated_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return stats
 
 
 def _finish(

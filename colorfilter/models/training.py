@@ -120,6 +120,7 @@ class LoopSpec:
     checkpoint_path: Path
     config_hash: str
     desc: str = "train"
+    micro_batch_size: int = 0  # sequences per forward pass (the plan's); 0 = cfg's, else whole
 
 
 def train_loop(
@@ -232,7 +233,7 @@ def _accumulate_gradients(
     import torch
 
     input_ids, n_tokens = batches.local_batch(step, spec.seq_len, spec.pad_id)
-    micro = cfg.micro_batch_size or len(input_ids)
+    micro = spec.micro_batch_size or cfg.micro_batch_size or len(input_ids)
     starts = list(range(0, len(input_ids), micro))
     # DDP averages gradients over ranks, so each rank scales by world_size / global count.
     scale = dist.world_size / max(predicted, 1)
@@ -257,17 +258,23 @@ def _accumulate_gradients(
 
 
 def wrap_model(model: Any, cfg: TrainConfig, device: Any, dist: DistContext) -> Any:
-    """The callable that runs forward passes: compiled and/or DDP-wrapped as configured."""
+    """The callable that runs forward passes: DDP-wrapped, then compiled, as configured.
+
+    This order is PyTorch's documented one: compiling the DDP module lets dynamo's DDPOptimizer
+    split the graph at DDP's bucket boundaries, so gradient all-reduces overlap with backward
+    (a compiled module inside DDP runs backward as one graph, and the overlap is lost).
+    `no_sync` and the parameters stay reachable: the compiled wrapper forwards attributes.
+    """
     import torch
 
     runner = model
-    if cfg.compile and device.type == "cuda":
-        runner = torch.compile(runner)
     if dist.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [device.index] if device.type == "cuda" else None
         runner = DistributedDataParallel(runner, device_ids=device_ids)
+    if cfg.compile and device.type == "cuda":
+        runner = torch.compile(runner)
     return runner
 
 

@@ -88,6 +88,7 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
     """Score every pool chunk with both models; return totals."""
     from colorfilter.pipeline.executor import WorkerSpec, init_ray, map_tasks
     from colorfilter.progress import Progress
+    from colorfilter.scoring.precision import check_resume_precision, resolve_precision
     from colorfilter.scoring.shard import pending_shards, scoring_fingerprint
 
     out = config.output_path
@@ -99,16 +100,19 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
     token_paths = prepared_shards(out / "tokens" / "pool")
     score_dir = out / "scores" / "pool"
     remove_stale_temps(score_dir)
-    fingerprint = scoring_fingerprint(prior_dir, cond_dir, config.score, config.seq_len)
+    executor = config.executor
+    ray = init_ray(config.ray) if executor == "ray" and config.device != "cpu" else None
+    num_gpus = _gpus_per_actor(config, ray)
+    device = _worker_device(config, num_gpus)
+    precision = resolve_precision(config.score.precision, device, config.score.backend)
+    if not overwrite:
+        check_resume_precision(score_dir, precision)
+    fingerprint = scoring_fingerprint(prior_dir, cond_dir, config.score, config.seq_len, precision)
     todo = token_paths if overwrite else pending_shards(token_paths, score_dir, fingerprint)
     tasks = [ScoreTask(str(p), str(score_dir / p.name)) for p in todo]
-    executor = config.executor
-    num_gpus = _gpus_per_actor(
-        config, init_ray(config.ray) if executor == "ray" and tasks else None
-    )
     spec = WorkerSpec(
         ScoreWorker,
-        (str(prior_dir), str(cond_dir), config.score, config.device, config.seq_len,
+        (str(prior_dir), str(cond_dir), config.score, device, config.seq_len,
          pad_id, fingerprint),
         num_cpus=config.score.worker_cpus, num_gpus=num_gpus,
         env_vars={"OMP_NUM_THREADS": str(config.score.torch_threads or
@@ -132,6 +136,17 @@ def _gpus_per_actor(config: Config, ray) -> float:
     if ray is None or config.device == "cpu":
         return 0.0
     return config.score.worker_gpus if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def _worker_device(config: Config, num_gpus: float) -> str:
+    """The device the workers will score on, decided here so the fingerprint names it."""
+    if config.device != "auto":
+        return config.device
+    if config.executor == "ray":
+        return "cuda" if num_gpus > 0 else "cpu"  # Ray hides GPUs from actors that have none
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _check_vocabularies(tokenizer_dir: Path, prior_dir: Path, cond_dir: Path) -> int:

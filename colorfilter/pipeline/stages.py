@@ -65,7 +65,7 @@ _RESULT_KEYS = {
     ],
     "train-prior": ["seed", "prior"],
     "train-conditional": ["conditional"],
-    "score": ["score.backend", "score.dtype"],
+    "score": ["score.backend", "score.precision"],
 }
 _RUNTIME_KEYS = {
     "compile",
@@ -78,6 +78,7 @@ _RUNTIME_KEYS = {
     "progress",
     "micro_batch_size",
     "split_bytes",  # prepare's parts: same shards however a file is split
+    "gpu_memory_gb",
 }
 
 

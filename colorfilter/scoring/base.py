@@ -24,7 +24,12 @@ _REGISTRY = {
 
 @runtime_checkable
 class PairScorer(Protocol):
-    """Scores batches with both models. Losses are float32 [B]; NaN where n_tokens < 2."""
+    """Scores batches with both models. Losses are float32 [B]; NaN where n_tokens < 2.
+
+    `precision` says what actually runs (a `scoring.precision.Precision`); shard records keep it.
+    """
+
+    precision: Any
 
     def prepare(self, input_ids: np.ndarray, n_tokens: np.ndarray) -> Any:
         """Turn a host batch into the backend's input (pinned tensors...): safe off-thread."""
@@ -67,13 +72,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_dtype_name(dtype: str, device: str) -> str:
-    """'auto' -> float32 on CPU (exact), bfloat16 on CUDA (fast); anything else unchanged."""
-    if dtype != "auto":
-        return dtype
-    return "float32" if device.startswith("cpu") else "bfloat16"
 
 
 def mean_nll_from_sums(nll_sum: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:

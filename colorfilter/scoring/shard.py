@@ -195,6 +195,7 @@ def score_token_shard(
         "started_at": round(started_at, 3),  # unix times: steady-state rates across actors
         "finished_at": round(time.time(), 3),
         **scorer.memory_stats(),
+        "precision": scorer.precision.as_dict(),  # what ran: resumes check it
     }
     record = {
         "rows": table.num_rows,
@@ -249,11 +250,15 @@ def score_shards(
 
 
 def scoring_fingerprint(
-    prior_dir: str | Path, cond_dir: str | Path, cfg: ScoreConfig, seq_len: int
+    prior_dir: str | Path, cond_dir: str | Path, cfg: ScoreConfig, seq_len: int, precision: Any
 ) -> str:
-    """Hash of both checkpoints' files and the settings that change scores (not batch size)."""
+    """Hash of both checkpoints' files and the settings that change scores (not batch size).
+
+    `precision` is the resolved `scoring.precision.Precision` the workers run (never "auto"):
+    weights dtype, autocast dtype and device type.
+    """
     digest = hashlib.sha256()
-    settings = {"backend": cfg.backend, "dtype": cfg.dtype, "seq_len": seq_len}
+    settings = {"backend": cfg.backend, "precision": precision.as_dict(), "seq_len": seq_len}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for model_dir in (Path(prior_dir), Path(cond_dir)):
         for path in sorted(model_dir.iterdir()):

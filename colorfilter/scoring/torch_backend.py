@@ -18,9 +18,9 @@ from colorfilter.scoring.base import (
     host_peak_rss_mb,
     mean_nll_from_sums,
     resolve_device,
-    resolve_dtype_name,
 )
 from colorfilter.scoring.config import ScoreConfig
+from colorfilter.scoring.precision import resolve_precision
 
 LOGITS_BLOCK_BYTES = {"cpu": 128 << 20, "cuda": 1 << 30}  # fp32 logits per block when auto
 
@@ -107,7 +107,8 @@ class TorchPairScorer:
             torch.set_num_threads(cfg.torch_threads)
         self.cfg = cfg
         self.device = torch.device(resolve_device(device))
-        self.dtype_name = resolve_dtype_name(cfg.dtype, self.device.type)
+        self.precision = resolve_precision(cfg.precision, self.device.type, "torch")
+        self.dtype_name = self.precision.weights
         dtype = getattr(torch, self.dtype_name)
         self.models = [load_causal_lm(d, dtype, self.device) for d in (prior_dir, cond_dir)]
         vocabs = {m.get_output_embeddings().weight.shape[0] for m in self.models}
@@ -119,13 +120,19 @@ class TorchPairScorer:
         self._nll_sums = [self._make_nll_fn(m) for m in self.models]
 
     def _make_nll_fn(self, model: Any) -> Any:
+        import torch
+
+        amp = None if self.precision.autocast == "none" else getattr(torch, self.precision.autocast)
+        device_type = self.device.type
+
         def nll_sums(input_ids: Any, n_tokens: Any) -> Any:
-            return token_nll_sums(model, input_ids, n_tokens, self.block_tokens)
+            if amp is None:
+                return token_nll_sums(model, input_ids, n_tokens, self.block_tokens)
+            with torch.autocast(device_type=device_type, dtype=amp):
+                return token_nll_sums(model, input_ids, n_tokens, self.block_tokens)
 
         if not self.cfg.compile:
             return nll_sums
-        import torch
-
         return torch.compile(nll_sums, dynamic=False)
 
     def prepare(self, input_ids: np.ndarray, n_tokens: np.ndarray) -> tuple[Any, Any, int]:

@@ -22,9 +22,9 @@ from colorfilter.scoring.base import (
     host_peak_rss_mb,
     mean_nll_from_sums,
     resolve_device,
-    resolve_dtype_name,
 )
 from colorfilter.scoring.config import ScoreConfig
+from colorfilter.scoring.precision import resolve_precision
 
 
 def prompt_nll_sum(prompt_logprobs: Any, token_ids: list[int]) -> float:
@@ -63,7 +63,8 @@ class VllmPairScorer:
     ):
         vllm = require("vllm", extra="vllm")
         self.cfg = cfg
-        self.dtype_name = resolve_dtype_name(cfg.dtype, resolve_device(device))
+        self.precision = resolve_precision(cfg.precision, resolve_device(device), "vllm")
+        self.dtype_name = self.precision.weights
         self.engines = [self._engine(vllm, d, seq_len) for d in (prior_dir, cond_dir)]
         self.params = self._sampling_params(vllm)
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from colorfilter.errors import ConfigError, MissingExtraError
-from colorfilter.scoring.base import PairScorer, build_scorer, resolve_dtype_name
+from colorfilter.scoring.base import PairScorer, build_scorer
 from colorfilter.scoring.config import ScoreConfig
 
 
@@ -35,14 +35,10 @@ def test_config_and_registry_import_no_heavy_modules():
 
 def test_validate_reports_bad_values():
     assert ScoreConfig().validate() == []
-    problems = ScoreConfig(backend="onnx", dtype="int8", batch_size=0).validate()
+    problems = ScoreConfig(backend="onnx", precision="int8", batch_size=0).validate()
     assert len(problems) == 3
-
-
-def test_dtype_auto_is_exact_on_cpu_and_fast_on_gpu():
-    assert resolve_dtype_name("auto", "cpu") == "float32"
-    assert resolve_dtype_name("auto", "cuda:1") == "bfloat16"
-    assert resolve_dtype_name("float16", "cpu") == "float16"
+    problems = ScoreConfig(backend="vllm", precision="fp32-autocast-bf16").validate()
+    assert problems == ["score.precision=fp32-autocast-bf16 needs the torch backend"]
 
 
 def test_torch_scorer_satisfies_the_protocol(model_pair):

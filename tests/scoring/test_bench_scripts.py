@@ -54,3 +54,38 @@ def test_flops_per_token_counts_every_matmul_weight(tmp_path):
     config = model.config
     attention = 4 * config.num_hidden_layers * 64 * config.hidden_size
     assert bench.forward_flops_per_token(tmp_path, 64) == 2 * linear + attention
+
+
+def test_precision_benchmark_compares_each_precision_with_fp32(model_pair, tmp_path):
+    from tests.scoring.conftest import random_chunks, write_token_shard
+
+    write_token_shard(tmp_path / "tokens" / "00000.parquet", random_chunks(64, seed=3))
+    report = run_script(
+        "bench_precision.py", "--prior", str(model_pair[0]), "--conditional", str(model_pair[1]),
+        "--tokens", str(tmp_path / "tokens"), "--pad-id", "0", "--seq-len", "24",
+        "--precisions", "fp32,bf16", "--tau", "4", "--batch-size", "16", "--threads", "1",
+    )  # fmt: skip
+    assert report["rows"] == 64 and report["fp32"]["score_std"] > 0
+    bf16 = report["vs_fp32"]["bf16"]
+    assert bf16["ran"] == {"name": "bf16", "weights": "bfloat16", "autocast": "none",
+                           "device": "cpu"}  # fmt: skip
+    assert 0 < bf16["mean_abs_score_diff"] <= bf16["max_abs_score_diff"] < 0.5
+    assert 0 <= bf16["top_1/4_overlap"] <= 1 and bf16["tokens_per_s"] > 0
+
+
+def test_gpu_check_stops_at_once_without_a_gpu():
+    import os
+
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the check would run for minutes")
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_check.sh")], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHON": sys.executable},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert json.loads(done.stdout) == {
+        "ok": False, "error": "no usable CUDA GPU: AssertionError: torch sees no CUDA device"
+    }  # fmt: skip

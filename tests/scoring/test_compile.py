@@ -10,11 +10,11 @@ from colorfilter.scoring.config import ScoreConfig
 from tests.scoring.conftest import padded, random_chunks
 
 
-def compare_compiled_with_eager(model_pair, device: str, dtype: str, atol: float) -> None:
+def compare_compiled_with_eager(model_pair, device: str, precision: str, atol: float) -> None:
     chunks = random_chunks(7, seed=9)
     ids, n_tokens = padded(chunks)
-    eager = build_scorer("torch", *model_pair, ScoreConfig(dtype=dtype), device=device)
-    cfg = ScoreConfig(dtype=dtype, batch_size=5, compile=True, logits_block_tokens=16)
+    eager = build_scorer("torch", *model_pair, ScoreConfig(precision=precision), device=device)
+    cfg = ScoreConfig(precision=precision, batch_size=5, compile=True, logits_block_tokens=16)
     compiled = build_scorer("torch", *model_pair, cfg, device=device)
     want = eager.score(ids, n_tokens)
     got = [
@@ -29,9 +29,10 @@ def compare_compiled_with_eager(model_pair, device: str, dtype: str, atol: float
 
 @pytest.mark.slow  # ~50 s on 2 CPU cores: inductor compiles C++ kernels
 def test_compiled_cpu_scorer_matches_eager(model_pair):
-    compare_compiled_with_eager(model_pair, "cpu", "float32", atol=1e-5)
+    compare_compiled_with_eager(model_pair, "cpu", "fp32", atol=1e-5)
 
 
 @pytest.mark.gpu
-def test_compiled_gpu_scorer_matches_eager(model_pair):
-    compare_compiled_with_eager(model_pair, "cuda", "bfloat16", atol=2e-2)
+@pytest.mark.parametrize("precision", ["bf16", "fp32-autocast-bf16"])
+def test_compiled_gpu_scorer_matches_eager(model_pair, precision):
+    compare_compiled_with_eager(model_pair, "cuda", precision, atol=2e-2)

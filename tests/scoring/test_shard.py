@@ -10,6 +10,7 @@ from colorfilter.io.atomic import read_json
 from colorfilter.io.token_shards import list_shards
 from colorfilter.scoring.base import build_scorer
 from colorfilter.scoring.config import ScoreConfig
+from colorfilter.scoring.precision import resolve_precision
 from colorfilter.scoring.shard import (
     SCORE_SCHEMA,
     done_record_path,
@@ -149,11 +150,21 @@ def test_prefetch_keeps_order_and_reraises_reader_errors():
 
 
 def test_fingerprint_tracks_weights_and_score_settings_but_not_batch_size(model_pair):
-    base = scoring_fingerprint(*model_pair, ScoreConfig(), 512)
-    assert base == scoring_fingerprint(*model_pair, ScoreConfig(batch_size=7), 512)
-    assert base != scoring_fingerprint(*model_pair, ScoreConfig(dtype="bfloat16"), 512)
-    assert base != scoring_fingerprint(*model_pair, ScoreConfig(), 256)
-    assert base != scoring_fingerprint(model_pair[1], model_pair[0], ScoreConfig(), 512)
+    cpu = resolve_precision("auto", "cpu")
+
+    def fingerprint(cfg, seq_len=512, precision=cpu, pair=model_pair):
+        return scoring_fingerprint(*pair, cfg, seq_len, precision)
+
+    base = fingerprint(ScoreConfig())
+    assert base == fingerprint(ScoreConfig(batch_size=7))
+    assert base == fingerprint(ScoreConfig(), precision=resolve_precision("fp32", "cpu"))
+    assert base != fingerprint(ScoreConfig(), 256)
+    assert base != fingerprint(ScoreConfig(), pair=model_pair[::-1])
+    others = {
+        fingerprint(ScoreConfig(), precision=resolve_precision(name, device))
+        for name, device in [("bf16", "cpu"), ("fp32-autocast-bf16", "cpu"), ("fp32", "cuda:1")]
+    }
+    assert len(others) == 3 and base not in others  # weights, autocast and device type count
 
 
 def test_scorer_input_matches_the_padded_shard(scorer):

@@ -99,13 +99,23 @@ def test_auto_block_size_fits_the_memory_budget():
     assert logits_block_tokens(ScoreConfig(logits_block_tokens=99), 50304, "cpu") == 99
 
 
-def test_bfloat16_weights_give_close_losses(model_pair, reference):
+@pytest.mark.parametrize(
+    ("precision", "weights", "autocast"),
+    [("bf16", "bfloat16", "none"), ("fp32-autocast-bf16", "float32", "bfloat16")],
+)
+def test_bf16_precisions_give_close_losses(model_pair, reference, precision, weights, autocast):
+    import torch
+
     chunks, prior_ref, _ = reference
-    cfg = ScoreConfig(dtype="bfloat16")
-    scorer = build_scorer("torch", *model_pair, cfg, device="cpu")
+    scorer = build_scorer("torch", *model_pair, ScoreConfig(precision=precision), device="cpu")
+    assert scorer.precision.as_dict() == {
+        "name": precision, "weights": weights, "autocast": autocast, "device": "cpu"
+    }
+    assert {p.dtype for p in scorer.models[0].parameters()} == {getattr(torch, weights)}
     prior, _ = scorer.score(*padded(chunks))
     assert prior.dtype == np.float32
     np.testing.assert_allclose(prior, prior_ref, atol=0.05)
+    assert np.nanmax(np.abs(prior - prior_ref)) > 1e-6  # really ran in bf16, not fp32
 
 
 def test_models_that_transform_logits_are_refused(tmp_path):

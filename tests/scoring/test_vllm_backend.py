@@ -29,7 +29,7 @@ def test_vllm_prompt_logprobs_match_the_torch_backend(tmp_path):
     ids, n_tokens = padded(chunks)
     torch_scorer = build_scorer("torch", *pair, ScoreConfig(), device="cpu")
     expected = torch_scorer.score(ids, n_tokens)
-    cfg = ScoreConfig(backend="vllm", dtype="float32", batch_size=8)
+    cfg = ScoreConfig(backend="vllm", precision="fp32", batch_size=8)
     vllm_scorer = build_scorer("vllm", *pair, cfg, device="cpu", seq_len=SEQ_LEN)
     try:
         got = vllm_scorer.score(ids, n_tokens)

@@ -1,0 +1,105 @@
+"""`colorfilter plan CONFIG`: both training stages' plans for a config, without training.
+
+The vocabulary comes from the run's tokenizer (OUTPUT/tokenizer after prepare, or a local
+`tokenizer:` folder), or --vocab-size; sizes come from the prepared token shards where they
+exist (the prior's slice is then token_budget / seq_len chunks, the conditional's the target
+rows x epochs), or from --target-tokens, otherwise the conditional's steps are reported unknown.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from colorfilter.config import Config
+from colorfilter.errors import ConfigError
+from colorfilter.io.token_shards import list_shards
+
+
+def vocab_size(config: Config, given: int | None) -> int:
+    """The tokenizer's size, from --vocab-size, the run's tokenizer or a local tokenizer dir."""
+    if given:
+        return given
+    for folder in (config.output_path / "tokenizer", Path(config.tokenizer)):
+        if (folder / "tokenizer.json").exists() or (folder / "tokenizer_config.json").exists():
+            from transformers import AutoTokenizer
+
+            return len(AutoTokenizer.from_pretrained(str(folder)))
+    raise ConfigError(
+        f"cannot read the vocabulary of tokenizer {config.tokenizer!r} here (no "
+        f"{config.output_path / 'tokenizer'} yet, and it is not a local folder): "
+        "pass --vocab-size (50280 for GPT-NeoX-20B)"
+    )
+
+
+def prior_model_config(config: Config, vocab: int) -> Any:
+    """The transformers config the prior is (or will be) trained with."""
+    from transformers import AutoConfig
+
+    from colorfilter.models.presets import build_model_config
+
+    trained = config.output_path / "models" / "prior" / "config.json"
+    if config.prior.init_from:
+        return AutoConfig.from_pretrained(config.prior.init_from)
+    if trained.exists():
+        return AutoConfig.from_pretrained(trained.parent)
+    prior = config.prior
+    return build_model_config(prior.preset, vocab, config.seq_len, **prior.model_overrides)
+
+
+def _rows(token_dir: Path) -> int | None:
+    import pyarrow.parquet as pq
+
+    paths = list_shards(token_dir) if token_dir.is_dir() else []
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths) if paths else None
+
+
+def training_sequences(config: Config, target_tokens: int | None = None) -> dict[str, int | None]:
+    """Sequences each stage trains on (before rounding to whole batches), where knowable:
+    the conditional's from the prepared target shards, else from `target_tokens` if given."""
+    tokens = config.output_path / "tokens"
+    pool_rows = _rows(tokens / "pool")
+    budget = config.prior.token_budget
+    prior = budget // config.seq_len if budget > 0 else pool_rows
+    if prior is not None and pool_rows is not None:
+        prior = min(prior, pool_rows)
+    target_rows = _rows(tokens / "downstream_train")
+    if target_rows is None and target_tokens:
+        target_rows = target_tokens // config.seq_len
+    conditional = None if target_rows is None else target_rows * config.conditional.epochs
+    if config.prior.init_from:
+        prior = 0
+    return {"prior": prior, "conditional": conditional}
+
+
+def build_plans(
+    config: Config,
+    gpus: int = 1,
+    gpu_memory_gb: float | None = None,
+    vocab: int | None = None,
+    device: str = "cuda",
+    target_tokens: int | None = None,
+) -> list[Any]:
+    """Plans for train-prior and train-conditional on `gpus` devices of `gpu_memory_gb`."""
+    from colorfilter.models.plan import plan_stage
+
+    if device not in ("cuda", "cpu"):
+        raise ConfigError(f"plan --device must be cuda or cpu, not {device!r}")
+    model_config = prior_model_config(config, vocab_size(config, vocab))
+    sequences = training_sequences(config, target_tokens)
+    plans = []
+    for stage, cfg in (("prior", config.prior), ("conditional", config.conditional)):
+        if cfg.batch_size % gpus:
+            raise ConfigError(f"{stage}.batch_size={cfg.batch_size} is not a multiple of {gpus}")
+        plans.append(
+            plan_stage(
+                stage, model_config, cfg, config.seq_len, sequences[stage], device, gpus,
+                gpu_memory_gb, threads=max(1, cfg.torch_threads),
+            )
+        )  # fmt: skip
+    return plans
+
+
+def plans_json(plans: list[Any]) -> str:
+    return json.dumps([p.as_dict() for p in plans], indent=2)
