@@ -77,7 +77,9 @@ def report_unexpected(exc: BaseException, output_dir: str | None = None) -> int:
     import time
     import traceback
 
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    from colorfilter.io.redact import redact  # no credential in a log file or on the terminal
+
+    text = redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     homes = [Path(output_dir) / "logs"] if output_dir else []
     log = None
@@ -92,7 +94,7 @@ def report_unexpected(exc: BaseException, output_dir: str | None = None) -> int:
     original = getattr(exc, "cause", None)  # a Ray task error: the remote exception
     original = original if isinstance(original, BaseException) else exc
     lines = str(original).strip().splitlines()
-    summary = f"{type(original).__name__}: {lines[-1] if lines else ''}"[:300]
+    summary = redact(f"{type(original).__name__}: {lines[-1] if lines else ''}")[:300]
     if log is None:
         typer.echo(text, err=True)
     else:

@@ -50,6 +50,9 @@ def _unknown_key_message(where: str, key: str, valid: list[str], cls: Any = None
     renamed = getattr(cls, "RENAMED_KEYS", {}).get(key)  # a ClassVar of the section's dataclass
     if renamed:
         return f"config key '{_join(where, key)}' was replaced: use {renamed}"
+    removed = getattr(cls, "REMOVED_KEYS", {}).get(key)
+    if removed:
+        return f"config key '{_join(where, key)}' was removed: {removed}; delete it"
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f" Did you mean '{_join(where, close[0])}'?" if close else ""
     return (

@@ -91,3 +91,10 @@ def test_unquoted_colon_in_a_string_gets_a_quoting_hint():
     assert load_config(None, ['evaluate.target_source=["book:"]']).evaluate.target_source == [
         "book:"
     ]
+
+
+def test_removed_and_renamed_keys_say_what_to_do():
+    with pytest.raises(ConfigError, match="hash_models' was removed: .*delete it"):
+        load_config(None, ["selection.output.hash_models=false"])
+    with pytest.raises(ConfigError, match="'score.dtype' was replaced: use score.precision"):
+        load_config(None, ["score.dtype=float32"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from colorfilter.configtools import Checks
 
@@ -13,8 +14,12 @@ class OutputConfig:
 
     rows_per_shard: int = 100_000  # rows per data/train-*.parquet shard
     checksum_inputs: bool = True  # sha256 every token/score shard into the manifest (slow at scale)
-    hash_models: bool = True  # sha256 the prior/conditional checkpoints into the manifest
     histogram_bins: int = 100  # bins of the score histogram in the dataset card
+
+    # keys of older versions that no longer do anything (named in the unknown-key error)
+    REMOVED_KEYS: ClassVar[dict[str, str]] = {
+        "hash_models": "it was never read; the manifest always hashes both checkpoints",
+    }
 
     def validate(self, where: str = "selection.output") -> list[str]:
         check = Checks(where)

@@ -100,14 +100,6 @@ class ConditionalConfig(TrainConfig):
         return check.problems
 
 
-@dataclass
-class AuxModelsConfig:
-    """Both auxiliary models, as one section of the root config."""
-
-    prior: PriorConfig = field(default_factory=PriorConfig)
-    conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
-
-
 # Fields that change how a run is executed or reported, not which weights it produces: they are
 # left out of the config hash, so changing them neither retrains nor invalidates a checkpoint.
 RUNTIME_FIELDS = frozenset(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from colorfilter.config import Config
-from colorfilter.errors import ConfigError
+from colorfilter.errors import ColorFilterError, ConfigError
 from colorfilter.io.atomic import remove_stale_temps, write_json_atomic
 from colorfilter.io.token_shards import prepared_shards
 from colorfilter.scoring.config import ScoreConfig
@@ -103,7 +103,7 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
     executor = config.executor
     ray = init_ray(config.ray) if executor == "ray" and config.device != "cpu" else None
     num_gpus = _gpus_per_actor(config, ray)
-    device = _worker_device(config, num_gpus)
+    device = _worker_device(config, num_gpus, ray)
     precision = resolve_precision(config.score.precision, device, config.score.backend)
     if not overwrite:
         check_resume_precision(score_dir, precision)
@@ -138,15 +138,38 @@ def _gpus_per_actor(config: Config, ray) -> float:
     return config.score.worker_gpus if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def _worker_device(config: Config, num_gpus: float) -> str:
+def _worker_device(config: Config, num_gpus: float, ray=None) -> str:
     """The device the workers will score on, decided here so the fingerprint names it."""
     if config.device != "auto":
         return config.device
     if config.executor == "ray":
-        return "cuda" if num_gpus > 0 else "cpu"  # Ray hides GPUs from actors that have none
+        if num_gpus <= 0:
+            return "cpu"  # Ray hides GPUs from actors that ask for none
+        cpus, wait_s = config.score.worker_cpus, config.ray.capacity_wait_s
+        return "cuda" if _worker_sees_cuda(ray, cpus, num_gpus, wait_s) else "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _worker_sees_cuda(ray, num_cpus: float, num_gpus: float, timeout_s: float) -> bool:
+    """Whether a worker holding these resources sees CUDA: the driver's node may have no GPU,
+    and a cluster's "GPU" resource is a scheduling slot (declared, e.g., on a CPU test node)."""
+
+    def probe() -> bool:
+        import torch
+
+        return bool(torch.cuda.is_available())
+
+    ref = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(probe).remote()
+    ready, _ = ray.wait([ref], timeout=timeout_s)
+    if not ready:
+        ray.cancel(ref, force=True)
+        raise ColorFilterError(
+            f"no node could host a scoring worker ({num_cpus:g} CPU, {num_gpus:g} GPU) within "
+            f"{timeout_s:g} s (ray.capacity_wait_s); rerun when the cluster has capacity"
+        )
+    return ray.get(ref)
 
 
 def _check_vocabularies(tokenizer_dir: Path, prior_dir: Path, cond_dir: Path) -> int:

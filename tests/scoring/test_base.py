@@ -38,7 +38,7 @@ def test_validate_reports_bad_values():
     problems = ScoreConfig(backend="onnx", precision="int8", batch_size=0).validate()
     assert len(problems) == 3
     problems = ScoreConfig(backend="vllm", precision="fp32-autocast-bf16").validate()
-    assert problems == ["score.precision=fp32-autocast-bf16 needs the torch backend"]
+    assert problems == ["score.precision = 'fp32-autocast-bf16' needs the torch backend"]
 
 
 def test_torch_scorer_satisfies_the_protocol(model_pair):
