@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 import types
 import typing
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = _without_removed_keys(cls, data, where)
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise ConfigError(_unknown_key_message(where, unknown[0], list(fields), cls))
@@ -40,6 +42,16 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         return cls(**values)
     except TypeError as exc:  # a required field is missing
         raise ConfigError(f"{where or 'config'}: {exc}") from exc
+
+
+def _without_removed_keys(cls: type, data: dict, where: str) -> dict:
+    """Drop keys an older version had and this one ignores (a saved config.yaml of an earlier
+    run still loads), saying so on stderr; `--set` of such a key is an error instead."""
+    removed = getattr(cls, "REMOVED_KEYS", {})
+    for key in [k for k in data if k in removed]:
+        note = f"warning: ignoring config key '{_join(where, key)}': {removed[key]}"
+        print(note, file=sys.stderr)
+    return {k: v for k, v in data.items() if k not in removed}
 
 
 def _join(where: str, name: str) -> str:

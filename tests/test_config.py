@@ -93,8 +93,12 @@ def test_unquoted_colon_in_a_string_gets_a_quoting_hint():
     ]
 
 
-def test_removed_and_renamed_keys_say_what_to_do():
+def test_removed_and_renamed_keys_say_what_to_do(tmp_path, capsys):
     with pytest.raises(ConfigError, match="hash_models' was removed: .*delete it"):
         load_config(None, ["selection.output.hash_models=false"])
+    saved = tmp_path / "old.yaml"  # a config.yaml saved by an earlier version still loads
+    saved.write_text("selection:\n  output:\n    hash_models: true\n")
+    assert load_config(saved).selection.output.rows_per_shard == 100_000
+    assert "ignoring config key 'selection.output.hash_models'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="'score.dtype' was replaced: use score.precision"):
         load_config(None, ["score.dtype=float32"])
