@@ -97,25 +97,18 @@ def size(value: str | Location) -> int:
 
 def glob(pattern: str | Location, files_only: bool = True) -> list[Location]:
     """Matches of a glob (`*`, `?`, `[..]`, `**`), sorted by URL; works on buckets."""
+    if files_only:
+        return [info.location for info in glob_files(pattern)]
     loc, fs, path = _fs_path(pattern)
-    found = fs.glob(path, detail=True)
-    return sorted(
-        (Location(loc.scheme, _strip(fs, p), loc.storage)
-         for p, info in found.items() if not files_only or info.get("type") == "file"),
-        key=lambda m: m.url,
-    )
+    found = fs.glob(path)
+    return sorted((Location(loc.scheme, _strip(fs, p), loc.storage) for p in found),
+                  key=lambda m: m.url)
 
 
 def glob_files(pattern: str | Location) -> list[FileInfo]:
     """Files matching a glob with their sizes, from the listing itself (no request per file)."""
     loc, fs, path = _fs_path(pattern)
-    found = fs.glob(path, detail=True)
-    return sorted(
-        (FileInfo(Location(loc.scheme, _strip(fs, p), loc.storage), int(info.get("size") or 0),
-                  _version(info))
-         for p, info in found.items() if info.get("type") == "file"),
-        key=lambda f: f.location.url,
-    )
+    return _file_infos(loc, fs, fs.glob(path, detail=True), untyped="")
 
 
 def list_dir(value: str | Location) -> list[Location]:
@@ -139,11 +132,16 @@ class FileInfo:
 def find(value: str | Location) -> list[FileInfo]:
     """Every file under a folder or prefix (or the file itself), with sizes, sorted by URL."""
     loc, fs, path = _fs_path(value)
-    found = fs.find(path, detail=True)
+    return _file_infos(loc, fs, fs.find(path, detail=True), untyped="file")
+
+
+def _file_infos(loc: Location, fs: Any, found: dict, untyped: str) -> list[FileInfo]:
+    """The files of an fsspec detail listing as FileInfo, sorted by URL (`untyped`: the type
+    assumed for an entry that names none)."""
     return sorted(
         (FileInfo(Location(loc.scheme, _strip(fs, p), loc.storage), int(info.get("size") or 0),
                   _version(info))
-         for p, info in found.items() if info.get("type", "file") == "file"),
+         for p, info in found.items() if info.get("type", untyped) == "file"),
         key=lambda f: f.location.url,
     )
 
