@@ -1,8 +1,7 @@
 """The work directory of one select plan, and its map and reduce phases on the executor.
 
 A plan is every selection written together (their ids, configs, inputs). Its work directory
-holds the selections' index files, the map tasks' runs and records, the reducers' go-ahead and
-records;
+holds the selections' index files, the map tasks' runs and records, and the reducers' records;
 it belongs to one plan hash (`plan.json`): another plan wipes it, the same plan resumes from it.
 Everything in it is written atomically under deterministic names.
 """
@@ -12,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
@@ -26,7 +24,6 @@ from colorfilter.io.atomic import read_json_object, remove_stale_temps, write_js
 from colorfilter.progress import Progress
 
 PLAN_NAME = "plan.json"
-GO_NAME = "go.json"  # written by the driver when every map is done: releases the reducers
 
 
 @dataclass(frozen=True)
@@ -81,9 +78,8 @@ def open_work_dir(work_dir: Path, plan_hash: str) -> bool:
 
 
 class SelectWorker:
-    """One worker type for both phases: a map task writes runs; a reduce task reads the driver's
-    go-ahead (`go.json`, written once every map is done and checked), which names the runs it
-    merges."""
+    """One worker type for both phases: a map task writes runs; a reduce task merges the runs
+    its task names (filled in by the driver once every map is done and checked)."""
 
     def __init__(self, settings: MapSettings):
         self.settings = settings
@@ -92,20 +88,7 @@ class SelectWorker:
     def __call__(self, task: MapTask | ReduceTask) -> Any:
         if isinstance(task, MapTask):
             return self.map(task)
-        runs = wait_for_go(self.settings.work_dir, self.settings.plan_hash)[task.key]
-        return reduce_range(replace(task, runs=tuple(runs)))
-
-
-def wait_for_go(work_dir: str | Path, plan_hash: str, poll_s: float = 0.05) -> dict[str, list]:
-    """The runs of every selection, once the driver has released the reducers.
-
-    Reduce tasks are handed out after the driver wrote it, so the wait ends at once (the poll
-    covers a shared file system that shows the new file a moment later)."""
-    while True:
-        go = read_json_object(Path(work_dir) / GO_NAME)
-        if go is not None and go.get("plan_hash") == plan_hash:
-            return go["runs"]
-        time.sleep(poll_s)
+        return reduce_range(task)
 
 
 def run_phases(
@@ -126,7 +109,6 @@ def run_phases(
     selection's runs, which releases the reducers; `on_done` then sees every reducer (finished
     ones first). Finished tasks of this plan are not rerun."""
     work_dir = Path(settings.work_dir)
-    (work_dir / GO_NAME).unlink(missing_ok=True)  # reducers wait for this run's checks
     records: dict[int, dict] = {}
     for task in maps:
         if (record := finished_map(work_dir, task, settings.plan_hash, settings.keys)) is not None:
@@ -137,13 +119,14 @@ def run_phases(
     progress = Progress("select: map", len(todo_maps), unit="rows")
     reducing: list[Progress] = []
 
-    def release() -> None:
+    def release() -> list[ReduceTask]:
+        """Check the maps, report the finished reducers, and name each reducer's runs."""
         progress.close(f"({len(maps) - len(todo_maps)} shards already done, skipped)")
         runs = on_mapped([records[task.index] for task in maps])
-        write_json_atomic(work_dir / GO_NAME, {"plan_hash": settings.plan_hash, "runs": runs})
         for task, files in finished.items():
             on_done(task, files)
         reducing.append(Progress("select: reduce", len(todo_reduces), unit="shards"))
+        return [replace(task, runs=tuple(runs[task.key])) for task in todo_reduces]
 
     if todo_maps:
         stream = execution.map(SelectWorker, (settings,), todo_maps)
@@ -151,9 +134,9 @@ def run_phases(
             for task, result in stream:
                 records[task.index] = result
                 progress.update(1, result["token_rows"])
-    release()
-    if todo_reduces:
-        stream = execution.map(SelectWorker, (settings,), todo_reduces)
+    ready_reduces = release()
+    if ready_reduces:
+        stream = execution.map(SelectWorker, (settings,), ready_reduces)
         with closing(stream):
             for task, result in stream:
                 on_done(task, result)
