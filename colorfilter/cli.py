@@ -14,6 +14,7 @@ import typer
 
 from colorfilter import interrupts
 from colorfilter.errors import EXIT_FAILURE, ColorFilterError
+from colorfilter.io import storage
 
 app = typer.Typer(
     name="colorfilter",
@@ -81,15 +82,18 @@ def report_unexpected(exc: BaseException, output_dir: str | None = None) -> int:
 
     text = redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    homes = [Path(output_dir) / "logs"] if output_dir else []
+    homes = [_log_home(output_dir)] if output_dir else []
     log = None
     for home in [*homes, Path(tempfile.gettempdir()) / "colorfilter-logs"]:
         try:
-            home.mkdir(parents=True, exist_ok=True)
-            (home / name).write_text(text)
-            log = home / name
+            if home is None:
+                continue
+            storage.makedirs(home)
+            target = home.join(name) if isinstance(home, storage.Location) else home / name
+            storage.write_text(target, text)
+            log = target
             break
-        except OSError:
+        except (OSError, ValueError):
             continue
     original = getattr(exc, "cause", None)  # a Ray task error: the remote exception
     original = original if isinstance(original, BaseException) else exc
@@ -100,6 +104,16 @@ def report_unexpected(exc: BaseException, output_dir: str | None = None) -> int:
     else:
         typer.echo(f"error: unexpected failure ({summary}); full traceback in {log}", err=True)
     return EXIT_FAILURE
+
+
+def _log_home(output_dir: str):
+    """OUTPUT/logs as a Location (local or on a bucket), or None when output_dir is unusable."""
+    from colorfilter.layout import RunLayout
+
+    try:
+        return RunLayout.at(output_dir).logs
+    except (ColorFilterError, ValueError):
+        return None
 
 
 def find_user_error(exc: BaseException) -> ColorFilterError | None:

@@ -32,6 +32,7 @@ from colorfilter.names import DATA_FORMATS, DEVICE_PATTERN, DEVICES, EXECUTORS, 
 from colorfilter.scoring.config import ScoreConfig
 
 INPUT_SCHEMES = frozenset(s for s in SCHEMES if s)  # data.* inputs: s3, gs, hf, file URLs
+OUTPUT_SCHEMES = INPUT_SCHEMES  # output_dir: a local folder or a bucket / repository prefix
 OBJECT_STORE_MIN_MB = 75  # Ray refuses a smaller object store
 
 
@@ -165,7 +166,7 @@ def validate(config: Config) -> None:
     problem, one line each (`key must be ..., got value`). Single-field types are already checked
     by `from_dict`; the machine (device, output_dir) is checked by `check_environment`."""
     check = Checks()
-    check.path("output_dir", config.output_dir)
+    check.path("output_dir", config.output_dir, schemes=OUTPUT_SCHEMES)
     check.at_least("seq_len", config.seq_len, 2)
     if not DEVICE_PATTERN.match(config.device):
         check.add("device", f"must be {DEVICES}, got {config.device!r}")
@@ -185,14 +186,23 @@ def check_environment(config: Config) -> None:
     """Check what the config asks of this machine, before any work: the device is present and
     output_dir is a directory we can create and write. Run by the CLI and the job entry points
     (not by `load_config`, so a config can be read anywhere, e.g. a GPU config on a laptop)."""
-    check_output_dir_usable(config.output_dir)
+    check_output_dir_usable(config.output_dir, config.storage)
     if config.device.startswith("cuda") and not config.ray.address:
         check_cuda_device(config.device)
 
 
-def check_output_dir_usable(output_dir: str) -> None:
-    """output_dir exists or can be made, is a directory, and takes a file (probed, then removed)."""
-    path = Path(output_dir)
+def check_output_dir_usable(output_dir: str, storage_cfg: StorageConfig | None = None) -> None:
+    """output_dir exists or can be made, is a directory, and takes a file (probed, then removed);
+    on a bucket: the bucket exists and the credentials may write there (io.preflight)."""
+    from colorfilter.io.location import Location
+
+    location = Location.parse(output_dir, storage_cfg, key="output_dir")
+    if not location.is_local:
+        from colorfilter.io.preflight import check_writable
+
+        check_writable(location, "output_dir")
+        return
+    path = Path(location.path)
     for parent in (path, *path.parents):
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
@@ -230,12 +240,14 @@ def check_cuda_device(device: str) -> None:
         )
 
 
-def save_resolved(config: Config) -> Path:
+def save_resolved(config: Config):
     """Write the resolved config beside the outputs, so every run says what it ran with."""
-    from colorfilter.io.atomic import write_text_atomic
+    from colorfilter.io import storage
+    from colorfilter.layout import RunLayout
 
-    path = config.output_path / "config.yaml"
-    write_text_atomic(path, to_yaml(config))
+    path = RunLayout.of(config).config_file
+    storage.makedirs(path.parent)
+    storage.write_text(path, to_yaml(config))
     return path
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -73,9 +75,9 @@ def test_missing_and_invalid_files(tmp_path):
 def test_resolved_config_round_trips(tmp_path):
     config = load_config(None, [f"output_dir={tmp_path / 'run'}", "data.pool=[x.jsonl]"])
     path = save_resolved(config)
-    assert path == tmp_path / "run" / "config.yaml"
+    assert Path(path) == tmp_path / "run" / "config.yaml"
     assert load_config(path) == config
-    assert yaml.safe_load(path.read_text())["data"]["pool"] == ["x.jsonl"]
+    assert yaml.safe_load(Path(path).read_text())["data"]["pool"] == ["x.jsonl"]
 
 
 def test_shipped_configs_load():

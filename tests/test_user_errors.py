@@ -83,7 +83,7 @@ def write_config(tmp_path: Path, text: str = "") -> Path:
         ("data.pool=", "--set data.pool= has no value"),
         ("data.pool=['']", "data.pool[0] must be a path, got ''"),
         ("output_dir=''", "output_dir must be a path, got ''"),
-        ("output_dir=s3://bucket/run", "output_dir = 's3://bucket/run': s3:// is not supported"),
+        ("output_dir=ftp://bucket/run", "output_dir = 'ftp://bucket/run': ftp:// is not supported"),
         ("data.pool=[ftp://bucket/c4/*.json.gz]", "data.pool[0] = 'ftp://bucket/c4/*.json.gz'"),
     ],
 )

@@ -106,6 +106,12 @@ class Location:
     def __str__(self) -> str:
         return self.url
 
+    def __fspath__(self) -> str:
+        """Local locations pass to open()/Path(); a URL there is a bug, told as such."""
+        if not self.is_local:
+            raise TypeError(f"{self.url} is not a local path: use colorfilter.io.storage")
+        return self.path
+
 
 def as_location(value: str | os.PathLike | Location, storage: StorageConfig | None = None,
                 key: str = "") -> Location:

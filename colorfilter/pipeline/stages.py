@@ -119,11 +119,14 @@ def check_output_dir(stage: str, config: Config, overwrite: bool) -> None:
     import yaml
 
     from colorfilter.configtools import to_dict
+    from colorfilter.io import storage
+    from colorfilter.layout import RunLayout
 
-    saved = config.output_path / "config.yaml"
-    if overwrite or not saved.exists():
+    saved = RunLayout.of(config).config_file
+    if overwrite or not storage.exists(saved):
         return
-    conflicts = config_conflicts(stage, yaml.safe_load(saved.read_text()) or {}, to_dict(config))
+    previous = yaml.safe_load(storage.read_text(saved)) or {}
+    conflicts = config_conflicts(stage, previous, to_dict(config))
     if conflicts:
         raise ConfigError(
             f"{config.output_dir} holds outputs made with a different config "
@@ -137,7 +140,7 @@ def run_stage(name: str, config: Config, overwrite: bool = False) -> dict:
     from colorfilter.config import check_output_dir_usable, save_resolved
 
     function = stage_function(name)
-    check_output_dir_usable(config.output_dir)  # a clear error, not NotADirectoryError
+    check_output_dir_usable(config.output_dir, config.storage)  # a clear error
     check_output_dir(name, config, overwrite)
     if is_main_process():
         save_resolved(config)
