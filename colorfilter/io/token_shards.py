@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from colorfilter.errors import ConfigError
+from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
+from colorfilter.io.location import Location, as_location
 
 TOKEN_SCHEMA = pa.schema(
     [
@@ -49,11 +51,19 @@ def split_seq_ids(seq_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def list_shards(directory: str | Path) -> list[Path]:
-    """Finished parquet shards in `directory`, sorted by name (temp files excluded)."""
+    """Finished parquet shards in a local `directory`, sorted by name (temp files excluded)."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(TMP_PREFIX))
+
+
+def shard_locations(directory: str | Path | Location) -> list[Location]:
+    """Finished parquet shards in a folder on any backend, sorted by name (one listing)."""
+    folder = as_location(directory)
+    found = storage.list_dir(folder)
+    return [loc for loc in found
+            if loc.name.endswith(".parquet") and not loc.name.startswith(TMP_PREFIX)]
 
 
 def prepared_shards(split_dir: str | Path) -> list[Path]:
@@ -64,20 +74,23 @@ def prepared_shards(split_dir: str | Path) -> list[Path]:
     raise ConfigError(no_shards_message(split_dir))
 
 
-def no_shards_message(split_dir: str | Path) -> str:
+def prepared_shard_locations(split_dir: str | Path | Location) -> list[Location]:
+    """`prepared_shards` on any backend: a split's shards, or why there are none."""
+    found = shard_locations(split_dir)
+    if found:
+        return found
+    raise ConfigError(no_shards_message(split_dir))
+
+
+def no_shards_message(split_dir: str | Path | Location) -> str:
     """Why OUTPUT/tokens/<split>/ has no shards: prepare never ran there, or it ran and found
     no usable chunk (its stats.json then holds the error naming the input files)."""
-    split_dir = Path(split_dir)
-    stats_path = split_dir / "stats.json"
-    if not stats_path.is_file():
+    split_dir = as_location(split_dir)
+    stats_path = split_dir.join("stats.json")
+    if not storage.exists(stats_path):
         return f"no {split_dir.name} token shards in {split_dir}: run `colorfilter prepare` first"
-    import json
-
-    try:
-        error = json.loads(stats_path.read_text()).get("error")
-    except (OSError, ValueError, AttributeError):
-        error = None
-    detail = error or f"see {stats_path}"
+    stats = storage.read_json_object(stats_path) or {}
+    detail = stats.get("error") or f"see {stats_path}"
     return f"prepare made no {split_dir.name} token shards ({detail}); fix the input and rerun it"
 
 
