@@ -128,6 +128,11 @@ class RunLayout:
                     f"{label} not found at {loc.url}: run `colorfilter {stage}` first"
                 )
 
+    def has_outputs(self) -> bool:
+        """Whether any stage wrote outputs here (anything but the saved config and logs)."""
+        names = {loc.name for loc in storage.list_dir(self.root)}
+        return bool(names - {self.config_file.name, self.logs.name})
+
     def stages_run(self) -> list[str]:
         """The stages whose outputs are here, in pipeline order (for `colorfilter status`)."""
         return [stage for stage in _MARKERS if self.has_run(stage)]

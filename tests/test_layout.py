@@ -76,3 +76,19 @@ def test_a_failed_staged_block_uploads_nothing(s3_bucket):  # noqa: F811
         (folder / "config.json").write_text("{}")
         raise RuntimeError("killed")
     assert not storage.exists(dest.join("config.json"))
+
+
+def test_a_failed_first_run_does_not_block_a_corrected_one(tmp_path):
+    from colorfilter.config import load_config
+    from colorfilter.pipeline.stages import check_output_dir
+
+    out = tmp_path / "out"
+    first = load_config(None, [f"output_dir={out}", "data.pool=[typo/*.json]"])
+    from colorfilter.config import save_resolved
+
+    save_resolved(first)  # the config is saved, then the stage fails on the input
+    fixed = load_config(None, [f"output_dir={out}", "data.pool=[pool/*.json]"])
+    check_output_dir("prepare", fixed, overwrite=False)  # nothing written yet: no refusal
+    (out / "tokens").mkdir()
+    with pytest.raises(ConfigError, match="holds outputs made with a different config"):
+        check_output_dir("prepare", fixed, overwrite=False)

@@ -122,9 +122,10 @@ def check_output_dir(stage: str, config: Config, overwrite: bool) -> None:
     from colorfilter.io import storage
     from colorfilter.layout import RunLayout
 
-    saved = RunLayout.of(config).config_file
-    if overwrite or not storage.exists(saved):
-        return
+    run = RunLayout.of(config)
+    saved = run.config_file
+    if overwrite or not storage.exists(saved) or not run.has_outputs():
+        return  # a run that failed before writing anything leaves nothing to protect
     previous = yaml.safe_load(storage.read_text(saved)) or {}
     conflicts = config_conflicts(stage, previous, to_dict(config))
     if conflicts:
