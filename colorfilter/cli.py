@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -15,6 +17,10 @@ import typer
 from colorfilter import interrupts
 from colorfilter.errors import EXIT_FAILURE, ColorFilterError
 from colorfilter.io import storage
+from colorfilter.jobs import stage_module
+
+if TYPE_CHECKING:
+    from colorfilter.config import Config
 
 app = typer.Typer(
     name="colorfilter",
@@ -38,6 +44,14 @@ OverwriteOpt = Annotated[
 
 
 _RUN = {"output_dir": None}  # where the loaded config writes: the home of an error's log file
+JOB_DRIVER = "ray-job-driver"  # context.obj of `python -m pipelines.<stage>` (job_main)
+
+
+# typer's own exits and usage errors; a typer that vendors click has classes of its own
+_CLI_EXITS = (
+    typer.Exit, typer.Abort, typer.BadParameter,
+    click.exceptions.Exit, click.exceptions.Abort, click.ClickException,
+)  # fmt: skip
 
 
 def user_errors(command):
@@ -50,7 +64,7 @@ def user_errors(command):
         _RUN["output_dir"] = None
         try:
             return command(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except _CLI_EXITS:
             raise  # typer's own exits and usage errors
         except Exception as exc:  # noqa: BLE001 - every error ends here, as a line and a code
             stop = interrupts.find(exc)  # a stop request that a library wrapped (SIGTERM/INT)
@@ -62,7 +76,7 @@ def user_errors(command):
 
 
 def report_error(exc: BaseException, output_dir: str | None = None) -> int:
-    """Print `exc` for the user and return the exit code (shared with pipelines/_entry.py)."""
+    """Print `exc` for the user and return the exit code."""
     ours = find_user_error(exc)
     if ours is None:
         return report_unexpected(exc, output_dir)
@@ -162,19 +176,32 @@ def _error_from_actor_text(exc: BaseException) -> ColorFilterError | None:
     return error
 
 
-def _load(config: Path, overrides: list[str] | None):
+def _load(config: Path, overrides: list[str] | None, job_driver: bool = False):
     from colorfilter.config import check_environment, load_config
 
     loaded = load_config(config, overrides or [])
+    if job_driver:
+        join_job_cluster(loaded)
     _RUN["output_dir"] = loaded.output_dir
     check_environment(loaded)
     return loaded
 
 
-def _stage_command(stage: str, config: Path, overrides: list[str] | None, overwrite: bool) -> None:
+def join_job_cluster(config: Config) -> None:
+    """A Ray job's driver joins the job's cluster: Ray sets RAY_ADDRESS for every job, so when it
+    is set and the config names no `ray.address`, use "auto" instead of starting a second, local
+    Ray (which would also fail on the `num_cpus` a demo config sets). Before check_environment:
+    the driver of a GPU config need not have a GPU itself."""
+    if config.ray.address is None and os.environ.get("RAY_ADDRESS"):
+        config.ray.address = "auto"
+
+
+def _stage_command(
+    stage: str, config: Path, overrides: list[str] | None, overwrite: bool, job_driver: bool
+) -> None:
     from colorfilter.pipeline.stages import is_main_process, run_stage
 
-    resolved = _load(config, overrides)
+    resolved = _load(config, overrides, job_driver)
     stats = run_stage(stage, resolved, overwrite)
     if not is_main_process():  # one copy of the stats under torchrun
         return
@@ -189,8 +216,13 @@ def _stage_command(stage: str, config: Path, overrides: list[str] | None, overwr
 def _make_stage_command(stage: str, help_text: str) -> None:
     @app.command(name=stage, help=help_text)
     @user_errors
-    def command(config: ConfigArg, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
-        _stage_command(stage, config, set, overwrite)
+    def command(
+        context: typer.Context,
+        config: ConfigArg,
+        set: SetOpt = None,
+        overwrite: OverwriteOpt = False,
+    ) -> None:
+        _stage_command(stage, config, set, overwrite, context.obj == JOB_DRIVER)
 
 
 _make_stage_command("prepare", "Tokenize and chunk the pool and downstream data into token shards.")
@@ -237,6 +269,7 @@ def plan(
 )
 @user_errors
 def run(
+    context: typer.Context,
     config: ConfigArg,
     set: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -246,7 +279,7 @@ def run(
 ) -> None:
     from colorfilter.pipeline.stages import run_stage, stage_names
 
-    resolved = _load(config, set)
+    resolved = _load(config, set, context.obj == JOB_DRIVER)
     names = stage_names(stages)
     for name in names:
         typer.echo(f"== {name}", err=True)
@@ -379,10 +412,11 @@ def jobs_stop(job_id: JobIdArg, address: AddressOpt = None) -> None:
     typer.echo(stop_job(address, job_id))
 
 
-def main() -> None:
+def main(command: Callable[[], Any] = app) -> None:
+    """Run the CLI (or one of its commands, see `job_main`) with its exit codes."""
     interrupts.install()  # SIGTERM/SIGINT: stop cleanly, exit 143/130
     try:
-        app()
+        command()
     except interrupts.Interrupted as stop:
         sys.exit(stop.exit_code)
     except KeyboardInterrupt:
@@ -395,3 +429,12 @@ def main() -> None:
         if stop is not None:
             sys.exit(stop.exit_code)
         sys.exit(report_unexpected(exc, _RUN["output_dir"]))
+
+
+def job_main(stage: str, argv: list[str] | None = None) -> None:
+    """`python -m pipelines.<stage>`, a Ray job's driver: `colorfilter <stage>` itself (its
+    options, help, output, messages and exit codes; `run` for the whole pipeline), except that
+    inside a Ray job it joins the job's cluster (`join_job_cluster`)."""
+    command = typer.main.get_command(app).commands[stage]
+    prog_name = f"python -m {stage_module(stage)}"
+    main(functools.partial(command.main, args=argv, prog_name=prog_name, obj=JOB_DRIVER))

@@ -2,7 +2,7 @@
 
 A job ships the working directory (this repo: code, configs, small data) to the cluster and runs
 `python -m pipelines.<stage> CONFIG --set ...` there as the job's driver, which joins the
-cluster (see pipelines/_entry.py). Paths in the config, output_dir above all, are read ON the
+cluster (see colorfilter.cli.job_main). Paths in the config, output_dir above all, are read ON the
 cluster: relative ones land in the job's temporary copy of the working dir, so give a shared
 absolute path (NFS, Lustre) for outputs you want to keep. See docs/ray_jobs.md.
 

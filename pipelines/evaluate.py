@@ -1,6 +1,6 @@
-"""Ray job entry point: `python -m pipelines.evaluate CONFIG [--set k=v ...] [--overwrite]`."""
+"""Ray job driver: `colorfilter evaluate` as `python -m pipelines.evaluate` (cli.job_main)."""
 
-from pipelines._entry import main
+from colorfilter.cli import job_main
 
 if __name__ == "__main__":
-    main("evaluate")
+    job_main("evaluate")

@@ -1,6 +1,6 @@
-"""Ray job entry point: `python -m pipelines.prepare CONFIG [--set k=v ...] [--overwrite]`."""
+"""Ray job driver: `colorfilter prepare` as `python -m pipelines.prepare` (cli.job_main)."""
 
-from pipelines._entry import main
+from colorfilter.cli import job_main
 
 if __name__ == "__main__":
-    main("prepare")
+    job_main("prepare")

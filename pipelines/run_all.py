@@ -1,8 +1,6 @@
-"""Ray job entry point for the whole pipeline:
-`python -m pipelines.run_all CONFIG [--set k=v ...] [--overwrite] [--stages a,b]`.
-"""
+"""Ray job driver: `colorfilter run` as `python -m pipelines.run_all` (cli.job_main)."""
 
-from pipelines._entry import RUN_ALL, main
+from colorfilter.cli import job_main
 
 if __name__ == "__main__":
-    main(RUN_ALL)
+    job_main("run")

@@ -1,6 +1,6 @@
-"""Ray job entry point: `python -m pipelines.score CONFIG [--set k=v ...] [--overwrite]`."""
+"""Ray job driver: `colorfilter score` as `python -m pipelines.score` (cli.job_main)."""
 
-from pipelines._entry import main
+from colorfilter.cli import job_main
 
 if __name__ == "__main__":
-    main("score")
+    job_main("score")

@@ -1,6 +1,6 @@
-"""Ray job entry point: `python -m pipelines.select CONFIG [--set k=v ...] [--overwrite]`."""
+"""Ray job driver: `colorfilter select` as `python -m pipelines.select` (cli.job_main)."""
 
-from pipelines._entry import main
+from colorfilter.cli import job_main
 
 if __name__ == "__main__":
-    main("select")
+    job_main("select")

@@ -1,8 +1,7 @@
-"""Ray job entry point:
-`python -m pipelines.train_conditional CONFIG [--set k=v ...] [--overwrite]`.
-"""
+"""Ray job driver: `colorfilter train-conditional` as `python -m pipelines.train_conditional`
+(cli.job_main)."""
 
-from pipelines._entry import main
+from colorfilter.cli import job_main
 
 if __name__ == "__main__":
-    main("train-conditional")
+    job_main("train-conditional")

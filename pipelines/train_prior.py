@@ -1,6 +1,6 @@
-"""Ray job entry point: `python -m pipelines.train_prior CONFIG [--set k=v ...] [--overwrite]`."""
+"""Ray job driver: `colorfilter train-prior` as `python -m pipelines.train_prior` (cli.job_main)."""
 
-from pipelines._entry import main
+from colorfilter.cli import job_main
 
 if __name__ == "__main__":
-    main("train-prior")
+    job_main("train-prior")

@@ -49,6 +49,14 @@ def test_unknown_override_exits_with_usage_code(tmp_path):
     assert "unknown config key 'data.nope'" in result.output
 
 
+def test_typers_own_usage_errors_inside_a_command_are_not_unexpected_failures(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'o'}\n")
+    result = runner.invoke(app, ["submit", str(config), "--env", "BAD", "--address", "http://x:1"])
+    assert result.exit_code == EXIT_USAGE  # typer's BadParameter, raised before any cluster call
+    assert "--env wants KEY=VALUE" in result.output and "unexpected" not in result.output
+
+
 def test_unbuilt_stage_says_so(tmp_path, monkeypatch):
     from colorfilter.pipeline import stages
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import shlex
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from colorfilter import jobs
 from colorfilter.errors import EXIT_USAGE, ConfigError
-from pipelines import _entry
 from tests.cluster.conftest import free_port
 
 
@@ -89,34 +85,3 @@ def test_relative_output_dir_is_flagged():
     notes = jobs.submission_warnings(load_config(None, ["output_dir=outputs/x"]))
     assert any("relative" in note for note in notes)
     assert not jobs.submission_warnings(load_config(None, ["output_dir=/shared/x"]))
-
-
-def test_entry_point_joins_the_jobs_cluster_only_inside_a_job(monkeypatch, tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text("ray:\n  num_cpus: 2\n")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert _entry.load_job_config(str(config), []).ray.address is None
-    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    assert _entry.load_job_config(str(config), []).ray.address == "auto"
-    given = _entry.load_job_config(str(config), ["ray.address=ray://head:10001"])
-    assert given.ray.address == "ray://head:10001"
-
-
-def test_entry_point_exit_codes_match_the_cli(tmp_path, capsys):
-    config = tmp_path / "c.yaml"
-    config.write_text(f"output_dir: {tmp_path / 'out'}\n")
-    with pytest.raises(SystemExit) as caught:
-        _entry.main("run", [str(config), "--stages", "prepare,nope"])
-    assert caught.value.code == EXIT_USAGE
-    assert "unknown stage" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as caught:
-        _entry.main("score", [str(config)])  # nothing prepared: a ConfigError, not a traceback
-    assert caught.value.code == EXIT_USAGE
-
-
-def test_entry_modules_run_as_scripts():
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.select", "--help"], capture_output=True, text=True,
-        cwd=Path(__file__).resolve().parents[2], check=False,
-    )  # fmt: skip
-    assert result.returncode == 0 and "pipelines.select" in result.stdout

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample"
 REDUCED = [
     "seq_len=64", "executor=local", "prepare.rows_per_shard=512",
-    "prior.preset=micro", "prior.token_budget=20000", "prior.batch_size=8",
+    "prior.preset=micro", "prior.token_budget=10000", "prior.batch_size=8",
     "prior.checkpoint_every=10", "conditional.max_steps=6", "conditional.batch_size=8",
     "conditional.checkpoint_every=4", "score.batch_size=32", "selection.tau=[8]",
     "selection.methods=[color,dsir]",
@@ -46,32 +46,50 @@ def sets(**values: str) -> list[str]:
     return [a for key, value in values.items() for a in ("--set", f"{key}={value}")]
 
 
-def inputs_at(pool: str, books: str, tokenizer: str) -> dict[str, str]:
-    """The demo's input keys, pointing at copies of the bundled sample under these roots."""
+def small_sample(root: Path, docs: int = 150) -> Path:
+    """The first documents of the bundled sample, in its formats (.json.gz, .json.zst, .jsonl.zst)
+    and folder shape, so the two runs stay short."""
+    import gzip
+
+    import zstandard
+
+    def head(path: Path) -> bytes:
+        opener = gzip.open if path.suffix == ".gz" else zstandard.open
+        with opener(path, "rb") as handle:
+            return b"".join(line for _, line in zip(range(docs), handle))
+
+    for name in ("pool/c4-train.00000-of-00004.json.gz", "pool/c4-train.00002-of-00004.json.zst",
+                 "target/train.jsonl.zst", "target/eval.jsonl.zst"):  # fmt: skip
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        data = head(SAMPLE / name)
+        packed = gzip.compress(data) if name.endswith(".gz") else zstandard.compress(data)
+        (root / name).write_bytes(packed)
+    return root
+
+
+def inputs_at(root: str, tokenizer: str) -> dict[str, str]:
+    """The demo's input keys, pointing at the sample's folders under `root` (a path or URL)."""
     return {
-        "data.pool": f"[{pool}/*.json.gz,{pool}/*.json.zst]",
-        "data.downstream_train": f"[{books}/train.jsonl.zst]",
-        "data.downstream_eval": f"[{books}/eval.jsonl.zst]",
+        "data.pool": f"[{root}/pool/*.json.gz,{root}/pool/*.json.zst]",
+        "data.downstream_train": f"[{root}/target/train.jsonl.zst]",
+        "data.downstream_eval": f"[{root}/target/eval.jsonl.zst]",
         "tokenizer": tokenizer,
     }
 
 
-def upload_sample(bucket) -> dict[str, str]:
-    """The demo's inputs (and tokenizer) copied to the bucket."""
-    for name, folder in (("c4", "pool"), ("books", "target"), ("tokenizer", "tokenizer")):
-        upload_folder(SAMPLE / folder, bucket.join(name))
-    return inputs_at(*(bucket.join(name).url for name in ("c4", "books", "tokenizer")))
-
-
 def test_demo_run_on_s3_selects_what_the_local_run_selects(tmp_path, s3_bucket):  # noqa: F811
+    sample = small_sample(tmp_path / "sample")
     local_out = tmp_path / "local-out"
-    local_inputs = inputs_at(str(SAMPLE / "pool"), str(SAMPLE / "target"), str(SAMPLE / "tokenizer"))
+    local_inputs = inputs_at(str(sample), str(SAMPLE / "tokenizer"))
     run_cli(tmp_path, tmp_path / "cache-local", *sets(output_dir=str(local_out), **local_inputs))
+    upload_folder(sample, s3_bucket.join("inputs"))
+    upload_folder(SAMPLE / "tokenizer", s3_bucket.join("tokenizer"))
+    remote_inputs = inputs_at(s3_bucket.join("inputs").url, s3_bucket.join("tokenizer").url)
 
     cwd, cache = tmp_path / "empty-cwd", tmp_path / "cache-s3"
     cwd.mkdir()
     out = s3_bucket.join("runs", "demo")
-    run_cli(cwd, cache, *sets(output_dir=out.url, **upload_sample(s3_bucket)))
+    run_cli(cwd, cache, *sets(output_dir=out.url, **remote_inputs))
 
     assert not any(cwd.iterdir()), "a stage wrote to the working directory"
     for name in ("color-tau8", "dsir-tau8"):
