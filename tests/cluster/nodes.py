@@ -92,7 +92,7 @@ class LoopbackCluster:
     """A head with no CPUs (the driver's node) and worker nodes of 1 CPU + 1 GPU-like slot,
     in its own Ray temp dir, so no other Ray on the machine sees it (nor its address file)."""
 
-    def __init__(self) -> None:
+    def __init__(self, runtime_env: dict | None = None) -> None:
         import ray
         from ray.cluster_utils import Cluster
 
@@ -104,7 +104,7 @@ class LoopbackCluster:
         self.cluster = Cluster(
             initialize_head=True, head_node_args={**HEAD_ARGS, "temp_dir": ray_dir}
         )
-        ray.init(address=self.cluster.address, log_to_driver=False)
+        ray.init(address=self.cluster.address, log_to_driver=False, runtime_env=runtime_env)
 
     def add_worker(self):
         return self.cluster.add_node(**WORKER_NODE)
@@ -190,3 +190,22 @@ def prepare_scoring_run(tmp_path: Path, tokenizer_dir: Path, inputs: dict, **ext
         model = build_model("micro", vocab_size=400, seq_len=64, seed=seed)
         model.save_pretrained(config.output_path / "models" / name)
     return config
+
+
+NODE_ROOT_ENV = "COLORFILTER_TEST_NODE_ROOT"
+
+
+def isolate_worker() -> None:
+    """Ray worker setup hook: every worker process runs in its own empty working directory and
+    uses its node's own cache ($COLORFILTER_TEST_NODE_ROOT/<node>/cache), so a stray relative
+    path fails and a fetch made on one node is not seen by another (as without a shared disk)."""
+    import ray
+
+    root = os.environ.get(NODE_ROOT_ENV)
+    if not root:
+        return
+    node = ray.get_runtime_context().get_node_id()[:12]
+    cwd = Path(root) / node / f"cwd-{os.getpid()}"
+    cwd.mkdir(parents=True, exist_ok=True)
+    os.chdir(cwd)
+    os.environ["COLORFILTER_CACHE"] = str(Path(root) / node / "cache")

@@ -56,7 +56,7 @@ def small_sample(root: Path, docs: int = 150) -> Path:
     def head(path: Path) -> bytes:
         opener = gzip.open if path.suffix == ".gz" else zstandard.open
         with opener(path, "rb") as handle:
-            return b"".join(line for _, line in zip(range(docs), handle))
+            return b"".join(handle.read().splitlines(keepends=True)[:docs])
 
     for name in ("pool/c4-train.00000-of-00004.json.gz", "pool/c4-train.00002-of-00004.json.zst",
                  "target/train.jsonl.zst", "target/eval.jsonl.zst"):  # fmt: skip
