@@ -103,7 +103,6 @@ def write_reports(
     }
     eval_dir = as_location(eval_dir)
     storage.makedirs(eval_dir)
-    storage.write_json(eval_dir.join("report.json"), report)
     storage.write_json(eval_dir.join("details.json"), details)
     storage.write_text(
         eval_dir.join("report.md"), _markdown(cfg, cells, curve, multipliers, compositions, details)
@@ -114,6 +113,9 @@ def write_reports(
         _plot_scores_by_source(
             by_source, pool_scores["score"], eval_dir.join("scores_by_source.png")
         )
+    # last: report.json is the stage's completion marker (colorfilter.layout), so an evaluation
+    # killed while writing the other files does not look finished
+    storage.write_json(eval_dir.join("report.json"), report)
     return report
 
 
