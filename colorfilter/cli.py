@@ -207,8 +207,9 @@ def _stage_command(
         return
     if stage == "evaluate":  # the report's path and headline table, not its whole JSON
         from colorfilter.evaluation.report import summary
+        from colorfilter.layout import RunLayout
 
-        typer.echo(summary(resolved.output_path / "eval"))
+        typer.echo(summary(RunLayout.of(resolved).eval))
         return
     typer.echo(json.dumps(stats, indent=2, default=str))
 

@@ -11,9 +11,12 @@ import math
 from dataclasses import dataclass, field
 
 from colorfilter.configtools import Checks
+from colorfilter.io.location import SCHEMES
 from colorfilter.models.config import TRAIN_DTYPES
 from colorfilter.models.presets import PRESETS
 from colorfilter.names import EVALUATE_METHODS, LABEL_ORACLE
+
+URL_SCHEMES = frozenset(s for s in SCHEMES if s)  # multiple_choice files: s3, gs, hf, file URLs
 
 
 @dataclass
@@ -40,7 +43,8 @@ class EvaluateConfig:
     target_source: list[str] = field(default_factory=list)  # `source` prefixes that are target-like
     multiple_choice: list[str] = field(
         default_factory=list
-    )  # JSON-lines files of {"context", "choices", "label"}: rank-classification accuracy per run
+    )  # JSON-lines files (paths or s3/gs/hf/file URLs) of {"context", "choices", "label"}:
+    # rank-classification accuracy per run
     eval_batch_size: int = 32  # sequences per forward pass on the held-out split
     eval_max_chunks: int = 0  # cap on held-out chunks; 0 = the whole downstream_eval split
     dtype: str = "auto"  # auto (bf16 on cuda, fp32 on cpu), float32 or bfloat16
@@ -71,7 +75,7 @@ class EvaluateConfig:
         check.at_least("torch_threads", self.torch_threads, 0)
         for i, prefix in enumerate(self.target_source):
             check.non_empty(f"target_source[{i}]", prefix)
-        check.paths("multiple_choice", self.multiple_choice, allow_hf=False)
+        check.paths("multiple_choice", self.multiple_choice, schemes=URL_SCHEMES)
         check.at_least("eval_batch_size", self.eval_batch_size, 1)
         check.at_least("eval_max_chunks", self.eval_max_chunks, 0)
         check.one_of("dtype", self.dtype, TRAIN_DTYPES)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from colorfilter.errors import BadDataError
+from colorfilter.io.config import StorageConfig
 from colorfilter.io.readers import iter_lines
 
 
@@ -64,12 +65,18 @@ def encode_pair(tokenizer: Any, context: str, choice: str) -> tuple[list[int], l
     return whole[: len(head)], whole[len(head) :]
 
 
-def load_items(paths: Sequence[str | Path], tokenizer: Any, seq_len: int) -> list[McItem]:
-    """Every item of the JSON-lines files (plain, .gz or .zst); contexts keep their last tokens
-    when context + choice exceeds seq_len."""
+def load_items(
+    paths: Sequence[str | Path],
+    tokenizer: Any,
+    seq_len: int,
+    storage: StorageConfig | None = None,
+) -> list[McItem]:
+    """Every item of the JSON-lines files (plain, .gz or .zst; local paths or s3/gs/hf/file URLs,
+    read with `storage`'s options); contexts keep their last tokens when context + choice
+    exceeds seq_len."""
     items = []
     for path in map(str, paths):
-        for line_no, line in enumerate(iter_lines(path), start=1):
+        for line_no, line in enumerate(iter_lines(path, storage), start=1):
             if not line.strip():
                 continue
             context, choices, label = _record(path, line_no, line)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from colorfilter.errors import BadDataError
+from colorfilter.io.location import Location
+from colorfilter.io.transfer import open_parquet, read_parquet
 from colorfilter.models.data import ChunkIndex, epoch_order, read_chunk_index
 
 
@@ -48,7 +50,8 @@ class Pool:
     _sorter: np.ndarray
 
     @classmethod
-    def read(cls, paths: list[Path]) -> Pool:
+    def read(cls, paths: Sequence[Path | Location]) -> Pool:
+        """The pool's token shards on disk or on a bucket (only seq_id, n_tokens and source)."""
         index = read_chunk_index(paths)
         return cls(index, _read_sources(paths), np.argsort(index.seq_id, kind="stable"))
 
@@ -63,16 +66,19 @@ class Pool:
         return rows
 
 
-def _read_sources(paths: list[Path]) -> Sources | None:
+def _read_sources(paths: Sequence[Path | Location]) -> Sources | None:
     """The shards' `source` column, dictionary-encoded shard by shard (no per-row objects)."""
-    if not paths or "source" not in pq.read_schema(paths[0]).names:
+    if not paths:
         return None
+    with open_parquet(paths[0]) as first:
+        if "source" not in first.schema_arrow.names:
+            return None
     import pyarrow.compute as pc
 
     first_code: dict = {}  # label -> code in order of first appearance
     parts = []
     for path in paths:
-        column = pq.read_table(path, columns=["source"]).column("source").combine_chunks()
+        column = read_parquet(path, columns=["source"]).column("source").combine_chunks()
         encoded = column.dictionary_encode()
         local = encoded.dictionary.to_pylist() + [None]  # the last code: a null row
         lookup = np.array([first_code.setdefault(v, len(first_code)) for v in local], np.int32)

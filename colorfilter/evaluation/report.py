@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -14,7 +15,8 @@ from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.curve import data_multiplier
 from colorfilter.evaluation.oracle import LABEL_ORACLE
 from colorfilter.evaluation.plan import Pool, composition, is_target
-from colorfilter.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from colorfilter.io import storage
+from colorfilter.io.location import Location, as_location
 
 ORACLE_NOTE = (
     f"`{LABEL_ORACLE}` is a reference, not a selector: it reads the pool's source labels "
@@ -34,7 +36,7 @@ def _spread(values: list[float]) -> float:
 
 
 def write_reports(
-    eval_dir: Path,
+    eval_dir: Path | Location,
     cfg: EvaluateConfig,
     pool: Pool,
     selections: dict,
@@ -46,7 +48,8 @@ def write_reports(
     elapsed_s: float,
     pool_scores: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Aggregate the run records over seeds and write every report file; return report.json.
+    """Aggregate the run records over seeds and write every report file (into a folder or a
+    bucket prefix, through the storage layer); return report.json.
 
     `pool_scores` (`prior_loss`, `cond_loss` and `score`, aligned with the pool's rows) adds a
     table and a plot of the scores by source, where the pool records one.
@@ -98,16 +101,21 @@ def write_reports(
         "elapsed_s": elapsed_s,
         "train_time_s": sum(r.get("wall_time_s", 0.0) for r in records.values()),
     }
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(eval_dir / "report.json", report)
-    write_json_atomic(eval_dir / "details.json", details)
-    write_text_atomic(
-        eval_dir / "report.md", _markdown(cfg, cells, curve, multipliers, compositions, details)
+    eval_dir = as_location(eval_dir)
+    storage.makedirs(eval_dir)
+    storage.write_json(eval_dir.join("details.json"), details)
+    storage.write_text(
+        eval_dir.join("report.md"), _markdown(cfg, cells, curve, multipliers, compositions, details)
     )
-    _plot_loss_vs_tau(cfg, cells, eval_dir / "loss_vs_tau.png")
-    _plot_random_curve(cfg, cells, curve, eval_dir / "random_curve.png")
+    _plot_loss_vs_tau(cfg, cells, eval_dir.join("loss_vs_tau.png"))
+    _plot_random_curve(cfg, cells, curve, eval_dir.join("random_curve.png"))
     if by_source is not None:
-        _plot_scores_by_source(by_source, pool_scores["score"], eval_dir / "scores_by_source.png")
+        _plot_scores_by_source(
+            by_source, pool_scores["score"], eval_dir.join("scores_by_source.png")
+        )
+    # last: report.json is the stage's completion marker (colorfilter.layout), so an evaluation
+    # killed while writing the other files does not look finished
+    storage.write_json(eval_dir.join("report.json"), report)
     return report
 
 
@@ -120,10 +128,11 @@ class SourceGroups:
     target: np.ndarray | None
 
 
-def summary(eval_dir: Path) -> str:
-    """What `colorfilter evaluate` prints at the end: where the report is, and its headline
-    table (held-out loss per method and tau, the train tokens)."""
-    markdown = (eval_dir / "report.md").read_text()
+def summary(eval_dir: Path | Location) -> str:
+    """What `colorfilter evaluate` prints at the end: where the report is (a path or URL), and
+    its headline table (held-out loss per method and tau, the train tokens)."""
+    report_md = as_location(eval_dir).join("report.md")
+    markdown = storage.read_text(report_md)
     table, started = [], False
     for line in markdown.splitlines():
         started = started or line.startswith("| method |")
@@ -131,7 +140,7 @@ def summary(eval_dir: Path) -> str:
             break
         if started:
             table.append(line)
-    return "\n".join([f"report: {eval_dir / 'report.md'} (and report.json, plots)", "", *table])
+    return "\n".join([f"report: {report_md} (and report.json, plots)", "", *table])
 
 
 def _source_groups(pool: Pool, target_source: list[str]) -> SourceGroups:
@@ -457,13 +466,15 @@ def _figure() -> tuple[Any, Any]:
     return figure, figure.add_subplot(1, 1, 1)
 
 
-def _save(figure: Any, path: Path) -> None:
+def _save(figure: Any, path: Location) -> None:
+    """The PNG rendered in memory, then written whole (to disk or a bucket)."""
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    storage.write_bytes(path, buffer.getvalue())
 
 
-def _plot_loss_vs_tau(cfg: EvaluateConfig, cells: dict, path: Path) -> None:
+def _plot_loss_vs_tau(cfg: EvaluateConfig, cells: dict, path: Location) -> None:
     figure, axes = _figure()
     for method in cfg.methods:
         taus = [float(t) for t in cfg.taus if (method, float(t)) in cells]
@@ -481,7 +492,7 @@ def _plot_loss_vs_tau(cfg: EvaluateConfig, cells: dict, path: Path) -> None:
     _save(figure, path)
 
 
-def _plot_random_curve(cfg: EvaluateConfig, cells: dict, curve: list, path: Path) -> None:
+def _plot_random_curve(cfg: EvaluateConfig, cells: dict, curve: list, path: Location) -> None:
     figure, axes = _figure()
     axes.plot(
         [c["train_tokens"] for c in curve],
@@ -508,7 +519,7 @@ def _plot_random_curve(cfg: EvaluateConfig, cells: dict, curve: list, path: Path
 MAX_SOURCES = 8  # sources drawn one by one in the score plot; the rest are pooled as "other"
 
 
-def _plot_scores_by_source(by_source: SourceGroups, scores: np.ndarray, path: Path) -> None:
+def _plot_scores_by_source(by_source: SourceGroups, scores: np.ndarray, path: Location) -> None:
     """Score (prior_loss - cond_loss) histograms per source, each normalised to its own count."""
     groups = {name: scores[mask] for name, mask in by_source.sources.items()}
     figure, axes = _figure()

@@ -6,14 +6,20 @@ Tiny target models on a CPU leave cores idle (a batch of 4 x 128 tokens cannot k
 busy), and a GPU cluster can train one target per GPU, so runs are trained side by side.
 Only the driver writes records, each as soon as its run finishes, so a killed evaluation keeps
 every finished run and a rerun trains only the rest; a lost node's run is trained again elsewhere.
+
+A run's record is its whole output: one JSON object under OUTPUT/eval/runs/, written through the
+storage layer after the run finished (temp-then-rename on disk, one PUT on a bucket: it appears
+whole or not at all). It is thus a unit of colorfilter.io.commit's kind with no data objects and
+the record last; a rerun trusts it only when it parses and carries the same run hash.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +37,8 @@ from colorfilter.evaluation.plan import (
     repeated_order,
     selection_digest,
 )
-from colorfilter.io.atomic import read_json, write_json_atomic
+from colorfilter.io import storage
+from colorfilter.io.location import Location, as_location
 from colorfilter.models.data import ChunkIndex
 
 log = logging.getLogger(__name__)
@@ -110,17 +117,20 @@ def run_all(
     runs: list[PlannedRun],
     cfg: EvaluateConfig,
     setup: Any,
-    runs_dir: Path,
+    runs_dir: Path | Location,
     overwrite: bool,
     executor: str = "local",
     ray_cfg: RayConfig | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each run's record, by name: finished ones read back, the others trained (as executor
-    tasks) and written here, on the driver, as each finishes."""
+    tasks) and written to `runs_dir` (a folder or a bucket prefix), on the driver, as each
+    finishes."""
+    runs_dir = as_location(runs_dir)
     records: dict[str, dict[str, Any]] = {}
+    finished = {} if overwrite else _finished_records(runs, runs_dir)
     todo = []
     for run in runs:
-        record = None if overwrite else _finished_record(run, runs_dir)
+        record = finished.get(run.spec.name)
         if record is None:
             todo.append(run)
         else:
@@ -142,15 +152,27 @@ def _last_run_note(run: PlannedRun, result: dict[str, Any]) -> str:
     return f"last: {run.spec.name} held-out {loss:.4f}" if loss is not None else run.spec.name
 
 
-def _finished_record(run: PlannedRun, runs_dir: Path) -> dict[str, Any] | None:
-    path = runs_dir / f"{run.spec.name}.json"
-    if not path.exists():
-        return None
-    record = read_json(path)
-    return record if record.get("run_hash") == run.run_hash else None
+def _record_location(run: PlannedRun, runs_dir: Location) -> Location:
+    return runs_dir.join(f"{run.spec.name}.json")
 
 
-def _write_record(run: PlannedRun, result: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
+def _finished_records(runs: Sequence[PlannedRun], runs_dir: Location) -> dict[str, dict]:
+    """{name: record} of the runs whose record is there, whole, with the same run hash (read in
+    one batch: concurrent requests on a bucket). A torn or foreign record means "train again"."""
+    found = storage.read_many([_record_location(run, runs_dir) for run in runs])
+    records = {}
+    for run in runs:
+        data = found[_record_location(run, runs_dir).url]
+        try:
+            record = json.loads(data) if data is not None else None
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and record.get("run_hash") == run.run_hash:
+            records[run.spec.name] = record
+    return records
+
+
+def _write_record(run: PlannedRun, result: dict[str, Any], runs_dir: Location) -> dict[str, Any]:
     record = {
         "name": run.spec.name,
         **asdict(run.spec),
@@ -161,9 +183,9 @@ def _write_record(run: PlannedRun, result: dict[str, Any], runs_dir: Path) -> di
         **result,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
-    path = runs_dir / f"{run.spec.name}.json"
-    write_json_atomic(path, record)
-    return read_json(path)
+    location = _record_location(run, runs_dir)
+    storage.write_json(location, record)
+    return storage.read_json(location)
 
 
 def _train(
@@ -249,14 +271,16 @@ class RunTrainer:
         )
 
 
-def check_heldout(paths: list[Path]) -> None:
+def check_heldout(paths: Sequence[Path | Location]) -> None:
     """Each held-out shard's parquet footer reads (a truncated or foreign file is named)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from colorfilter.io.transfer import open_parquet
 
     for path in paths:
         try:
-            pq.read_metadata(path)
+            with open_parquet(path) as parquet:
+                parquet.metadata  # noqa: B018 - reading the footer is the check
         except (pa.ArrowException, OSError) as error:
             raise BadDataError(
                 f"held-out shard {path} is not readable parquet ({error}): rerun "

@@ -3,17 +3,20 @@
 Every method at a tau trains on the same number of tokens (the budget: `train_tokens`, or the
 smallest selection's full-chunk tokens at that tau), from the same initialisation, with a cosine
 schedule annealed to the end of the run; a smaller selection is repeated in seeded shuffled
-passes. Each run writes OUTPUT/eval/runs/<name>.json atomically; a rerun skips the runs whose
+passes. Each run writes OUTPUT/eval/runs/<name>.json whole; a rerun skips the runs whose
 record carries the same run hash (`runs.py`, which trains the rest as executor tasks,
 `evaluate.workers` at a time).
 The report is rebuilt from those records every time.
+
+OUTPUT may be a bucket: every path comes from colorfilter.layout.RunLayout, the shards are read
+through colorfilter.io.transfer, the tokenizer from a node-local copy (colorfilter.io.cache), and
+the records and report files are written through the storage layer.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,9 +28,13 @@ from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.oracle import LABEL_ORACLE, label_oracle
 from colorfilter.evaluation.plan import Pool, full_chunks, round_to_batches
 from colorfilter.evaluation.runs import RunSpec, plan_run, run_all
+from colorfilter.io import storage
 from colorfilter.io.atomic import remove_stale_temps
-from colorfilter.io.token_shards import list_shards, prepared_shards
-from colorfilter.pipeline.select import check_pool_size, count_rows
+from colorfilter.io.location import Location
+from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
+from colorfilter.io.transfer import open_parquet, read_parquet
+from colorfilter.layout import RunLayout
+from colorfilter.pipeline.select import check_pool_size
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +50,8 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
 
     started = time.perf_counter()
     cfg: EvaluateConfig = config.evaluate
-    out = config.output_path
-    token_paths, score_paths = _checked_inputs(config, cfg)
+    layout = RunLayout.of(config)
+    token_paths, score_paths = _checked_inputs(config, cfg, layout)
     pool = Pool.read(token_paths)
     scores = _read_scores(score_paths, pool)
     pool_scores = _pool_scores(pool, scores)
@@ -54,16 +61,17 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
     budgets = _budgets(cfg, pool, selections, config.seq_len)
     method_specs, curve_specs = _plan_runs(cfg, pool, selections, budgets, config.seq_len)
     setup = target_setup(config)
-    runs_dir = out / "eval" / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(runs_dir)
+    runs_dir = layout.eval_runs
+    storage.makedirs(runs_dir)
+    if runs_dir.is_local:  # an aborted upload leaves nothing on a bucket
+        remove_stale_temps(runs_dir.path)
     runs = [
         plan_run(spec, selections[(spec.method, spec.tau)], pool, cfg, setup)
         for spec in dict.fromkeys(method_specs + curve_specs)
     ]
     records = run_all(runs, cfg, setup, runs_dir, overwrite, config.executor, config.ray)
     return write_reports(
-        out / "eval",
+        layout.eval,
         cfg,
         pool,
         selections,
@@ -77,13 +85,14 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
     )
 
 
-def _read_scores(score_paths: list[Path], pool: Pool) -> Any:
+def _read_scores(score_paths: list[Location], pool: Pool) -> Any:
     """The pool's score columns, read once: every score-based selection and the by-source report
     use them, and the evaluation holds the pool's index in memory anyway. Refused before any
     training unless there is one row per pool chunk."""
-    import pyarrow.parquet as pq
+    import pyarrow as pa
 
-    scores = pq.read_table(score_paths, columns=["seq_id", "prior_loss", "cond_loss", "score"])
+    columns = ["seq_id", "prior_loss", "cond_loss", "score"]
+    scores = pa.concat_tables([read_parquet(path, columns=columns) for path in score_paths])
     if scores.num_rows != len(pool.index):
         raise BadDataError(
             f"the pool's score shards hold {scores.num_rows:,} rows for {len(pool.index):,} "
@@ -102,25 +111,43 @@ def _pool_scores(pool: Pool, scores: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _checked_inputs(config: Config, cfg: EvaluateConfig) -> tuple[list[Path], list[Path]]:
-    out = config.output_path
-    token_paths = prepared_shards(out / "tokens" / "pool")
-    score_paths = list_shards(out / "scores" / "pool")
-    if not token_paths or len(score_paths) != len(token_paths):
+def _checked_inputs(
+    config: Config, cfg: EvaluateConfig, layout: RunLayout
+) -> tuple[list[Location], list[Location]]:
+    token_paths = prepared_shard_locations(layout.tokens("pool"))
+    score_paths = shard_locations(layout.scores)
+    if len(score_paths) != len(token_paths):
+        layout.require("score")  # score never finished here: the one "run score first" message
         raise ConfigError(
-            f"{out / 'scores' / 'pool'} has {len(score_paths)} score shards for "
+            f"{layout.scores} has {len(score_paths)} score shards for "
             f"{len(token_paths)} token shards: run `colorfilter score` first"
         )
-    if not list_shards(out / "tokens" / "downstream_eval"):
+    if not shard_locations(layout.tokens("downstream_eval")):
         if config.data.downstream_eval:  # set, but not prepared or prepared to nothing: say which
-            prepared_shards(out / "tokens" / "downstream_eval")
+            prepared_shard_locations(layout.tokens("downstream_eval"))
         raise ConfigError("evaluate needs held-out target data: set data.downstream_eval")
     raise_problems(cfg.validate("evaluate"))  # again: the section may be edited after load
-    missing = [path for path in cfg.multiple_choice if not Path(path).is_file()]
+    missing = [path for path in cfg.multiple_choice if not _is_file(path, config)]
     if missing:
         raise ConfigError(f"evaluate.multiple_choice: no such file {missing}")
-    check_pool_size(count_rows(token_paths), cfg.taus, config.selection.min_chunks, "evaluate.taus")
+    n_chunks = _count_rows(token_paths)
+    check_pool_size(n_chunks, cfg.taus, config.selection.min_chunks, "evaluate.taus")
     return token_paths, score_paths
+
+
+def _is_file(path: str, config: Config) -> bool:
+    """A file on disk, or an object on a bucket / the hub (not a folder)."""
+    loc = Location.parse(path, config.storage, "evaluate.multiple_choice")
+    return storage.exists(loc) and not storage.is_dir(loc)
+
+
+def _count_rows(paths: list[Location]) -> int:
+    """Rows (chunks) of parquet shards on any backend, from their footers."""
+    total = 0
+    for path in paths:
+        with open_parquet(path) as parquet:
+            total += parquet.metadata.num_rows
+    return total
 
 
 def _curve_taus(cfg: EvaluateConfig) -> list[float]:
@@ -221,15 +248,22 @@ def _plan_runs(
 
 def target_setup(config: Config) -> Any:
     from colorfilter.evaluation.train import TargetSetup
+    from colorfilter.io.cache import local_copy
     from colorfilter.models.checkpoints import load_tokenizer
 
-    out = config.output_path
-    tokenizer, pad_id = load_tokenizer(out / "tokenizer")
+    layout = RunLayout.of(config)
+    try:
+        tokenizer_dir = local_copy(layout.tokenizer)  # a remote one is fetched once per node
+    except FileNotFoundError:
+        layout.require("prepare", "the run's tokenizer")
+        raise
+    tokenizer, pad_id = load_tokenizer(tokenizer_dir)
     mc_items, mc_digest = (), ""
     if config.evaluate.multiple_choice:
         from colorfilter.evaluation.multiple_choice import items_digest, load_items
 
-        mc_items = tuple(load_items(config.evaluate.multiple_choice, tokenizer, config.seq_len))
+        paths = config.evaluate.multiple_choice
+        mc_items = tuple(load_items(paths, tokenizer, config.seq_len, config.storage))
         mc_digest = items_digest(mc_items)
     return TargetSetup(
         vocab_size=len(tokenizer),
@@ -237,7 +271,7 @@ def target_setup(config: Config) -> Any:
         eos_id=tokenizer.eos_token_id,
         bos_id=tokenizer.bos_token_id,
         seq_len=config.seq_len,
-        eval_paths=list_shards(out / "tokens" / "downstream_eval"),
+        eval_paths=shard_locations(layout.tokens("downstream_eval")),
         device=config.device,
         mc_items=mc_items,
         mc_digest=mc_digest,
