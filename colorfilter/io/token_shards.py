@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from colorfilter.errors import ConfigError
 from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
 from colorfilter.io.location import Location, as_location
+from colorfilter.io.transfer import open_parquet
 
 TOKEN_SCHEMA = pa.schema(
     [
@@ -116,11 +116,13 @@ def pad_input_ids(
 
 
 def iter_padded_batches(
-    paths: Sequence[str | Path], batch_size: int, seq_len: int, pad_id: int
+    paths: Sequence[str | Path | Location], batch_size: int, seq_len: int, pad_id: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (seq_ids, input_ids [B, seq_len], n_tokens) batches over shards, streaming."""
+    """Yield (seq_ids, input_ids [B, seq_len], n_tokens) batches over shards (local or on a
+    bucket), streaming."""
     for path in paths:
-        parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(batch_size=batch_size, columns=["seq_id", "input_ids"]):
-            input_ids, n_tokens = pad_input_ids(batch.column("input_ids"), seq_len, pad_id)
-            yield batch.column("seq_id").to_numpy(), input_ids, n_tokens
+        with open_parquet(path) as parquet:
+            batches = parquet.iter_batches(batch_size=batch_size, columns=["seq_id", "input_ids"])
+            for batch in batches:
+                input_ids, n_tokens = pad_input_ids(batch.column("input_ids"), seq_len, pad_id)
+                yield batch.column("seq_id").to_numpy(), input_ids, n_tokens

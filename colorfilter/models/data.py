@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from colorfilter.hashing import seeded_keys
+from colorfilter.io.location import Location
 from colorfilter.io.token_shards import pad_input_ids
+from colorfilter.io.transfer import open_parquet, read_parquet
 
 
 def chunk_keys(seq_ids: np.ndarray, seed: int, salt: int = 0) -> np.ndarray:
@@ -29,7 +31,7 @@ def chunk_keys(seq_ids: np.ndarray, seed: int, salt: int = 0) -> np.ndarray:
 class ChunkIndex:
     """A list of chunks (no tokens): where each lives, its id and its length."""
 
-    paths: list[Path]
+    paths: list[Path | Location]  # shards on disk or on a bucket (read via io.transfer)
     file_index: np.ndarray  # int32, index into paths
     row_index: np.ndarray  # int64, row within that file
     seq_id: np.ndarray  # uint64
@@ -49,17 +51,18 @@ class ChunkIndex:
         )
 
 
-def _read_shard_index(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    table = pq.read_table(path, columns=["seq_id", "n_tokens"])
+def _read_shard_index(path: Path | Location) -> tuple[np.ndarray, np.ndarray]:
+    table = read_parquet(path, columns=["seq_id", "n_tokens"])
     seq_id = table.column("seq_id").to_numpy().astype(np.uint64)
     return seq_id, table.column("n_tokens").to_numpy().astype(np.int32)
 
 
 def read_chunk_index(
-    paths: Sequence[str | Path], seed: int = 0, salt: int = 0, keep_fraction: float = 1.0
+    paths: Sequence[str | Path | Location], seed: int = 0, salt: int = 0,
+    keep_fraction: float = 1.0,
 ) -> ChunkIndex:
     """Index the chunks of `paths`, keeping those whose key falls in the lowest `keep_fraction`."""
-    paths = [Path(p) for p in paths]
+    paths = [p if isinstance(p, Location) else Path(p) for p in paths]
     threshold = None if keep_fraction >= 1.0 else np.uint64(int(keep_fraction * 2.0**64))
     parts: list[tuple[np.ndarray, ...]] = []
     for file_number, path in enumerate(paths):
@@ -81,14 +84,17 @@ def shuffled(index: ChunkIndex, seed: int, salt: int = 0) -> ChunkIndex:
     return index.take(order)
 
 
-def select_token_budget(paths: Sequence[str | Path], token_budget: int, seed: int) -> ChunkIndex:
+def select_token_budget(
+    paths: Sequence[str | Path | Location], token_budget: int, seed: int
+) -> ChunkIndex:
     """A seeded random set of chunks holding about `token_budget` tokens, in training order.
 
     Chunks are taken in key order until the budget is reached, so a larger budget extends a
     smaller one. Two cheap passes over `n_tokens` keep memory proportional to the selection.
     """
-    total_tokens = sum(int(_read_shard_index(Path(p))[1].sum()) for p in paths)
-    n_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    paths = [p if isinstance(p, Location) else Path(p) for p in paths]
+    total_tokens = sum(int(_read_shard_index(p)[1].sum()) for p in paths)
+    n_rows = sum(_num_rows(p) for p in paths)
     fraction = 1.0
     if 0 < token_budget < total_tokens:
         fraction = min(1.0, 1.05 * token_budget / total_tokens + 64.0 / max(n_rows, 1))
@@ -164,9 +170,18 @@ def load_rank_batches(
     return RankBatches(order, index.n_tokens, tokens, row_of, batch_size, rank, world_size)
 
 
-def _read_rows(path: Path, rows: np.ndarray) -> pa.ListArray:
+def _num_rows(path: Path | Location) -> int:
+    with open_parquet(path) as parquet:
+        return parquet.metadata.num_rows
+
+
+def _read_rows(path: Path | Location, rows: np.ndarray) -> pa.ListArray:
     """`input_ids` of `rows` of one shard, reading only the row groups that hold them."""
-    parquet = pq.ParquetFile(path)
+    with open_parquet(path) as parquet:
+        return _take_rows(parquet, rows)
+
+
+def _take_rows(parquet: Any, rows: np.ndarray) -> pa.ListArray:
     starts = np.cumsum(
         [0] + [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from colorfilter.io.location import Location
 from colorfilter.io.token_shards import iter_padded_batches, list_shards
 from colorfilter.models.runtime import autocast, autocast_dtype, resolve_device
 
@@ -30,11 +31,13 @@ def token_losses(logits: Any, input_ids: Any, n_tokens: Any) -> tuple[Any, Any, 
     return nll.sum(), (log_z.square() * mask).sum(), mask.sum()
 
 
-def _as_paths(token_dir_or_paths: str | Path | Sequence[str | Path]) -> list[Path]:
+def _as_paths(
+    token_dir_or_paths: str | Path | Sequence[str | Path | Location],
+) -> list[Path | Location]:
     if isinstance(token_dir_or_paths, (str, Path)):
         path = Path(token_dir_or_paths)
         return list_shards(path) if path.is_dir() else [path]
-    return [Path(p) for p in token_dir_or_paths]
+    return [p if isinstance(p, Location) else Path(p) for p in token_dir_or_paths]
 
 
 def evaluate_loss(
