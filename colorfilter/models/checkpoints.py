@@ -143,18 +143,19 @@ def check_tokenizer_matches(model_dir: str | Path, tokenizer: Any, label: str = 
 
 def prepare_out_dir(out_dir: Path | Location, stats_file: str) -> None:
     """Retract the folder's completion record (a rerun must not trust it while this run
-    rewrites the folder); locally also make it, drop a killed run's temp files and the stats."""
+    rewrites the folder) and its stats; locally also make it and drop a killed run's temp
+    files (an aborted upload leaves no object behind: nothing to clean on a bucket)."""
     out = as_location(out_dir)
     remove(out.join(MODEL_RECORD))
+    remove(out.join(stats_file))
     if not out.is_local:
-        return  # an aborted upload leaves no object behind: nothing to clean
+        return
     path = Path(out.path)
     path.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     for stale in path.glob(TMP_PREFIX + "*"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
-    (path / stats_file).unlink(missing_ok=True)
 
 
 def save_model_dir(model: Any, tokenizer: Any, out_dir: Path) -> list[str]:

@@ -125,8 +125,8 @@ def train_conditional(
 
     train_paths = prepared_shard_locations(train_token_dir)
     prior = as_location(prior_dir)
-    prior_stats = storage.read_json_object(prior.join(STATS_FILE)) or {}
-    prior_identity = prior_stats.get("config_hash") or prior
+    prior_record = committed_model(prior) or {}  # the hash it was trained with, once complete
+    prior_identity = prior_record.get("meta", {}).get("config_hash") or prior
     inputs = {"train": train_paths, "tokenizer": tokenizer_dir, "prior": prior_identity}
     config_hash = stage_hash("conditional", cfg, seq_len, seed, inputs)
     out = as_location(out_dir)
