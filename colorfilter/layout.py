@@ -36,6 +36,7 @@ SPLITS = ("pool", "downstream_train", "downstream_eval")
 MODELS = ("prior", "conditional")
 SELECT_WORK = "_work"
 STATS = "stats.json"
+MODEL_RECORD = "model.done.json"  # a model folder's completion record (colorfilter.io.commit)
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,8 @@ def _known(name: str, names: tuple[str, ...], what: str) -> str:
 # stage -> the outputs it writes last (their presence means it finished)
 _MARKERS: dict[str, Callable[[RunLayout], list[Location]]] = {
     "prepare": lambda run: [run.tokenizer.join("tokenizer_config.json"), run.token_stats("pool")],
-    "train-prior": lambda run: [run.model("prior").join("config.json")],
-    "train-conditional": lambda run: [run.model("conditional").join("config.json")],
+    "train-prior": lambda run: [run.model("prior").join(MODEL_RECORD)],
+    "train-conditional": lambda run: [run.model("conditional").join(MODEL_RECORD)],
     "score": lambda run: [run.score_stats],
     "evaluate": lambda run: [run.eval.join("report.json")],
 }

@@ -1,8 +1,14 @@
-"""Model directories on disk: config hashes, atomic `save_pretrained`, tokenizer checks."""
+"""Model folders on any backend: config hashes, atomic `save_pretrained`, tokenizer checks.
+
+A model folder is a unit (colorfilter.io.commit): its files first, then the record
+`colorfilter.layout.MODEL_RECORD` listing them, so a rerun (and `colorfilter score`) trusts a
+model on a bucket only once every file of it is there.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import os
@@ -13,19 +19,34 @@ from typing import Any
 
 import numpy as np
 
+from colorfilter.configtools import URL_SCHEME
 from colorfilter.errors import ConfigError
-from colorfilter.io.atomic import TMP_PREFIX, remove_stale_temps, write_parquet_atomic
+from colorfilter.io.atomic import TMP_PREFIX, remove_stale_temps, write_json_atomic
+from colorfilter.io.commit import commit_unit, is_committed
+from colorfilter.io.location import Location, as_location
+from colorfilter.io.storage import find, list_dir, read_json, read_many, remove, stat_many
+from colorfilter.io.transfer import staged_folder, write_parquet
+from colorfilter.layout import MODEL_RECORD
 from colorfilter.models.config import RUNTIME_FIELDS
+from colorfilter.models.curves import write_loss_curve_csv, write_loss_curve_png
 
 SMALL_FILE_BYTES = 1 << 20  # files up to this size are fingerprinted by content, others by size
+STATS_FILE = "train_stats.json"
+CURVE_CSV, CURVE_PNG = "loss_curve.csv", "loss_curve.png"
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin*")
 
 
-def fingerprint(target: str | Path | list[Path] | None) -> Any:
-    """A cheap identity for input files: content hash of small files, name and size of big ones."""
+def fingerprint(target: str | Path | Location | list | None) -> Any:
+    """A cheap identity for input files: content hash of small files, name and size of big ones.
+
+    Files on a bucket (URLs or remote Locations) are identified the same way, from a listing.
+    """
     if target is None:
         return None
-    paths = [Path(target)] if isinstance(target, (str, Path)) else [Path(p) for p in target]
+    targets = [target] if isinstance(target, (str, Path, Location)) else list(target)
+    if any(_is_remote(t) for t in targets):
+        return _remote_fingerprint([as_location(t) for t in targets], target)
+    paths = [Path(t) for t in targets]
     if len(paths) == 1 and not paths[0].exists():
         return str(target)
     entries = []
@@ -40,6 +61,32 @@ def fingerprint(target: str | Path | list[Path] | None) -> Any:
             )
             entries.append([file.name, size, digest])
     return entries
+
+
+def _is_remote(value: Any) -> bool:
+    if isinstance(value, Location):
+        return not value.is_local
+    return isinstance(value, str) and URL_SCHEME.match(value) is not None and not value.startswith(
+        "file://"
+    )
+
+
+def _remote_fingerprint(locs: list[Location], target: Any) -> Any:
+    """`fingerprint` from listings: a folder's files (one listing), or the given files (one
+    listing per folder); the small ones are read, concurrently."""
+    if isinstance(target, (str, Path, Location)):
+        files = [(info.location, info.size) for info in find(locs[0])]
+    else:
+        sizes = stat_many(locs)
+        files = [(loc, sizes[loc.url]) for loc in locs if sizes[loc.url] is not None]
+    if not files:
+        return target.url if isinstance(target, Location) else str(target)
+    small = read_many(loc for loc, size in files if size <= SMALL_FILE_BYTES)
+    return [
+        [loc.name, size, hashlib.sha256(small[loc.url]).hexdigest()[:16]
+         if small.get(loc.url) is not None else None]
+        for loc, size in files
+    ]
 
 
 def stage_hash(stage: str, cfg: Any, seq_len: int, seed: int, inputs: dict[str, Any]) -> str:
@@ -71,14 +118,17 @@ def load_tokenizer(tokenizer_dir: str | Path) -> tuple[Any, int]:
     return tokenizer, int(pad_id)
 
 
-def check_tokenizer_matches(model_dir: str | Path, tokenizer: Any) -> None:
-    """Refuse a checkpoint whose own tokenizer differs from the one the data was tokenized with."""
+def check_tokenizer_matches(model_dir: str | Path, tokenizer: Any, label: str = "") -> None:
+    """Refuse a checkpoint whose own tokenizer differs from the one the data was tokenized with.
+
+    `label` names the checkpoint in messages (its URL when `model_dir` is a local copy)."""
     from transformers import AutoTokenizer
 
     model_dir = Path(model_dir)
+    label = label or str(model_dir)
     if not (model_dir / "config.json").exists():
         raise ConfigError(
-            f"prior.init_from {model_dir} is not a HF checkpoint directory "
+            f"prior.init_from {label} is not a HF checkpoint directory "
             "(no config.json); see scripts/convert_smollm2.py for GGUF files"
         )
     if not any((model_dir / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
@@ -86,23 +136,31 @@ def check_tokenizer_matches(model_dir: str | Path, tokenizer: Any) -> None:
     own = AutoTokenizer.from_pretrained(str(model_dir))
     if own.get_vocab() != tokenizer.get_vocab():
         raise ConfigError(
-            f"prior.init_from {model_dir} has its own tokenizer, which differs from "
+            f"prior.init_from {label} has its own tokenizer, which differs from "
             "the run's: prepare the data with that checkpoint's tokenizer"
         )
 
 
-def prepare_out_dir(out_dir: Path, stats_file: str) -> None:
-    """Make `out_dir`, drop a killed run's temp files, and retract an outdated stats record."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out_dir)
-    for stale in out_dir.glob(TMP_PREFIX + "*"):
+def prepare_out_dir(out_dir: Path | Location, stats_file: str) -> None:
+    """Retract the folder's completion record (a rerun must not trust it while this run
+    rewrites the folder) and its stats; locally also make it and drop a killed run's temp
+    files (an aborted upload leaves no object behind: nothing to clean on a bucket)."""
+    out = as_location(out_dir)
+    remove(out.join(MODEL_RECORD))
+    remove(out.join(stats_file))
+    if not out.is_local:
+        return
+    path = Path(out.path)
+    path.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    for stale in path.glob(TMP_PREFIX + "*"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
-    (out_dir / stats_file).unlink(missing_ok=True)
 
 
-def save_model_dir(model: Any, tokenizer: Any, out_dir: Path) -> None:
-    """`save_pretrained` model and tokenizer into a temp dir, then move each file into place."""
+def save_model_dir(model: Any, tokenizer: Any, out_dir: Path) -> list[str]:
+    """`save_pretrained` model and tokenizer into a temp dir, then move each file into place
+    in the local folder `out_dir`; return the names written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "model-", dir=out_dir))
     try:
@@ -111,14 +169,66 @@ def save_model_dir(model: Any, tokenizer: Any, out_dir: Path) -> None:
         for pattern in WEIGHT_PATTERNS:  # an older run's weights could shadow the new ones
             for old in out_dir.glob(pattern):
                 old.unlink()
+        names = sorted(file.name for file in tmp.iterdir())
         for file in tmp.iterdir():
             os.replace(file, out_dir / file.name)
+        return names
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_seq_ids(seq_ids: np.ndarray, path: Path) -> None:
+def drop_old_weights(dest: Location, keep: list[str]) -> None:
+    """Remove weight objects of an older run in a remote folder that the new save lacks (a
+    sharded checkpoint's pieces would shadow a single new file)."""
+    for loc in list_dir(dest):
+        if loc.name not in keep and any(fnmatch.fnmatch(loc.name, p) for p in WEIGHT_PATTERNS):
+            remove(loc)
+
+
+def publish_model_dir(
+    out: Location,
+    model: Any,
+    tokenizer: Any,
+    stats: dict[str, Any],
+    history: list[dict[str, float]] | None = None,
+    title: str = "",
+    extra_names: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Write a finished model folder as one unit: weights and tokenizer (`save_pretrained`), the
+    loss curve (when `history` is given) and the stats, then the record listing them and the
+    already written `extra_names`. Returns the stats as a rerun reads them back."""
+    with staged_folder(out) as folder:
+        names = save_model_dir(model, tokenizer, folder)
+        if history is not None:
+            write_loss_curve_csv(history, folder / CURVE_CSV)
+            write_loss_curve_png(history, folder / CURVE_PNG, title=title)
+            names += [CURVE_CSV, CURVE_PNG]
+        write_json_atomic(folder / STATS_FILE, stats)
+        if not out.is_local:
+            drop_old_weights(out, names)
+    objects = [out.join(n) for n in [*names, STATS_FILE, *extra_names]]
+    commit_unit(out.join(MODEL_RECORD), objects, {"config_hash": stats["config_hash"]})
+    return read_json(out.join(STATS_FILE))
+
+
+def commit_model_files(out_dir: Path | Location, config_hash: str = "") -> dict:
+    """Commit a model folder written by other means (a test's `save_pretrained`, a copied
+    checkpoint): every file in it but the record and checkpoint/, so stages that `require`
+    the model accept it. (A train stage still retrains it: no stats carry its config hash.)"""
+    out = as_location(out_dir)
+    files = [info.location for info in find(out)
+             if info.location.name != MODEL_RECORD
+             and not info.location.relative_to(out).startswith("checkpoint/")]
+    return commit_unit(out.join(MODEL_RECORD), files, {"config_hash": config_hash})
+
+
+def committed_model(out: Location) -> dict | None:
+    """The model folder's record when every file it lists is there, else None."""
+    return is_committed(out.join(MODEL_RECORD))
+
+
+def write_seq_ids(seq_ids: np.ndarray, path: Path | Location) -> None:
     """Record which pool chunks the prior trained on (they stay in the pool and are scored)."""
     import pyarrow as pa
 
-    write_parquet_atomic(path, pa.table({"seq_id": pa.array(seq_ids, type=pa.uint64())}))
+    write_parquet(path, pa.table({"seq_id": pa.array(seq_ids, type=pa.uint64())}))

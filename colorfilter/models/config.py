@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colorfilter.configtools import Checks
+from colorfilter.io.location import SCHEMES
 from colorfilter.models.presets import PRESETS
 
+MODEL_SCHEMES = frozenset(s for s in SCHEMES if s)  # prior.init_from: s3, gs, hf, file URLs
 TRAIN_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16")  # models.runtime.autocast_dtype
 
 
@@ -72,7 +74,7 @@ class PriorConfig(TrainConfig):
 
     preset: str = "olmo-150m"  # model preset: micro, tiny, mini, olmo-150m (models/presets.py)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # HF config fields to change
-    init_from: str = ""  # HF checkpoint dir to use as the prior as-is (skips pre-training)
+    init_from: str = ""  # HF checkpoint dir or URL to use as the prior as-is (no pre-training)
     token_budget: int = 3_100_000_000  # pool tokens to pre-train on (a seeded random slice)
 
     def validate(self, where: str = "prior") -> list[str]:
@@ -82,7 +84,8 @@ class PriorConfig(TrainConfig):
         if not self.init_from:
             check.at_least("token_budget", self.token_budget, 1)
         else:
-            check.path("init_from", self.init_from)
+            # a local HF checkpoint folder or a URL of one (fetched with io.cache.local_copy)
+            check.path("init_from", self.init_from, schemes=MODEL_SCHEMES)
         return check.problems
 
 

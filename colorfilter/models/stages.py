@@ -1,10 +1,14 @@
 """The two auxiliary-model stages: pre-train the prior, fine-tune the conditional.
 
 Each stage writes a standard HF checkpoint (`save_pretrained`, tokenizer beside it) into its
-`out_dir`, then `loss_curve.csv`/`.png` and, last, `train_stats.json`: the completion record. A
-rerun whose stats carry the same config hash is skipped; a killed run resumes from
-`out_dir/checkpoint/state.pt`. Launched under torchrun (or inside Ray Train) it trains
-data-parallel; rank 0 evaluates and writes.
+`out_dir` (a local folder or a bucket prefix), with `loss_curve.csv`/`.png` and
+`train_stats.json`, then, last, the folder's completion record (colorfilter.layout.MODEL_RECORD,
+colorfilter.io.commit). A rerun whose committed record carries the same config hash is skipped;
+a killed run resumes from the committed `out_dir/checkpoint/state.pt`. Inputs (token shards,
+tokenizer, a prior to start from) may live on a bucket too: shards are read through
+colorfilter.io.transfer, model folders through a node-local copy (colorfilter.io.cache).
+Launched under torchrun (or inside Ray Train) it trains data-parallel; rank 0 evaluates and
+writes.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,17 +24,20 @@ from typing import Any
 import numpy as np
 
 from colorfilter.errors import ConfigError
-from colorfilter.io.atomic import read_json, write_json_atomic
-from colorfilter.io.token_shards import prepared_shards
+from colorfilter.io import storage
+from colorfilter.io.cache import local_copy
+from colorfilter.io.location import Location, as_location
+from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
 from colorfilter.models.checkpoints import (
+    STATS_FILE,
+    committed_model,
     load_tokenizer,
     prepare_out_dir,
-    save_model_dir,
+    publish_model_dir,
     stage_hash,
     write_seq_ids,
 )
 from colorfilter.models.config import ConditionalConfig, PriorConfig, TrainConfig
-from colorfilter.models.curves import write_loss_curve_csv, write_loss_curve_png
 from colorfilter.models.data import (
     ChunkIndex,
     epoch_order,
@@ -46,37 +52,40 @@ from colorfilter.models.training import CHECKPOINT_FILE, LoopSpec, train_loop
 
 log = logging.getLogger(__name__)
 
-STATS_FILE = "train_stats.json"
 CHECKPOINT_DIR = "checkpoint"
+SEQ_IDS_FILE = "train_seq_ids.parquet"
 StepHook = Callable[[int], None]
+Place = str | Path | Location  # a local path, a URL or a Location
 
 
 def train_prior(
-    pool_token_dir: str | Path,
-    out_dir: str | Path,
-    tokenizer_dir: str | Path,
+    pool_token_dir: Place,
+    out_dir: Place,
+    tokenizer_dir: Place,
     cfg: PriorConfig,
     seq_len: int,
     seed: int,
     device: str = "auto",
-    eval_token_dir: str | Path | None = None,
+    eval_token_dir: Place | None = None,
     force: bool = False,
     on_step: StepHook | None = None,
 ) -> dict[str, Any]:
     """Pre-train the prior on a seeded random `cfg.token_budget`-token slice of the pool (or
-    adopt `cfg.init_from`); return its training stats. Nothing is removed from the pool."""
-    pool_paths = _shards_or_fail(pool_token_dir, "pool")
-    inputs = {"pool": pool_paths, "tokenizer": tokenizer_dir, "init_from": cfg.init_from or None}
+    adopt `cfg.init_from`, a local folder or a URL); return its training stats. Nothing is
+    removed from the pool."""
+    pool_paths = prepared_shard_locations(pool_token_dir)
+    out = as_location(out_dir)
+    init = as_location(cfg.init_from, out.storage, key="prior.init_from") if cfg.init_from else None
+    inputs = {"pool": pool_paths, "tokenizer": tokenizer_dir, "init_from": init}
     config_hash = stage_hash("prior", cfg, seq_len, seed, inputs)
-    out_dir = Path(out_dir)
-    if not force and (stats := finished_stats(out_dir, config_hash)) is not None:
-        log.info("prior: already trained in %s (config %s); skipping", out_dir, config_hash)
+    if not force and (stats := finished_stats(out, config_hash)) is not None:
+        log.info("prior: already trained in %s (config %s); skipping", out, config_hash)
         return stats
-    tokenizer, pad_id = load_tokenizer(tokenizer_dir)
-    if cfg.init_from:
-        return _adopt_prior(
-            cfg, out_dir, tokenizer, pad_id, seq_len, seed, device, eval_token_dir, config_hash
-        )
+    tokenizer, pad_id = load_tokenizer(_fetch(tokenizer_dir, "the run's tokenizer"))
+    eval_paths = _eval_shards(eval_token_dir)
+    if init is not None:
+        return _adopt_prior(cfg, init, out, tokenizer, pad_id, seq_len, seed, device, eval_paths,
+                            config_hash)  # fmt: skip
     from colorfilter.models.presets import build_model
 
     index = select_token_budget(pool_paths, cfg.token_budget, seed)
@@ -92,34 +101,21 @@ def train_prior(
     )
     extra = {"preset": cfg.preset, "token_budget": cfg.token_budget}
     return _train_stage(
-        "prior",
-        model,
-        index,
-        np.arange(len(index)),
-        cfg,
-        out_dir,
-        tokenizer,
-        pad_id,
-        seq_len,
-        seed,
-        device,
-        eval_token_dir,
-        config_hash,
-        extra,
-        on_step,
-    )
+        "prior", model, index, np.arange(len(index)), cfg, out, tokenizer, pad_id, seq_len, seed,
+        device, eval_paths, config_hash, extra, on_step,
+    )  # fmt: skip
 
 
 def train_conditional(
-    prior_dir: str | Path,
-    train_token_dir: str | Path,
-    out_dir: str | Path,
-    tokenizer_dir: str | Path,
+    prior_dir: Place,
+    train_token_dir: Place,
+    out_dir: Place,
+    tokenizer_dir: Place,
     cfg: ConditionalConfig,
     seq_len: int,
     seed: int,
     device: str = "auto",
-    eval_token_dir: str | Path | None = None,
+    eval_token_dir: Place | None = None,
     force: bool = False,
     on_step: StepHook | None = None,
 ) -> dict[str, Any]:
@@ -127,55 +123,53 @@ def train_conditional(
     optimizer; return its training stats (with the prior's held-out loss beside its own)."""
     from transformers import AutoModelForCausalLM
 
-    train_paths = _shards_or_fail(train_token_dir, "downstream train")
-    prior_dir = Path(prior_dir)
-    prior_stats = read_json(prior_dir / STATS_FILE) if (prior_dir / STATS_FILE).exists() else {}
-    prior_identity = prior_stats.get("config_hash") or prior_dir
+    train_paths = prepared_shard_locations(train_token_dir)
+    prior = as_location(prior_dir)
+    prior_record = committed_model(prior) or {}  # the hash it was trained with, once complete
+    prior_identity = prior_record.get("meta", {}).get("config_hash") or prior
     inputs = {"train": train_paths, "tokenizer": tokenizer_dir, "prior": prior_identity}
     config_hash = stage_hash("conditional", cfg, seq_len, seed, inputs)
-    out_dir = Path(out_dir)
-    if not force and (stats := finished_stats(out_dir, config_hash)) is not None:
-        log.info("conditional: already trained in %s (config %s); skipping", out_dir, config_hash)
+    out = as_location(out_dir)
+    if not force and (stats := finished_stats(out, config_hash)) is not None:
+        log.info("conditional: already trained in %s (config %s); skipping", out, config_hash)
         return stats
-    tokenizer, pad_id = load_tokenizer(tokenizer_dir)
+    tokenizer, pad_id = load_tokenizer(_fetch(tokenizer_dir, "the run's tokenizer"))
     index = read_chunk_index(train_paths)
-    model = AutoModelForCausalLM.from_pretrained(prior_dir, dtype="float32")
-    extra: dict[str, Any] = {"epochs": cfg.epochs, "prior_dir": str(prior_dir)}
-    if eval_token_dir is not None:
+    model = AutoModelForCausalLM.from_pretrained(_fetch(prior, "the prior model"), dtype="float32")
+    extra: dict[str, Any] = {"epochs": cfg.epochs, "prior_dir": prior.url}
+    eval_paths = _eval_shards(eval_token_dir)
+    if eval_paths is not None:
         extra["prior_eval_loss"], _ = _held_out(
-            model, eval_token_dir, seq_len, pad_id, cfg, resolve_device(device)
+            model, eval_paths, seq_len, pad_id, cfg, resolve_device(device)
         )
     order = epoch_order(index, cfg.epochs, seed)
     return _train_stage(
-        "conditional",
-        model,
-        index,
-        order,
-        cfg,
-        out_dir,
-        tokenizer,
-        pad_id,
-        seq_len,
-        seed,
-        device,
-        eval_token_dir,
-        config_hash,
-        extra,
-        on_step,
-    )
+        "conditional", model, index, order, cfg, out, tokenizer, pad_id, seq_len, seed, device,
+        eval_paths, config_hash, extra, on_step,
+    )  # fmt: skip
 
 
-def finished_stats(out_dir: str | Path, config_hash: str) -> dict[str, Any] | None:
-    """The stats of a finished stage in `out_dir` if it was trained with `config_hash`."""
-    stats_path = Path(out_dir) / STATS_FILE
-    if not stats_path.exists() or not (Path(out_dir) / "config.json").exists():
+def finished_stats(out_dir: Place, config_hash: str) -> dict[str, Any] | None:
+    """The stats of a finished stage in `out_dir` if its folder is committed (every file of it
+    written) and was trained with `config_hash`."""
+    out = as_location(out_dir)
+    record = committed_model(out)
+    if record is None or record["meta"].get("config_hash") != config_hash:
         return None
-    stats = read_json(stats_path)
-    return stats if stats.get("config_hash") == config_hash else None
+    return storage.read_json_object(out.join(STATS_FILE))
 
 
-def _shards_or_fail(token_dir: str | Path, what: str) -> list[Path]:
-    return prepared_shards(token_dir)
+def _fetch(value: Place, what: str) -> Path:
+    """A local folder holding `value` (a node-local copy of a remote one)."""
+    try:
+        return local_copy(as_location(value))
+    except FileNotFoundError:
+        url = as_location(value).url
+        raise ConfigError(f"{what} not found at {url}") from None
+
+
+def _eval_shards(eval_token_dir: Place | None) -> list[Location] | None:
+    return None if eval_token_dir is None else shard_locations(eval_token_dir)
 
 
 def _plan_steps(n_chunks: int, cfg: TrainConfig, world_size: int, stage: str) -> int:
@@ -196,20 +190,15 @@ def _plan_steps(n_chunks: int, cfg: TrainConfig, world_size: int, stage: str) ->
 
 
 def _held_out(
-    model: Any, eval_token_dir: str | Path, seq_len: int, pad_id: int, cfg: TrainConfig, device: Any
+    model: Any, eval_paths: list[Location], seq_len: int, pad_id: int, cfg: TrainConfig,
+    device: Any,
 ) -> tuple[float, int]:
     """(mean held-out loss, predicted positions) on the eval split."""
     model.to(device)
     nll, count = evaluate_sums(
-        model,
-        eval_token_dir,
-        seq_len,
-        pad_id,
-        cfg.eval_batch_size,
-        device,
-        cfg.dtype,
+        model, eval_paths, seq_len, pad_id, cfg.eval_batch_size, device, cfg.dtype,
         cfg.eval_max_chunks,
-    )
+    )  # fmt: skip
     return (nll / count if count else float("nan")), count
 
 
@@ -219,13 +208,13 @@ def _train_stage(
     index: ChunkIndex,
     order: np.ndarray,
     cfg: TrainConfig,
-    out_dir: Path,
+    out: Location,
     tokenizer: Any,
     pad_id: int,
     seq_len: int,
     seed: int,
     device_name: str,
-    eval_token_dir: str | Path | None,
+    eval_paths: list[Location] | None,
     config_hash: str,
     extra: dict[str, Any],
     on_step: StepHook | None,
@@ -244,50 +233,31 @@ def _train_stage(
     if dist.is_main:
         warn_if_slow_on_cpu(plan, device_name)
         log.info("%s plan:\n%s", stage, format_plan(plan))
-        prepare_out_dir(out_dir, STATS_FILE)
+        prepare_out_dir(out, STATS_FILE)
         if stage == "prior":
-            write_seq_ids(index.seq_id[: steps * cfg.batch_size], out_dir / "train_seq_ids.parquet")
+            write_seq_ids(index.seq_id[: steps * cfg.batch_size], out.join(SEQ_IDS_FILE))
     dist.barrier()
     batches = load_rank_batches(index, order, cfg.batch_size, steps, dist.rank, dist.world_size)
     spec = LoopSpec(
-        steps, seq_len, pad_id, out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE, config_hash,
+        steps, seq_len, pad_id, out.join(CHECKPOINT_DIR, CHECKPOINT_FILE), config_hash,
         desc=stage, micro_batch_size=plan.micro.micro_batch,
     )  # fmt: skip
 
     def eval_fn(trained: Any) -> float:
-        return _held_out(trained, eval_token_dir, seq_len, pad_id, cfg, device)[0]
+        return _held_out(trained, eval_paths, seq_len, pad_id, cfg, device)[0]
 
     state = train_loop(
-        model,
-        batches,
-        cfg,
-        spec,
-        device,
-        dist,
-        eval_fn if eval_token_dir is not None else None,
+        model, batches, cfg, spec, device, dist, eval_fn if eval_paths is not None else None,
         on_step,
-    )
+    )  # fmt: skip
     if dist.is_main:
         stats = _finish(
-            stage,
-            model,
-            tokenizer,
-            state,
-            cfg,
-            out_dir,
-            seq_len,
-            seed,
-            device,
-            dist.world_size,
-            eval_fn if eval_token_dir is not None else None,
-            config_hash,
-            {**extra, "n_chunks": len(index), **_memory_stats(plan, device)},
-            started,
-        )
+            stage, model, tokenizer, state, cfg, out, seq_len, seed, device, dist.world_size,
+            eval_fn if eval_paths is not None else None, config_hash,
+            {**extra, "n_chunks": len(index), **_memory_stats(plan, device)}, started,
+        )  # fmt: skip
     dist.barrier()
-    return stats if dist.is_main else read_json(out_dir / STATS_FILE)
-
-
+    return stats if dist.is_main else storage.read_json(out.join(STATS_FILE))
 def _memory_stats(plan: Any, device: Any) -> dict[str, Any]:
     """The micro-batch used, the plan's peak and (on CUDA) the real one, for the stats."""
     stats = {
@@ -308,7 +278,7 @@ def _finish(
     tokenizer: Any,
     state: Any,
     cfg: TrainConfig,
-    out_dir: Path,
+    out: Location,
     seq_len: int,
     seed: int,
     device: Any,
@@ -323,7 +293,6 @@ def _finish(
     eval_loss = eval_fn(model) if eval_fn is not None else None
     if eval_loss is not None and state.history:
         state.history[-1]["eval_loss"] = eval_loss
-    save_model_dir(model, tokenizer, out_dir)
     last = state.history[-10:]
     stats = {
         "stage": stage,
@@ -348,46 +317,48 @@ def _finish(
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         **extra,
     }
-    write_loss_curve_csv(state.history, out_dir / "loss_curve.csv")
-    write_loss_curve_png(state.history, out_dir / "loss_curve.png", title=f"{stage} ({cfg.dtype})")
-    write_json_atomic(out_dir / STATS_FILE, stats)
+    seq_ids = (SEQ_IDS_FILE,) if stage == "prior" else ()
+    stats = publish_model_dir(out, model, tokenizer, stats, state.history,
+                              f"{stage} ({cfg.dtype})", seq_ids)  # fmt: skip
     if not cfg.keep_checkpoint:
-        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
-    return read_json(out_dir / STATS_FILE)  # as a rerun that skips training would return it
+        storage.remove(out.join(CHECKPOINT_DIR), recursive=True)
+    return stats  # as a rerun that skips training would return it
 
 
 def _adopt_prior(
     cfg: PriorConfig,
-    out_dir: Path,
+    init: Location,
+    out: Location,
     tokenizer: Any,
     pad_id: int,
     seq_len: int,
     seed: int,
     device_name: str,
-    eval_token_dir: str | Path | None,
+    eval_paths: list[Location] | None,
     config_hash: str,
 ) -> dict[str, Any]:
-    """Use an existing HF checkpoint as the prior: check its vocab, copy it, evaluate it."""
+    """Use an existing HF checkpoint (a local folder or a URL) as the prior: check its vocab,
+    copy it, evaluate it."""
     from transformers import AutoModelForCausalLM
 
     from colorfilter.models.checkpoints import check_tokenizer_matches
     from colorfilter.models.presets import count_parameters
 
     started = time.perf_counter()
-    check_tokenizer_matches(cfg.init_from, tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype="float32")
+    source = _fetch(init, "prior.init_from")
+    check_tokenizer_matches(source, tokenizer, label=cfg.init_from)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype="float32")
     if model.config.vocab_size < len(tokenizer):
         raise ConfigError(
             f"prior.init_from {cfg.init_from} has vocab {model.config.vocab_size}, "
             f"smaller than the tokenizer's {len(tokenizer)}"
         )
-    prepare_out_dir(out_dir, STATS_FILE)
+    prepare_out_dir(out, STATS_FILE)
     eval_loss = None
-    if eval_token_dir is not None:
+    if eval_paths is not None:
         eval_loss, _ = _held_out(
-            model, eval_token_dir, seq_len, pad_id, cfg, resolve_device(device_name)
+            model, eval_paths, seq_len, pad_id, cfg, resolve_device(device_name)
         )
-    save_model_dir(model.to("cpu"), tokenizer, out_dir)
     stats = {
         "stage": "prior",
         "config_hash": config_hash,
@@ -405,5 +376,4 @@ def _adopt_prior(
         "wall_time_s": time.perf_counter() - started,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
-    write_json_atomic(out_dir / STATS_FILE, stats)
-    return read_json(out_dir / STATS_FILE)
+    return publish_model_dir(out, model.to("cpu"), tokenizer, stats)

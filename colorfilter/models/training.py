@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,10 @@ from typing import Any
 import numpy as np
 
 from colorfilter.io.atomic import atomic_path
+from colorfilter.io.commit import commit_unit, is_committed
+from colorfilter.io.location import Location, as_location
+from colorfilter.io.storage import filesystem
+from colorfilter.io.transfer import upload_folder
 from colorfilter.models.config import TrainConfig
 from colorfilter.models.data import RankBatches
 from colorfilter.models.losses import token_losses
@@ -29,6 +35,7 @@ from colorfilter.models.runtime import DistContext, autocast, autocast_dtype
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_RECORD_SUFFIX = ".done.json"  # state.pt's record: state.done.json, written after it
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
@@ -74,8 +81,20 @@ class TrainState:
     resumed_from: list[int] = field(default_factory=list)
 
 
-def save_checkpoint(path: Path, model: Any, optimizer: Any, state: TrainState, config_hash: str):
-    """Write model, optimizer, RNG and loop state to one file, atomically."""
+def checkpoint_record(path: Path | Location) -> Location:
+    """The completion record beside a checkpoint file (`state.pt` -> `state.done.json`)."""
+    loc = as_location(path)
+    return loc.parent.join(loc.name.rsplit(".", 1)[0] + CHECKPOINT_RECORD_SUFFIX)
+
+
+def save_checkpoint(
+    path: Path | Location, model: Any, optimizer: Any, state: TrainState, config_hash: str
+) -> None:
+    """Write model, optimizer, RNG and loop state to one file or object, then its record.
+
+    The file appears whole (temp-then-rename locally, one upload on a bucket) and the record
+    after it, so a rerun resumes only from a checkpoint that was written completely.
+    """
     import torch
 
     payload = {
@@ -87,19 +106,41 @@ def save_checkpoint(path: Path, model: Any, optimizer: Any, state: TrainState, c
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "numpy_rng": np.random.get_state(),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    loc = as_location(path)
+    if loc.is_local:
+        with atomic_path(loc.path) as tmp:
+            torch.save(payload, tmp)
+    else:
+        with tempfile.TemporaryDirectory(prefix="colorfilter-ckpt-") as tmp:
+            torch.save(payload, Path(tmp) / loc.name)
+            upload_folder(tmp, loc.parent)
+    meta = {"config_hash": config_hash, "step": state.step}
+    commit_unit(checkpoint_record(loc), [loc], meta=meta)
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any, config_hash: str) -> TrainState | None:
-    """Restore a checkpoint written for the same config; None if absent or for another config."""
+def load_checkpoint(
+    path: Path | Location | None, model: Any, optimizer: Any, config_hash: str
+) -> TrainState | None:
+    """Restore a committed checkpoint written for the same config; None if absent, incomplete
+    or for another config."""
     import torch
 
-    if not path.exists():
+    if path is None:
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    loc = as_location(path)
+    record = is_committed(checkpoint_record(loc))
+    if record is None:
+        return None
+    if record["meta"].get("config_hash") != config_hash:
+        log.warning("ignoring checkpoint %s: written for another config", loc.url)
+        return None
+    with tempfile.TemporaryDirectory(prefix="colorfilter-ckpt-") as tmp:
+        local = loc.path if loc.is_local else os.path.join(tmp, loc.name)
+        if not loc.is_local:
+            filesystem(loc).get_file(loc.path, local)
+        payload = torch.load(local, map_location="cpu", weights_only=False)
     if payload.get("config_hash") != config_hash:
-        log.warning("ignoring checkpoint %s: written for another config", path)
+        log.warning("ignoring checkpoint %s: written for another config", loc.url)
         return None
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
@@ -117,7 +158,7 @@ class LoopSpec:
     total_steps: int
     seq_len: int
     pad_id: int
-    checkpoint_path: Path
+    checkpoint_path: Path | Location | None  # a file or object; None: never checkpointed
     config_hash: str
     desc: str = "train"
     micro_batch_size: int = 0  # sequences per forward pass (the plan's); 0 = cfg's, else whole

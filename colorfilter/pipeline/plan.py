@@ -14,6 +14,8 @@ from typing import Any
 
 from colorfilter.config import Config
 from colorfilter.errors import ConfigError
+from colorfilter.io.cache import local_copy
+from colorfilter.io.location import Location
 from colorfilter.io.token_shards import list_shards
 
 
@@ -40,8 +42,11 @@ def prior_model_config(config: Config, vocab: int) -> Any:
     from colorfilter.models.presets import build_model_config
 
     trained = config.output_path / "models" / "prior" / "config.json"
-    if config.prior.init_from:
-        return AutoConfig.from_pretrained(config.prior.init_from)
+    if config.prior.init_from:  # a local folder, or a URL: then only its config.json is fetched
+        source = Location.parse(config.prior.init_from, config.storage, key="prior.init_from")
+        if source.is_local:
+            return AutoConfig.from_pretrained(config.prior.init_from)
+        return AutoConfig.from_pretrained(local_copy(source.join("config.json")))
     if trained.exists():
         return AutoConfig.from_pretrained(trained.parent)
     prior = config.prior

@@ -1,42 +1,39 @@
-"""The train-prior and train-conditional stages: the run's paths around colorfilter.models.
+"""The train-prior and train-conditional stages: the run's locations around colorfilter.models.
 
 Training runs in the driver process (on a cluster, submit with `--entrypoint-num-gpus 1`, or
-launch with torchrun for data parallelism); the outputs are standard HF checkpoints.
+launch with torchrun for data parallelism); the outputs are standard HF checkpoints. Inputs and
+outputs live under `output_dir` (a local folder or a bucket prefix, colorfilter.layout).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from colorfilter.config import Config
 from colorfilter.errors import ConfigError
-from colorfilter.io.token_shards import prepared_shards
+from colorfilter.io.location import Location
+from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
+from colorfilter.layout import RunLayout
 
 
-def _eval_dir(config: Config) -> Path | None:
-    path = config.output_path / "tokens" / "downstream_eval"
-    return path if path.is_dir() else None
-
-
-def _require(path: Path, what: str, stage: str) -> Path:
-    if not path.exists():
-        raise ConfigError(f"{what} not found at {path}: run `colorfilter {stage}` first")
-    return path
+def _eval_dir(run: RunLayout) -> Location | None:
+    """The downstream eval split, when prepare made shards for it."""
+    split = run.tokens("downstream_eval")
+    return split if shard_locations(split) else None
 
 
 def run_train_prior(config: Config, overwrite: bool = False) -> dict:
     from colorfilter.models.stages import train_prior
 
-    out = config.output_path
+    run = RunLayout.of(config)
+    run.require("prepare")
     return train_prior(
-        _require(out / "tokens" / "pool", "pool token shards", "prepare"),
-        out / "models" / "prior",
-        _require(out / "tokenizer", "the run's tokenizer", "prepare"),
+        run.tokens("pool"),
+        run.model("prior"),
+        run.tokenizer,
         config.prior,
         config.seq_len,
         config.seed,
         device=config.device,
-        eval_token_dir=_eval_dir(config),
+        eval_token_dir=_eval_dir(run),
         force=overwrite,
     )
 
@@ -44,20 +41,21 @@ def run_train_prior(config: Config, overwrite: bool = False) -> dict:
 def run_train_conditional(config: Config, overwrite: bool = False) -> dict:
     from colorfilter.models.stages import train_conditional
 
-    out = config.output_path
+    run = RunLayout.of(config)
     if not config.data.downstream_train:
         raise ConfigError("data.downstream_train is empty: the conditional model needs target data")
-    target = out / "tokens" / "downstream_train"
-    prepared_shards(target)  # before the prior: says "run prepare" or which files gave no data
+    target = run.tokens("downstream_train")
+    prepared_shard_locations(target)  # before the prior: "run prepare" or which files gave none
+    run.require("train-prior")
     return train_conditional(
-        _require(out / "models" / "prior", "the prior model", "train-prior"),
+        run.model("prior"),
         target,
-        out / "models" / "conditional",
-        out / "tokenizer",
+        run.model("conditional"),
+        run.tokenizer,
         config.conditional,
         config.seq_len,
         config.seed,
         device=config.device,
-        eval_token_dir=_eval_dir(config),
+        eval_token_dir=_eval_dir(run),
         force=overwrite,
     )

@@ -234,7 +234,8 @@ def test_two_rank_ddp_matches_one_process_with_the_same_global_batch(corpus, tmp
     assert files == sorted(
         str(p.relative_to(single_dir)) for p in single_dir.rglob("*") if p.is_file()
     )
-    assert [f for f in files if f.startswith("checkpoint")] == ["checkpoint/state.pt"]
+    checkpoints = [f for f in files if f.startswith("checkpoint")]
+    assert checkpoints == ["checkpoint/state.done.json", "checkpoint/state.pt"]  # record beside
     assert not [f for f in files if Path(f).name.startswith(".tmp-")]
 
     # Stats: one record, returned identically on both ranks; tokens_seen is the global count.

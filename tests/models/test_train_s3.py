@@ -1,0 +1,252 @@
+"""train-prior and train-conditional with output_dir on a bucket (a real S3 server on 127.0.0.1).
+
+The token splits and the tokenizer come from a local prepare, uploaded to the bucket (as the
+other stages' helpers do it). Trained on the bucket, both models must equal the ones trained on
+local disk byte for byte, nothing but the cache may land on local disk, a kill mid-training
+resumes from the checkpoint committed on the bucket, and `prior.init_from` may be a URL.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from pathlib import Path
+
+import pytest
+from transformers import AutoConfig
+
+from colorfilter.config import Config
+from colorfilter.errors import ConfigError
+from colorfilter.io import storage
+from colorfilter.io.commit import is_committed
+from colorfilter.io.transfer import upload_folder
+from colorfilter.layout import MODEL_RECORD, RunLayout
+from colorfilter.models.checkpoints import commit_model_files
+from colorfilter.models.stages import train_prior
+from colorfilter.pipeline.plan import prior_model_config
+from colorfilter.pipeline.stages import run_stage
+from tests.conftest import sample_documents, write_jsonl
+from tests.hub_server import FakeHub
+from tests.pipeline.test_prepare import make_config
+
+TRAINING = {
+    "seq_len": 64,
+    "prepare.rows_per_shard": 128,  # a few shards: fewer objects to list and read
+    "prior.preset": "micro",
+    "prior.token_budget": 64 * 64,
+    "prior.batch_size": 8,
+    "prior.lr": 0.01,
+    "prior.warmup_steps": 2,
+    "prior.checkpoint_every": 2,
+    "prior.progress": "false",
+    "prior.torch_threads": 1,
+    "conditional.batch_size": 4,
+    "conditional.max_steps": 4,
+    "conditional.lr": 0.01,
+    "conditional.warmup_steps": 1,
+    "conditional.checkpoint_every": 2,
+    "conditional.progress": "false",
+    "conditional.torch_threads": 1,
+}
+FILES = ("model.safetensors", "config.json", "train_seq_ids.parquet", "tokenizer.json")
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL in the middle of training."""
+
+
+@dataclasses.dataclass
+class LocalRun:
+    root: Path  # holds inputs/, the prepared-only copy prepared/ and the trained out/
+    tokenizer: Path
+    inputs: dict
+    config: Config  # the trained local run
+
+    def bucket_config(self, url: str, **extra) -> Config:
+        return make_config(self.root, self.tokenizer, self.inputs, **TRAINING,
+                           output_dir=url, **extra)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, tokenizer_dir) -> LocalRun:
+    """prepare, then both trainings, on local disk; `prepared/` keeps the state in between."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("train-s3")
+    records = [{"text": t, "source": "web"} for t in sample_documents(70, seed=3)]
+    inputs = {
+        "pool": [write_jsonl(root / "in" / "pool-0.jsonl.gz", records[:30]),
+                 write_jsonl(root / "in" / "pool-1.jsonl", records[30:55])],
+        "downstream_train": [write_jsonl(root / "in" / "train.jsonl", records[55:64])],
+        "downstream_eval": [write_jsonl(root / "in" / "eval.jsonl", records[64:])],
+    }
+    config = make_config(root, tokenizer_dir, inputs, out="out", **TRAINING)
+    run_stage("prepare", config)
+    shutil.copytree(config.output_path, root / "prepared")
+    run_stage("train-prior", config)
+    run_stage("train-conditional", config)
+    return LocalRun(root, tokenizer_dir, inputs, config)
+
+
+def upload_prepared(local_run: LocalRun, url) -> None:
+    upload_folder(local_run.root / "prepared", url)
+
+
+def curve(data: bytes) -> list[dict]:
+    rows = csv.DictReader(io.StringIO(data.decode()))
+    return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in rows]
+
+
+def assert_same_model(local_dir: Path, remote, names=FILES) -> None:
+    for name in names:
+        assert storage.read_bytes(remote.join(name)) == (local_dir / name).read_bytes(), name
+    assert curve(storage.read_bytes(remote.join("loss_curve.csv"))) == curve(
+        (local_dir / "loss_curve.csv").read_bytes()
+    )
+
+
+def assert_no_local_output(tmp_path: Path, cwd: Path) -> None:
+    assert list(cwd.iterdir()) == []
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith("s3:")]
+
+
+@pytest.fixture
+def empty_cwd(tmp_path, monkeypatch) -> Path:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("COLORFILTER_CACHE", str(tmp_path / "cache"))
+    return cwd
+
+
+def test_both_stages_on_a_bucket_equal_local_disk(local_run, s3_bucket, empty_cwd, tmp_path):
+    out = s3_bucket.join("out")
+    upload_prepared(local_run, out)
+    config = local_run.bucket_config(out.url)
+    run = RunLayout.of(config)
+    with pytest.raises(ConfigError, match=r"prior model not found at s3://.*run `colorfilter tr"):
+        run_stage("train-conditional", config)
+    prior = run_stage("train-prior", config)
+    conditional = run_stage("train-conditional", config)
+    local = RunLayout.of(local_run.config)
+    assert_same_model(Path(local.model("prior").path), run.model("prior"))
+    assert_same_model(Path(local.model("conditional").path), run.model("conditional"),
+                      FILES[:2] + FILES[3:])
+    assert run.has_run("train-prior") and run.has_run("train-conditional")
+    for name, stats in (("prior", prior), ("conditional", conditional)):  # same inputs, same hash
+        local_stats = storage.read_json(local.model(name).join("train_stats.json"))
+        assert stats["config_hash"] == local_stats["config_hash"]
+    for name in ("prior", "conditional"):
+        record = is_committed(run.model(name).join(MODEL_RECORD))
+        assert set(record["objects"]) >= {"train_stats.json", "loss_curve.png", *FILES[:2]}
+        assert not storage.exists(run.model(name).join("checkpoint", "state.pt"))
+    assert conditional["prior_dir"] == run.model("prior").url
+    assert conditional["prior_eval_loss"] == pytest.approx(prior["eval_loss"], rel=1e-6)
+    assert run_stage("train-prior", config) == prior  # committed: a rerun trains nothing
+    assert run_stage("train-conditional", config) == conditional
+    assert_no_local_output(tmp_path, empty_cwd)
+
+
+def test_kill_mid_training_on_a_bucket_resumes_to_the_same_weights(
+    local_run, s3_bucket, empty_cwd, tmp_path, monkeypatch
+):
+    out = s3_bucket.join("out")
+    upload_prepared(local_run, out)
+    config = local_run.bucket_config(out.url)
+    run = RunLayout.of(config)
+    model = run.model("prior")
+
+    def train(on_step=None) -> dict:
+        return train_prior(run.tokens("pool"), model, run.tokenizer, config.prior,
+                           config.seq_len, config.seed, device="cpu", on_step=on_step,
+                           eval_token_dir=run.tokens("downstream_eval"))
+
+    def kill_at(step_to_die: int):
+        def hook(step: int) -> None:
+            if step == step_to_die:
+                raise Killed(step)
+        return hook
+
+    with pytest.raises(Killed):
+        train(kill_at(5))
+    assert not run.has_run("train-prior")
+    assert is_committed(model.join("checkpoint", "state.done.json"))["meta"]["step"] == 4
+    assert train()["resumed_from_steps"] == [4]
+    local_prior = Path(RunLayout.of(local_run.config).model("prior").path)
+    assert_same_model(local_prior, model)
+
+    # Killed after the model's files are uploaded but before its record: not trusted, redone
+    # from the final checkpoint (kept, as it is removed only after the record).
+    import colorfilter.models.checkpoints as checkpoints
+
+    def dies_at_the_record(record, *args, **kwargs):
+        raise Killed("before the record")
+
+    storage.remove(model, recursive=True)
+    monkeypatch.setattr(checkpoints, "commit_unit", dies_at_the_record)
+    with pytest.raises(Killed):
+        train()
+    assert storage.exists(model.join("model.safetensors")) and not run.has_run("train-prior")
+    monkeypatch.undo()
+    monkeypatch.chdir(empty_cwd)
+    monkeypatch.setenv("COLORFILTER_CACHE", str(tmp_path / "cache"))
+    assert train()["resumed_from_steps"] == [8]
+    assert_same_model(local_prior, model)
+    assert_no_local_output(tmp_path, empty_cwd)
+
+
+@pytest.mark.parametrize("where", ["s3", "hf"])
+def test_prior_init_from_a_url(local_run, s3_bucket, empty_cwd, tmp_path, monkeypatch, where):
+    local_prior = Path(RunLayout.of(local_run.config).model("prior").path)
+    out = s3_bucket.join("out")
+    upload_prepared(local_run, out)
+    with FakeHub() as hub:
+        if where == "s3":
+            source = s3_bucket.join("models", "my-prior")
+            upload_folder(local_prior, source)
+            url = source.url
+        else:
+            monkeypatch.setenv("HF_ENDPOINT", hub.url)
+            files = {p.name: p.read_bytes() for p in local_prior.iterdir() if p.is_file()}
+            hub.add_files("org/my-prior", files, repo_type="model")
+            url = "hf://org/my-prior"
+        config = local_run.bucket_config(out.url, **{"prior.init_from": url})
+        stats = run_stage("train-prior", config, overwrite=True)  # prepared without init_from
+        planned = prior_model_config(config, vocab=400)  # `colorfilter plan` reads its config
+    expected = AutoConfig.from_pretrained(local_prior)
+    assert planned.to_diff_dict() | {"_name_or_path": ""} == expected.to_diff_dict() | {
+        "_name_or_path": ""}
+    assert stats["init_from"] == url and stats["steps"] == 0
+    prior = RunLayout.of(config).model("prior")
+    assert storage.read_bytes(prior.join("model.safetensors")) == (
+        local_prior / "model.safetensors").read_bytes()
+    assert RunLayout.of(config).has_run("train-prior")
+    assert_no_local_output(tmp_path, empty_cwd)
+
+
+def test_init_from_refuses_unknown_schemes_and_names_missing_urls(local_run, s3_bucket):
+    with pytest.raises(ConfigError, match=r"prior.init_from.*ftp:// is not supported"):
+        local_run.bucket_config(s3_bucket.join("out").url, **{"prior.init_from": "ftp://x/y"})
+    out = s3_bucket.join("out")
+    upload_prepared(local_run, out)
+    missing = s3_bucket.join("no-such-model").url
+    config = local_run.bucket_config(out.url, **{"prior.init_from": missing})
+    with pytest.raises(ConfigError, match=f"prior.init_from not found at {missing}"):
+        run_stage("train-prior", config, overwrite=True)
+
+
+def test_a_model_folder_written_by_other_means_can_be_committed(local_run, tmp_path):
+    import shutil
+
+    run = RunLayout.at(tmp_path / "out")
+    folder = Path(run.model("prior").path)
+    shutil.copytree(Path(RunLayout.of(local_run.config).model("prior").path), folder)
+    (folder / MODEL_RECORD).unlink()
+    (folder / "checkpoint").mkdir()
+    (folder / "checkpoint" / "state.pt").write_bytes(b"not part of the model")
+    assert not run.has_run("train-prior")
+    record = commit_model_files(run.model("prior"))
+    assert run.has_run("train-prior")
+    assert {"model.safetensors", "config.json"} <= set(record["objects"])
+    assert MODEL_RECORD not in record["objects"] and "checkpoint/state.pt" not in record["objects"]
