@@ -1,8 +1,11 @@
 """The score stage: an actor pool where each actor holds both models and scores whole shards.
 
-One score shard per token shard (same name) in OUTPUT/scores/pool/, each with a completion
-record; a rerun skips verified shards and redoes the rest. Per-shard stats and the totals go to
-OUTPUT/scores/pool/stats.json.
+One score shard per token shard (same name) in OUTPUT/scores/pool/, each a unit committed with
+its completion record (colorfilter.scoring.shard); a rerun skips verified shards and redoes the
+rest. Per-shard stats and the totals go to OUTPUT/scores/pool/stats.json. OUTPUT may be a bucket:
+the driver lists, plans and records through the storage layer, and each actor (on any node, no
+shared disk) fetches both models by URL into its node's cache and reads and writes its shards
+in the store.
 """
 
 from __future__ import annotations
@@ -10,28 +13,31 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from colorfilter.config import Config
 from colorfilter.errors import ColorFilterError, ConfigError
-from colorfilter.io.atomic import remove_stale_temps, write_json_atomic
-from colorfilter.io.token_shards import prepared_shards
+from colorfilter.io import storage
+from colorfilter.io.atomic import remove_stale_temps
+from colorfilter.io.location import Location, as_location
+from colorfilter.io.token_shards import prepared_shard_locations
+from colorfilter.layout import RunLayout
 from colorfilter.scoring.config import ScoreConfig
 
 
 @dataclass(frozen=True)
 class ScoreTask:
-    token_path: str
-    score_path: str
+    token_path: str | Location  # a Location from the driver; local paths are accepted too
+    score_path: str | Location
 
 
 class ScoreWorker:
-    """Loads the prior and the conditional once; scores one token shard per call."""
+    """Loads the prior and the conditional once (a node-local copy of each); scores one token
+    shard per call."""
 
     def __init__(
         self,
-        prior_dir: str,
-        cond_dir: str,
+        prior_dir: str | Location,
+        cond_dir: str | Location,
         cfg: ScoreConfig,
         device: str,
         seq_len: int,
@@ -40,13 +46,15 @@ class ScoreWorker:
     ):
         import torch
 
+        from colorfilter.io.cache import local_copy
         from colorfilter.scoring.base import build_scorer
 
         torch.set_num_threads(cfg.torch_threads or max(1, int(cfg.worker_cpus)))
         self.cfg, self.seq_len, self.pad_id, self.fingerprint = cfg, seq_len, pad_id, fingerprint
         self.scorer = build_scorer(
-            cfg.backend, prior_dir, cond_dir, cfg, device=device, seq_len=seq_len
-        )
+            cfg.backend, local_copy(prior_dir), local_copy(cond_dir), cfg, device=device,
+            seq_len=seq_len,
+        )  # fmt: skip
 
     def __call__(self, task: ScoreTask) -> dict:
         """Score one shard; on CUDA out-of-memory retry it with half the batch (down to 1)."""
@@ -65,7 +73,7 @@ class ScoreWorker:
                     raise
                 _free_cuda_cache()
                 print(
-                    f"score: CUDA out of memory on {Path(task.token_path).name} at batch "
+                    f"score: CUDA out of memory on {as_location(task.token_path).name} at batch "
                     f"{batch_size}; retrying it with batch {batch_size // 2}",
                     file=sys.stderr, flush=True,
                 )  # fmt: skip
@@ -91,15 +99,16 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
     from colorfilter.scoring.precision import check_resume_precision, resolve_precision
     from colorfilter.scoring.shard import pending_shards, scoring_fingerprint
 
-    out = config.output_path
-    prior_dir, cond_dir = out / "models" / "prior", out / "models" / "conditional"
-    for path, stage in ((prior_dir, "train-prior"), (cond_dir, "train-conditional")):
-        if not (path / "config.json").exists():
-            raise ConfigError(f"no model at {path}: run `colorfilter {stage}` first")
-    pad_id = _check_vocabularies(out / "tokenizer", prior_dir, cond_dir)
-    token_paths = prepared_shards(out / "tokens" / "pool")
-    score_dir = out / "scores" / "pool"
-    remove_stale_temps(score_dir)
+    run = RunLayout.of(config)
+    run.require("train-prior")
+    run.require("train-conditional")
+    run.require("prepare")
+    prior_dir, cond_dir = run.model("prior"), run.model("conditional")
+    pad_id = _check_vocabularies(run.tokenizer, prior_dir, cond_dir)
+    token_shards = prepared_shard_locations(run.tokens("pool"))
+    score_dir = run.scores
+    if score_dir.is_local:
+        remove_stale_temps(score_dir.path)  # object stores: an aborted write leaves nothing
     executor = config.executor
     ray = init_ray(config.ray) if executor == "ray" and config.device != "cpu" else None
     num_gpus = _gpus_per_actor(config, ray)
@@ -108,12 +117,11 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
     if not overwrite:
         check_resume_precision(score_dir, precision)
     fingerprint = scoring_fingerprint(prior_dir, cond_dir, config.score, config.seq_len, precision)
-    todo = token_paths if overwrite else pending_shards(token_paths, score_dir, fingerprint)
-    tasks = [ScoreTask(str(p), str(score_dir / p.name)) for p in todo]
+    todo = token_shards if overwrite else pending_shards(token_shards, score_dir, fingerprint)
+    tasks = [ScoreTask(t, score_dir.join(t.name)) for t in todo]
     spec = WorkerSpec(
         ScoreWorker,
-        (str(prior_dir), str(cond_dir), config.score, device, config.seq_len,
-         pad_id, fingerprint),
+        (prior_dir, cond_dir, config.score, device, config.seq_len, pad_id, fingerprint),
         num_cpus=config.score.worker_cpus, num_gpus=num_gpus,
         env_vars={"OMP_NUM_THREADS": str(config.score.torch_threads or
                                          max(1, int(config.score.worker_cpus)))},
@@ -127,8 +135,8 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
     ):  # fmt: skip
         shard_stats.append(stats)
         progress.update(1, stats["tokens"], note=f"{stats['rows']} seqs in {stats['shard']}")
-    progress.close(f"({len(token_paths) - len(tasks)} shards already done, skipped)")
-    return _write_stats(score_dir, token_paths, shard_stats, time.perf_counter() - start)
+    progress.close(f"({len(token_shards) - len(tasks)} shards already done, skipped)")
+    return _write_stats(run, token_shards, shard_stats, time.perf_counter() - start)
 
 
 def _gpus_per_actor(config: Config, ray) -> float:
@@ -172,16 +180,16 @@ def _worker_sees_cuda(ray, num_cpus: float, num_gpus: float, timeout_s: float) -
     return ray.get(ref)
 
 
-def _check_vocabularies(tokenizer_dir: Path, prior_dir: Path, cond_dir: Path) -> int:
+def _check_vocabularies(tokenizer_dir: Location, prior_dir: Location, cond_dir: Location) -> int:
     """The tokenizer must fit both models' vocabularies; return the pad id."""
-    import json
-
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    from colorfilter.io.cache import local_copy
+
+    tokenizer = AutoTokenizer.from_pretrained(local_copy(tokenizer_dir))
     sizes = {}
     for name, model_dir in (("prior", prior_dir), ("conditional", cond_dir)):
-        model_config = json.loads((model_dir / "config.json").read_text())
+        model_config = storage.read_json(model_dir.join("config.json"))
         sizes[name] = model_config.get("vocab_size") or model_config.get("text_config", {}).get(
             "vocab_size"
         )
@@ -189,24 +197,32 @@ def _check_vocabularies(tokenizer_dir: Path, prior_dir: Path, cond_dir: Path) ->
         raise ConfigError(f"the prior and the conditional have different vocabularies: {sizes}")
     if sizes["prior"] is not None and len(tokenizer) > sizes["prior"]:
         raise ConfigError(
-            f"the tokenizer in {tokenizer_dir} has {len(tokenizer)} tokens but the models "
-            f"({prior_dir}) have {sizes['prior']}: they were not trained with this tokenizer"
+            f"the tokenizer in {tokenizer_dir.url} has {len(tokenizer)} tokens but the models "
+            f"({prior_dir.url}) have {sizes['prior']}: they were not trained with this tokenizer"
         )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return int(pad)
 
 
 def _write_stats(
-    score_dir: Path, token_paths: list[Path], shard_stats: list[dict], seconds: float
+    run: RunLayout, token_shards: list[Location], shard_stats: list[dict], seconds: float
 ) -> dict:
-    import pyarrow.parquet as pq
+    """OUTPUT/scores/pool/stats.json; the row total comes from the shards' records (committed:
+    every shard is whole), one concurrent read instead of a parquet footer per shard."""
+    from colorfilter.io.commit import committed
+    from colorfilter.scoring.shard import done_record_path
 
-    rows = sum(pq.ParquetFile(score_dir / p.name).metadata.num_rows for p in token_paths)
+    records = [done_record_path(run.scores.join(t.name)) for t in token_shards]
+    complete = committed(records)
+    missing = [r.url for r in records if r.url not in complete]
+    if missing:
+        raise ColorFilterError(f"score shard record {missing[0]} is missing after scoring")
+    rows = sum(int(complete[r.url]["meta"]["rows"]) for r in records)
     tokens = sum(s["tokens"] for s in shard_stats)
     summary = {
-        "shards": len(token_paths),
+        "shards": len(token_shards),
         "shards_scored_now": len(shard_stats),
-        "shards_skipped": len(token_paths) - len(shard_stats),
+        "shards_skipped": len(token_shards) - len(shard_stats),
         "rows": rows,
         "tokens_scored_now": tokens,
         "seconds": round(seconds, 2),
@@ -214,5 +230,5 @@ def _write_stats(
         "peak_host_rss_mb": max((s.get("peak_host_rss_mb", 0) for s in shard_stats), default=None),
         "per_shard": sorted(shard_stats, key=lambda s: s["shard"]),
     }
-    write_json_atomic(score_dir / "stats.json", summary)
+    storage.write_json(run.score_stats, summary)
     return {k: v for k, v in summary.items() if k != "per_shard"}

@@ -20,8 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from colorfilter.errors import ConfigError
+from colorfilter.io.location import Location, as_location
+from colorfilter.io.storage import read_many
 from colorfilter.scoring.config import AUTO_PRECISION, NO_AUTOCAST_BACKENDS, PRECISIONS
-from colorfilter.scoring.shard import DONE_DIR
+from colorfilter.scoring.shard import record_shard_stem, score_records
 
 
 @dataclass(frozen=True)
@@ -62,28 +64,35 @@ def resolve_precision(name: str, device: str, backend: str = "torch") -> Precisi
     return Precision(name, weights, autocast, kind)
 
 
-def recorded_precisions(score_dir: str | Path) -> dict[str, list[str]]:
-    """Precision description -> names of the shards whose completion record says it ran."""
+def recorded_precisions(score_dir: str | Path | Location) -> dict[str, list[str]]:
+    """Precision description -> names of the shards whose completion record says it ran.
+
+    Every record counts, committed or not: a shard scored at another precision is refused
+    even where its object has since gone.
+    """
     found: dict[str, list[str]] = {}
-    for record_path in sorted(Path(score_dir, DONE_DIR).glob("*.json")):
+    records = score_records(score_dir)
+    for record, data in zip(records, read_many(records).values()):
         try:
-            record = json.loads(record_path.read_text())
-        except (OSError, ValueError):
-            continue  # unreadable records are redone anyway
-        ran = (record.get("stats") or {}).get("precision")
+            payload = json.loads(data) if data is not None else None
+        except ValueError:
+            continue  # a torn record: that shard is redone anyway
+        meta = payload.get("meta") if isinstance(payload, dict) else None
+        ran = ((meta if isinstance(meta, dict) else {}).get("stats") or {}).get("precision")
         if isinstance(ran, dict) and ran.get("name") in PRECISIONS:
-            found.setdefault(Precision(**ran).describe(), []).append(record_path.stem)
+            found.setdefault(Precision(**ran).describe(), []).append(record_shard_stem(record))
     return found
 
 
-def check_resume_precision(score_dir: str | Path, expected: Precision) -> None:
+def check_resume_precision(score_dir: str | Path | Location, expected: Precision) -> None:
     """Refuse to add shards scored at `expected` to shards already scored at another precision."""
     others = {k: v for k, v in recorded_precisions(score_dir).items() if k != expected.describe()}
     if not others:
         return
     described, shards = next(iter(others.items()))
+    where = as_location(score_dir).url
     raise ConfigError(
-        f"{score_dir} holds {len(shards)} shard(s) (e.g. {shards[0]}) scored at {described}, "
+        f"{where} holds {len(shards)} shard(s) (e.g. {shards[0]}) scored at {described}, "
         f"but this run would score at {expected.describe()}; scores of two precisions must not "
         f"be ranked together. Set score.precision (and device) to match, or pass --overwrite "
         f"to rescore every shard"

@@ -1,9 +1,13 @@
 """Score token shards into score shards: one score file per token file, atomic, resumable.
 
-A finished shard has its parquet file and a completion record `_done/<name>.json` beside it
-holding the row count, the file's sha256 and the scoring fingerprint; a rerun skips shards whose
-record checks out and redoes every other one (a killed run leaves only temp files behind).
-A background thread reads and pads the next batches while the models run on the current one.
+Token and score shards are Locations (local files or bucket objects; plain paths are accepted).
+A finished shard is a unit of `colorfilter.io.commit`: its parquet object, then its completion
+record `<stem>.done.json` beside it listing the object's size and sha256, with the row count, the
+scoring fingerprint and the shard's stats as meta. A rerun skips shards whose record is committed
+(object whole, hash matching), names the shard, has this fingerprint and the token shard's row
+count; it redoes every other one, so nothing a killed run left (an object without its record, a
+torn record, a record over a replaced object) is trusted. A background thread reads and pads the
+next batches while the models run on the current one.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from colorfilter.io.atomic import read_json, write_json_atomic, write_parquet_atomic
+from colorfilter.io import storage
+from colorfilter.io.atomic import TMP_PREFIX
+from colorfilter.io.commit import commit_unit, committed, file_sha256
+from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import pad_input_ids
+from colorfilter.io.transfer import open_parquet, write_parquet
 from colorfilter.scoring.base import PairScorer
 from colorfilter.scoring.config import ScoreConfig
 
@@ -36,61 +43,80 @@ SCORE_SCHEMA = pa.schema(
         ("n_tokens", pa.int32()),
     ]
 )
-DONE_DIR = "_done"
+RECORD_SUFFIX = ".done.json"
 OnBatch = Callable[[int, int], None]  # (rows, tokens) after each scored batch
+Shard = str | Path | Location
 
 
-def done_record_path(score_path: str | Path) -> Path:
-    score_path = Path(score_path)
-    return score_path.parent / DONE_DIR / (score_path.stem + ".json")
+def done_record_path(score_path: Shard) -> Location:
+    """The completion record of a score shard: `<stem>.done.json` in the shard's folder."""
+    score = as_location(score_path)
+    return score.parent.join(Path(score.name).stem + RECORD_SUFFIX)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def score_records(score_dir: Shard) -> list[Location]:
+    """The completion records in a score folder (one listing; temp files excluded)."""
+    return [loc for loc in storage.list_dir(score_dir)
+            if loc.name.endswith(RECORD_SUFFIX) and not loc.name.startswith(TMP_PREFIX)]
+
+
+def record_shard_stem(record: Location) -> str:
+    """The name (without .parquet) of the shard a record belongs to."""
+    return record.name[: -len(RECORD_SUFFIX)]
 
 
 def is_shard_done(
-    score_path: str | Path, token_path: str | Path | None = None, fingerprint: str | None = None
+    score_path: Shard, token_path: Shard | None = None, fingerprint: str | None = None
 ) -> bool:
-    """True only if the score file, its record, its checksum, row counts and fingerprint agree."""
-    score_path, record_path = Path(score_path), done_record_path(score_path)
-    if not (score_path.is_file() and record_path.is_file()):
-        return False
-    try:
-        record = read_json(record_path)
-        rows = pq.ParquetFile(score_path).metadata.num_rows
-        token_rows = pq.ParquetFile(token_path).metadata.num_rows if token_path else rows
-    except (OSError, ValueError, pa.ArrowException):
-        return False
-    return (
-        record.get("rows") == rows == token_rows
-        and (fingerprint is None or record.get("fingerprint") == fingerprint)
-        and record.get("sha256") == file_sha256(score_path)
-    )
+    """True only if the record is committed (object whole, sha256 matching) and its row count
+    (and the token shard's) and fingerprint agree."""
+    score = as_location(score_path)
+    record = committed([done_record_path(score)], verify_sha256=True)
+    return _trusted(next(iter(record.values()), None), score, token_path, fingerprint)
 
 
 def pending_shards(
-    token_paths: Sequence[str | Path], score_dir: str | Path, fingerprint: str | None = None
-) -> list[Path]:
-    """Token shards whose score shard is missing, partial, stale or unverifiable."""
-    score_dir = Path(score_dir)
+    token_paths: Sequence[Shard], score_dir: Shard, fingerprint: str | None = None
+) -> list:
+    """The token shards (as given) whose score shard is missing, partial, stale or unverifiable."""
+    score_dir = as_location(score_dir)
+    scores = [score_dir.join(as_location(p).name) for p in token_paths]
+    records = [done_record_path(s) for s in scores]
+    complete = committed(records, verify_sha256=True)
     return [
-        Path(p) for p in token_paths if not is_shard_done(score_dir / Path(p).name, p, fingerprint)
+        token for token, score, record in zip(token_paths, scores, records)
+        if not _trusted(complete.get(record.url), score, token, fingerprint)
     ]
 
 
-def exact_batches(path: str | Path, batch_size: int) -> Iterator[pa.Table]:
+def _trusted(
+    record: dict | None, score: Location, token_path: Shard | None, fingerprint: str | None
+) -> bool:
+    """A committed record vouches for this shard: it lists the shard, has the fingerprint and
+    the token shard's row count (token shards rewritten since get rescored)."""
+    if record is None or score.name not in record["objects"]:
+        return False
+    meta = record.get("meta") or {}
+    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+        return False
+    if token_path is None:
+        return isinstance(meta.get("rows"), int)
+    try:
+        with open_parquet(token_path) as parquet:
+            token_rows = parquet.metadata.num_rows
+    except (OSError, ValueError, pa.ArrowException):
+        return False
+    return meta.get("rows") == token_rows
+
+
+def exact_batches(path: Shard, batch_size: int) -> Iterator[pa.Table]:
     """(seq_id, input_ids) tables of exactly batch_size rows (the last may be short).
 
     Parquet readers cut batches at row-group ends; static shapes want full batches.
     """
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
-    with pq.ParquetFile(path) as parquet:
+    with open_parquet(path) as parquet:
         for batch in parquet.iter_batches(batch_size=batch_size, columns=["seq_id", "input_ids"]):
             pending.append(batch)
             pending_rows += batch.num_rows
@@ -142,7 +168,7 @@ def prefetch(items: Iterable[Any], depth: int) -> Iterator[Any]:
 
 
 def _prepared_batches(
-    token_path: Path, scorer: PairScorer, batch_size: int, seq_len: int, pad_id: int
+    token_path: Location, scorer: PairScorer, batch_size: int, seq_len: int, pad_id: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, Any]]:
     for table in exact_batches(token_path, batch_size):
         input_ids, n_tokens = pad_input_ids(table.column("input_ids"), seq_len, pad_id)
@@ -151,8 +177,8 @@ def _prepared_batches(
 
 
 def score_token_shard(
-    token_path: str | Path,
-    score_path: str | Path,
+    token_path: Shard,
+    score_path: Shard,
     scorer: PairScorer,
     batch_size: int,
     seq_len: int,
@@ -161,13 +187,16 @@ def score_token_shard(
     fingerprint: str | None = None,
     on_batch: OnBatch | None = None,
 ) -> dict[str, Any]:
-    """Score one token shard with both models; write the score shard and its record atomically."""
-    token_path, score_path = Path(token_path), Path(score_path)
+    """Score one token shard with both models; write the score shard, then its record.
+
+    Any older record goes first, so it never vouches for the object written after it.
+    """
+    token, score = as_location(token_path), as_location(score_path)
     started_at, start = time.time(), time.perf_counter()
     parts: list[tuple[np.ndarray, ...]] = []
     wait_s = 0.0
     batches = prefetch(
-        _prepared_batches(token_path, scorer, batch_size, seq_len, pad_id), prefetch_batches
+        _prepared_batches(token, scorer, batch_size, seq_len, pad_id), prefetch_batches
     )
     with contextlib.closing(batches):  # stops the reader thread if scoring fails
         while True:
@@ -182,11 +211,13 @@ def score_token_shard(
             if on_batch is not None:
                 on_batch(len(seq_ids), int(n_tokens.sum()))
     table = _score_table(parts)
-    write_parquet_atomic(score_path, table)
+    record = done_record_path(score)
+    storage.remove(record)
+    write_parquet(score, table)
     seconds = time.perf_counter() - start
     tokens = int(table.column("n_tokens").to_numpy().sum())
     stats = {
-        "shard": score_path.name,
+        "shard": score.name,
         "rows": table.num_rows,
         "tokens": tokens,
         "seconds": round(seconds, 3),
@@ -197,13 +228,9 @@ def score_token_shard(
         **scorer.memory_stats(),
         "precision": scorer.precision.as_dict(),  # what ran: resumes check it
     }
-    record = {
-        "rows": table.num_rows,
-        "sha256": file_sha256(score_path),
-        "bytes": score_path.stat().st_size,  # lets manifests reuse sha256 without re-reading
-        "fingerprint": fingerprint,
-    }
-    write_json_atomic(done_record_path(score_path), {**record, "stats": stats})
+    meta = {"rows": table.num_rows, "fingerprint": fingerprint, "stats": stats}
+    # sha256 recorded: resumes verify it, and manifests reuse it without re-reading the shard
+    commit_unit(record, [score], meta=meta, sha256=True)
     return stats
 
 
@@ -222,8 +249,8 @@ def _score_table(parts: list[tuple[np.ndarray, ...]]) -> pa.Table:
 
 
 def score_shards(
-    token_paths: Sequence[str | Path],
-    score_dir: str | Path,
+    token_paths: Sequence[Shard],
+    score_dir: Shard,
     scorer: PairScorer,
     batch_size: int,
     seq_len: int,
@@ -233,36 +260,38 @@ def score_shards(
     on_batch: OnBatch | None = None,
 ) -> list[dict[str, Any]]:
     """Score every unfinished shard in order (in-process); finished ones report skipped=True."""
-    score_dir = Path(score_dir)
-    todo = set(pending_shards(token_paths, score_dir, fingerprint))
+    score_dir = as_location(score_dir)
+    todo = {as_location(p) for p in pending_shards(token_paths, score_dir, fingerprint)}
     all_stats = []
-    for token_path in map(Path, token_paths):
-        score_path = score_dir / token_path.name
-        if token_path not in todo:
-            all_stats.append({"shard": score_path.name, "skipped": True})
+    for token in map(as_location, token_paths):
+        score = score_dir.join(token.name)
+        if token not in todo:
+            all_stats.append({"shard": score.name, "skipped": True})
             continue
         stats = score_token_shard(
-            token_path, score_path, scorer, batch_size, seq_len, pad_id,
-            prefetch_batches, fingerprint, on_batch,
+            token, score, scorer, batch_size, seq_len, pad_id, prefetch_batches, fingerprint,
+            on_batch,
         )  # fmt: skip
         all_stats.append({**stats, "skipped": False})
     return all_stats
 
 
 def scoring_fingerprint(
-    prior_dir: str | Path, cond_dir: str | Path, cfg: ScoreConfig, seq_len: int, precision: Any
+    prior_dir: Shard, cond_dir: Shard, cfg: ScoreConfig, seq_len: int, precision: Any
 ) -> str:
     """Hash of both checkpoints' files and the settings that change scores (not batch size).
 
     `precision` is the resolved `scoring.precision.Precision` the workers run (never "auto"):
-    weights dtype, autocast dtype and device type.
+    weights dtype, autocast dtype and device type. The model folders may be on a bucket: their
+    files are hashed as streamed from the store (the same hash as of a local copy).
     """
     digest = hashlib.sha256()
     settings = {"backend": cfg.backend, "precision": precision.as_dict(), "seq_len": seq_len}
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    for model_dir in (Path(prior_dir), Path(cond_dir)):
-        for path in sorted(model_dir.iterdir()):
-            if path.is_file() and path.suffix in {".json", ".safetensors", ".bin"}:
-                digest.update(path.name.encode())
-                digest.update(file_sha256(path).encode())
+    for model_dir in map(as_location, (prior_dir, cond_dir)):
+        files = [f.location for f in storage.find(model_dir) if f.location.parent == model_dir]
+        for loc in files:  # sorted by name
+            if Path(loc.name).suffix in {".json", ".safetensors", ".bin"}:
+                digest.update(loc.name.encode())
+                digest.update(file_sha256(loc).encode())
     return digest.hexdigest()[:16]

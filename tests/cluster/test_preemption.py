@@ -19,7 +19,7 @@ from colorfilter.config import save_resolved
 from colorfilter.errors import EXIT_TERMINATED
 from colorfilter.pipeline.stages import run_stage
 from tests.cluster.nodes import prepare_scoring_run
-from tests.pipeline.test_faults import copy_run, finished, score_table
+from tests.pipeline.test_faults import copy_run, score_records, score_table
 from tests.pipeline.test_prepare import make_config, shard_digests
 from tests.pipeline.test_resume import mtimes, temp_files
 
@@ -64,11 +64,11 @@ def test_sigterm_mid_score_stops_cleanly_and_the_same_command_continues(
     run_stage("score", reference)
     args = ["score", str(save_resolved(config)), "--set", "executor=ray", "--set",
             "ray.num_cpus=2", "--set", "device=cpu"]  # fmt: skip
-    env, done_dir = env_for(ray_tmpdir), config.output_path / "scores" / "pool" / "_done"
+    env, done_dir = env_for(ray_tmpdir), config.output_path / "scores" / "pool"
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     driver = subprocess.Popen([sys.executable, "-c", SLOW_BOOT, *args], env=env, **pipes)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and driver.poll() is None and not finished(done_dir):
+    while time.monotonic() < deadline and driver.poll() is None and not score_records(done_dir):
         time.sleep(0.05)
     driver.send_signal(signal.SIGTERM)
     sent = time.monotonic()
@@ -81,7 +81,7 @@ def test_sigterm_mid_score_stops_cleanly_and_the_same_command_continues(
             break
         time.sleep(0.1)
     assert not processes_using(ray_tmpdir)
-    kept = finished(done_dir)
+    kept = score_records(done_dir)
     total = len(list((config.output_path / "tokens" / "pool").glob("*.parquet")))
     assert 0 < len(kept) < total, "the driver was not stopped mid-stage"
     kept_mtimes = mtimes(kept)

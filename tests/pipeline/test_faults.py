@@ -71,14 +71,14 @@ def scoring_actor_pids() -> list[int]:
 def test_killed_scoring_actor_is_restarted_and_redone(run_dir, ray_session, tmp_path):
     reference = copy_run(run_dir, tmp_path / "reference")
     run_stage("score", reference)
-    done_dir = run_dir.output_path / "scores" / "pool" / "_done"
+    score_dir = run_dir.output_path / "scores" / "pool"
     killed = []
 
     def kill_one_actor() -> None:
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
             actors = scoring_actor_pids()
-            if actors and done_dir.exists() and any(done_dir.iterdir()):
+            if actors and score_records(score_dir):
                 os.kill(actors[0], signal.SIGKILL)
                 killed.append(actors[0])
             time.sleep(0.05)
@@ -97,6 +97,11 @@ def finished(done_dir: Path) -> list[Path]:
     return [p for p in done_dir.glob("*.json") if not p.name.startswith(".tmp-")]
 
 
+def score_records(score_dir: Path) -> list[Path]:
+    """Score shards' completion records in place (a temp file's name ends otherwise)."""
+    return sorted(score_dir.glob("*.done.json"))
+
+
 def test_killed_driver_resumes_without_redoing_finished_shards(run_dir, tmp_path):
     reference = copy_run(run_dir, tmp_path / "reference")
     run_stage("score", reference)
@@ -111,14 +116,14 @@ def test_killed_driver_resumes_without_redoing_finished_shards(run_dir, tmp_path
         "executor=local",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done_dir = run_dir.output_path / "scores" / "pool" / "_done"
+    done_dir = run_dir.output_path / "scores" / "pool"
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
-    while time.time() < deadline and len(finished(done_dir)) < 2:
+    while time.time() < deadline and len(score_records(done_dir)) < 2:
         time.sleep(0.05)
     driver.send_signal(signal.SIGKILL)  # kill -9 mid-run: no cleanup code runs
     driver.wait()
-    finished_before = {p.name: p.stat().st_mtime_ns for p in finished(done_dir)}
+    finished_before = {p.name: p.stat().st_mtime_ns for p in score_records(done_dir)}
     total = len(list_shards(run_dir.output_path / "tokens" / "pool"))
     assert 0 < len(finished_before) < total, "the driver was not killed mid-run"
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, check=True)

@@ -279,16 +279,16 @@ def test_score_redoes_partial_and_corrupt_shards(scored_run):
     expected = score_table(scored_run)
     paths = list_shards(score_dir)
     # shard 0: a truncated file and no completion record
-    done_record_path(paths[0]).unlink()
+    Path(done_record_path(paths[0])).unlink()
     truncate(paths[0])
     # shard 1: whole, but no completion record (killed between the rename and the record)
-    done_record_path(paths[1]).unlink()
+    Path(done_record_path(paths[1])).unlink()
     # shard 2: its record says done, but the file is truncated
     truncate(paths[2])
     # shard 3: done and whole, with the temp files of a killed rewrite beside it
     (score_dir / f"{TMP_PREFIX}{paths[3].name}.k1ll3d").write_bytes(b"PAR1 partial")
-    (score_dir / "_done" / f"{TMP_PREFIX}{paths[3].stem}.json.k1ll3d").write_text('{"rows": ')
-    untouched = mtimes([*paths[3:], *(done_record_path(p) for p in paths[3:])])
+    (score_dir / f"{TMP_PREFIX}{paths[3].stem}.done.json.k1ll3d").write_text('{"format": ')
+    untouched = mtimes([*paths[3:], *(Path(done_record_path(p)) for p in paths[3:])])
 
     stats = run_stage("score", scored_run)
     assert (stats["shards_scored_now"], stats["shards_skipped"]) == (3, len(paths) - 3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -56,7 +58,7 @@ def test_oom_retries_the_shard_with_half_the_batch(shard_task):
     for name in ("prior_loss", "cond_loss", "score"):
         np.testing.assert_allclose(ours.column(name).to_numpy(), theirs.column(name).to_numpy(),
                                    rtol=1e-5, atol=1e-6)  # fmt: skip
-    assert done_record_path(root / "oom.parquet").exists()
+    assert Path(done_record_path(root / "oom.parquet")).exists()
 
 
 def test_oom_at_batch_one_is_raised(shard_task):
@@ -68,4 +70,4 @@ def test_oom_at_batch_one_is_raised(shard_task):
         worker(ScoreTask(str(token_path), str(root / "oom.parquet")))
     assert worker.batches[:5] == [16, 8, 4, 2, 1]
     assert not (root / "oom.parquet").exists()
-    assert not done_record_path(root / "oom.parquet").exists()
+    assert not Path(done_record_path(root / "oom.parquet")).exists()

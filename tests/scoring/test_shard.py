@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -67,7 +69,8 @@ def test_score_shard_has_the_shared_columns_and_hf_exact_values(tmp_path, model_
     assert [rows for rows, _ in calls] == [5, 5, 1]
     assert stats["rows"] == 11 and stats["tokens"] == sum(len(c) for c in chunks)
     assert stats["tokens_per_s"] > 0 and stats["peak_host_rss_mb"] > 0
-    assert read_json(done_record_path(tmp_path / "scores" / "t.parquet"))["rows"] == 11
+    record = read_json(Path(done_record_path(tmp_path / "scores" / "t.parquet")))
+    assert record["meta"]["rows"] == 11
 
 
 def test_scores_do_not_depend_on_batch_size(tmp_path, scorer):
@@ -92,7 +95,7 @@ def test_rerun_skips_verified_shards_and_redoes_broken_ones(tmp_path, token_dir,
     assert pending_shards(tokens, score_dir, "f1") == []
 
     (score_dir / tokens[0].name).write_bytes(b"partial garbage")  # as if killed mid-write
-    done_record_path(score_dir / tokens[1].name).unlink()  # record never written
+    Path(done_record_path(score_dir / tokens[1].name)).unlink()  # record never written
     again = score_shards(tokens, score_dir, scorer, 4, SEQ_LEN, PAD_ID, fingerprint="f1")
     assert [s["skipped"] for s in again] == [False, False, True]
     after = {p.name: p.read_bytes() for p in list_shards(score_dir)}
@@ -124,7 +127,7 @@ def test_a_failing_scorer_leaves_no_finished_looking_file(tmp_path, token_dir):
     score_path = tmp_path / "scores" / "x.parquet"
     with pytest.raises(RuntimeError, match="device lost"):
         score_token_shard(list_shards(token_dir)[0], score_path, Exploding(), 4, SEQ_LEN, PAD_ID)
-    assert not score_path.exists() and not done_record_path(score_path).exists()
+    assert not score_path.exists() and not Path(done_record_path(score_path)).exists()
     assert not list(tmp_path.rglob(".tmp-*"))
 
 
