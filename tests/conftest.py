@@ -124,3 +124,20 @@ def c4_inputs(tmp_path) -> dict[str, list[Path]]:
         "downstream_eval": evaluation,
         "records": records,
     }
+
+
+def save_random_models(config, vocab_size: int = 400, seq_len: int = 64,
+                       seeds: tuple[int, int] = (1, 2)) -> None:
+    """Small random models saved as the run's prior and conditional, committed as the train
+    stages commit theirs, so later stages accept them without training."""
+    from colorfilter.layout import RunLayout
+    from colorfilter.models.checkpoints import commit_model_files
+    from colorfilter.models.presets import build_model
+
+    run = RunLayout.of(config)
+    for name, seed in zip(("prior", "conditional"), seeds):
+        folder = run.model(name)
+        build_model("micro", vocab_size=vocab_size, seq_len=seq_len, seed=seed).save_pretrained(
+            folder.path
+        )
+        commit_model_files(folder)

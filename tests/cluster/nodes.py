@@ -177,8 +177,8 @@ def slow_cli_main() -> None:
 
 def prepare_scoring_run(tmp_path: Path, tokenizer_dir: Path, inputs: dict, **extra):
     """A prepared run (in-process) with two small random models saved as prior and conditional."""
-    from colorfilter.models.presets import build_model
     from colorfilter.pipeline.stages import run_stage
+    from tests.conftest import save_random_models
     from tests.pipeline.test_prepare import make_config
 
     config = make_config(tmp_path, tokenizer_dir, inputs, **{
@@ -186,9 +186,7 @@ def prepare_scoring_run(tmp_path: Path, tokenizer_dir: Path, inputs: dict, **ext
         "score.worker_cpus": 1, "score.num_workers": 2, **extra,
     })  # fmt: skip
     run_stage("prepare", config)
-    for name, seed in (("prior", 1), ("conditional", 2)):
-        model = build_model("micro", vocab_size=400, seq_len=64, seed=seed)
-        model.save_pretrained(config.output_path / "models" / name)
+    save_random_models(config)
     return config
 
 

@@ -19,7 +19,7 @@ from colorfilter.config import Config
 from colorfilter.io.atomic import read_json
 from colorfilter.io.token_shards import list_shards
 from colorfilter.pipeline.stages import run_stage
-from tests.conftest import sample_documents, write_jsonl
+from tests.conftest import sample_documents, save_random_models, write_jsonl
 from tests.pipeline.test_prepare import decode_documents, make_config
 
 SEQ_LEN = 64
@@ -140,7 +140,6 @@ def test_truncated_compressed_files_are_counted_and_their_whole_records_kept(
 def accounting_run(tmp_path, tokenizer_dir, c4_inputs, ray_session) -> tuple[Config, dict]:
     """Prepare and score on Ray (random micro models) over the C4 files plus a file of bad lines;
     then select in-process. Returns the config and the pool files' good texts."""
-    from colorfilter.models.presets import build_model
 
     bad = tmp_path / "pool" / "zz-bad-lines.jsonl"
     bad.write_bytes(b"".join(line + b"\n" for line, _ in BAD_FILE_LINES))
@@ -151,9 +150,7 @@ def accounting_run(tmp_path, tokenizer_dir, c4_inputs, ray_session) -> tuple[Con
     inputs = dict(c4_inputs, pool=[*c4_inputs["pool"], bad])
     config = make_config(tmp_path, tokenizer_dir, inputs, **RUN_SETTINGS)
     run_stage("prepare", config)
-    for name, seed in (("prior", 1), ("conditional", 2)):
-        model = build_model("micro", vocab_size=400, seq_len=SEQ_LEN, seed=seed)
-        model.save_pretrained(config.output_path / "models" / name)
+    save_random_models(config, seq_len=SEQ_LEN)
     run_stage("score", config)
     run_stage("select", config)
     return config, files

@@ -16,7 +16,7 @@ from colorfilter.config import save_resolved
 from colorfilter.errors import ConfigError
 from colorfilter.io.token_shards import list_shards
 from colorfilter.pipeline.stages import config_conflicts, run_stage
-from tests.conftest import write_jsonl
+from tests.conftest import save_random_models, write_jsonl
 from tests.pipeline.test_prepare import make_config
 
 
@@ -63,14 +63,10 @@ def test_unreadable_inputs_name_the_file(tmp_path, tokenizer_dir, c4_inputs):
 
 
 def test_tokenizer_that_does_not_fit_the_models_is_refused(tmp_path, tokenizer_dir, c4_inputs):
-    from colorfilter.models.presets import build_model
 
     config = make_config(tmp_path, tokenizer_dir, c4_inputs)
     run_stage("prepare", config)
-    for name in ("prior", "conditional"):  # the tokenizer has 400 tokens; these models 300
-        build_model("micro", vocab_size=300, seq_len=64, seed=0).save_pretrained(
-            config.output_path / "models" / name
-        )
+    save_random_models(config, vocab_size=300, seeds=(0, 0))  # the tokenizer has 400 tokens
     with pytest.raises(ConfigError, match="has 400 tokens but the models"):
         run_stage("score", config)
 

@@ -16,6 +16,7 @@ import pytest
 
 from colorfilter.io.token_shards import list_shards
 from colorfilter.pipeline.stages import run_stage
+from tests.conftest import save_random_models
 from tests.pipeline.test_prepare import make_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def run_dir(tmp_path, tokenizer_dir, c4_inputs):
     """A prepared run with two small random models saved as the prior and the conditional."""
-    from colorfilter.models.presets import build_model
 
     config = make_config(tmp_path, tokenizer_dir, c4_inputs, **{
         "prepare.rows_per_shard": 48, "score.batch_size": 8, "score.worker_cpus": 0.5,
@@ -32,9 +32,7 @@ def run_dir(tmp_path, tokenizer_dir, c4_inputs):
         "prepare.worker_cpus": 0.5,
     })  # fmt: skip
     run_stage("prepare", config)
-    for name, seed in (("prior", 1), ("conditional", 2)):
-        model = build_model("micro", vocab_size=400, seq_len=64, seed=seed)
-        model.save_pretrained(config.output_path / "models" / name)
+    save_random_models(config)
     return config
 
 

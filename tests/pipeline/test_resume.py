@@ -31,7 +31,7 @@ from colorfilter.io.token_shards import list_shards
 from colorfilter.pipeline.prepare import SPLITS, done_path
 from colorfilter.pipeline.stages import run_stage
 from colorfilter.scoring.shard import done_record_path, is_shard_done
-from tests.conftest import sample_documents, write_jsonl
+from tests.conftest import sample_documents, save_random_models, write_jsonl
 from tests.pipeline.test_faults import finished, score_table
 from tests.pipeline.test_prepare import make_config, shard_digests
 
@@ -132,16 +132,13 @@ def many_inputs(tmp_path: Path, c4_inputs: dict) -> dict:
 @pytest.fixture
 def scored_run(tmp_path: Path, tokenizer_dir: Path, c4_inputs: dict) -> Config:
     """A prepared and scored run (two random micro models), in-process, with two selections."""
-    from colorfilter.models.presets import build_model
 
     config = make_config(tmp_path, tokenizer_dir, c4_inputs, **{
         "prepare.rows_per_shard": 48, "score.batch_size": 16, "score.torch_threads": 1,
         **SELECTION,
     })  # fmt: skip
     run_stage("prepare", config)
-    for name, seed in (("prior", 1), ("conditional", 2)):
-        model = build_model("micro", vocab_size=400, seq_len=64, seed=seed)
-        model.save_pretrained(config.output_path / "models" / name)
+    save_random_models(config)
     run_stage("score", config)
     return config
 
