@@ -15,7 +15,7 @@ import numpy as np
 
 from colorfilter.errors import ConfigError
 from colorfilter.io.atomic import TMP_PREFIX, remove_stale_temps, write_parquet_atomic
-from colorfilter.models.config import RUNTIME_FIELDS
+from colorfilter.models.config import hashed_settings
 
 SMALL_FILE_BYTES = 1 << 20  # files up to this size are fingerprinted by content, others by size
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin*")
@@ -44,7 +44,7 @@ def fingerprint(target: str | Path | list[Path] | None) -> Any:
 
 def stage_hash(stage: str, cfg: Any, seq_len: int, seed: int, inputs: dict[str, Any]) -> str:
     """A hash of everything that decides a stage's weights (runtime-only fields left out)."""
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_FIELDS}
+    settings = hashed_settings(dataclasses.asdict(cfg))
     payload = {
         "stage": stage,
         "settings": settings,

@@ -23,6 +23,7 @@ import numpy as np
 from colorfilter.errors import ConfigError
 from colorfilter.io.atomic import read_json, write_json_atomic
 from colorfilter.io.token_shards import prepared_shards
+from colorfilter.models.blocks import BlockData
 from colorfilter.models.checkpoints import (
     load_tokenizer,
     prepare_out_dir,
@@ -32,13 +33,7 @@ from colorfilter.models.checkpoints import (
 )
 from colorfilter.models.config import ConditionalConfig, PriorConfig, TrainConfig
 from colorfilter.models.curves import write_loss_curve_csv, write_loss_curve_png
-from colorfilter.models.data import (
-    ChunkIndex,
-    epoch_order,
-    load_rank_batches,
-    read_chunk_index,
-    select_token_budget,
-)
+from colorfilter.models.data import IndexedData, epoch_order, read_chunk_index, select_token_budget
 from colorfilter.models.losses import evaluate_sums
 from colorfilter.models.plan import format_plan, runtime_plan, warn_if_slow_on_cpu
 from colorfilter.models.runtime import autocast_dtype, dist_context, resolve_device, set_threads
@@ -79,7 +74,7 @@ def train_prior(
         )
     from colorfilter.models.presets import build_model
 
-    index = select_token_budget(pool_paths, cfg.token_budget, seed)
+    data = _prior_data(pool_paths, cfg, seed)
     model = build_model(
         cfg.preset,
         len(tokenizer),
@@ -94,8 +89,7 @@ def train_prior(
     return _train_stage(
         "prior",
         model,
-        index,
-        np.arange(len(index)),
+        data,
         cfg,
         out_dir,
         tokenizer,
@@ -149,8 +143,7 @@ def train_conditional(
     return _train_stage(
         "conditional",
         model,
-        index,
-        order,
+        IndexedData(index, order),
         cfg,
         out_dir,
         tokenizer,
@@ -174,16 +167,29 @@ def finished_stats(out_dir: str | Path, config_hash: str) -> dict[str, Any] | No
     return stats if stats.get("config_hash") == config_hash else None
 
 
+def _prior_data(pool_paths: list[Path], cfg: PriorConfig, seed: int) -> IndexedData | BlockData:
+    """The prior's slice of the pool: seeded single chunks, or seeded whole blocks streamed per
+    rank (`prior.data_sampling`; see models.blocks for the trade-off)."""
+    if cfg.data_sampling == "blocks":
+        return BlockData(pool_paths, cfg.token_budget, seed, cfg.block_buffer_rows)
+    index = select_token_budget(pool_paths, cfg.token_budget, seed)
+    return IndexedData(index, np.arange(len(index)))
+
+
 def _shards_or_fail(token_dir: str | Path, what: str) -> list[Path]:
     return prepared_shards(token_dir)
 
 
-def _plan_steps(n_chunks: int, cfg: TrainConfig, world_size: int, stage: str) -> int:
+def _check_batch(cfg: TrainConfig, world_size: int, stage: str) -> None:
     if cfg.batch_size % world_size:
         raise ConfigError(
             f"{stage}.batch_size={cfg.batch_size} is not a multiple of the "
             f"{world_size} data-parallel ranks"
         )
+
+
+def _plan_steps(n_chunks: int, cfg: TrainConfig, world_size: int, stage: str) -> int:
+    _check_batch(cfg, world_size, stage)
     steps = n_chunks // cfg.batch_size
     if cfg.max_steps > 0:
         steps = min(steps, cfg.max_steps)
@@ -216,8 +222,7 @@ def _held_out(
 def _train_stage(
     stage: str,
     model: Any,
-    index: ChunkIndex,
-    order: np.ndarray,
+    data: IndexedData | BlockData,
     cfg: TrainConfig,
     out_dir: Path,
     tokenizer: Any,
@@ -239,18 +244,22 @@ def _train_stage(
 
         torch.cuda.set_device(device)
     dist = dist_context(device)
-    steps = _plan_steps(len(order), cfg, dist.world_size, stage)
+    _check_batch(cfg, dist.world_size, stage)
+    usable = data.usable_chunks(cfg.batch_size, dist.world_size)
+    steps = _plan_steps(usable, cfg, dist.world_size, stage)
     plan = runtime_plan(stage, model, cfg, seq_len, steps, device, dist.world_size)
     if dist.is_main:
         warn_if_slow_on_cpu(plan, device_name)
         log.info("%s plan:\n%s", stage, format_plan(plan))
         prepare_out_dir(out_dir, STATS_FILE)
         if stage == "prior":
-            write_seq_ids(index.seq_id[: steps * cfg.batch_size], out_dir / "train_seq_ids.parquet")
+            trained = data.trained_seq_ids(steps, cfg.batch_size, dist.world_size)
+            write_seq_ids(trained, out_dir / "train_seq_ids.parquet")
     dist.barrier()
-    batches = load_rank_batches(index, order, cfg.batch_size, steps, dist.rank, dist.world_size)
+    batches = data.rank_batches(steps, cfg.batch_size, dist.rank, dist.world_size)
+    resume_hash = config_hash + data.resume_key(dist.world_size)
     spec = LoopSpec(
-        steps, seq_len, pad_id, out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE, config_hash,
+        steps, seq_len, pad_id, out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE, resume_hash,
         desc=stage, micro_batch_size=plan.micro.micro_batch,
     )  # fmt: skip
 
@@ -281,7 +290,7 @@ def _train_stage(
             dist.world_size,
             eval_fn if eval_token_dir is not None else None,
             config_hash,
-            {**extra, "n_chunks": len(index), **_memory_stats(plan, device)},
+            {**extra, "n_chunks": data.n_chunks(dist.world_size), **_memory_stats(plan, device)},
             started,
         )
     dist.barrier()

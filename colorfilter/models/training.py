@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from colorfilter.io.atomic import atomic_path
+from colorfilter.models.blocks import BlockBatches
 from colorfilter.models.config import TrainConfig
 from colorfilter.models.data import RankBatches
 from colorfilter.models.losses import token_losses
@@ -125,7 +126,7 @@ class LoopSpec:
 
 def train_loop(
     model: Any,
-    batches: RankBatches,
+    batches: RankBatches | BlockBatches,
     cfg: TrainConfig,
     spec: LoopSpec,
     device: Any,
@@ -193,7 +194,7 @@ def optimizer_step(
     runner: Any,
     model: Any,
     optimizer: Any,
-    batches: RankBatches,
+    batches: RankBatches | BlockBatches,
     step: int,
     lr: float,
     cfg: TrainConfig,
@@ -208,6 +209,9 @@ def optimizer_step(
     for group in optimizer.param_groups:
         group["lr"] = lr
     real_tokens, predicted = batches.step_token_counts(step)
+    if batches.counts_are_local:  # a streamed rank knows only its own share of the batch
+        real_tokens = round(dist.sum(float(real_tokens), device))
+        predicted = round(dist.sum(float(predicted), device))
     train_loss, z_loss = _accumulate_gradients(
         runner, batches, step, cfg, spec, predicted, device, amp, dist
     )
@@ -220,7 +224,7 @@ def optimizer_step(
 
 def _accumulate_gradients(
     runner: Any,
-    batches: RankBatches,
+    batches: RankBatches | BlockBatches,
     step: int,
     cfg: TrainConfig,
     spec: LoopSpec,
