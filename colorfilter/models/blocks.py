@@ -10,14 +10,17 @@ made of whole blocks, and a rank reads only its own blocks' rows, a window at a 
   `seq_id` (read from the row group's column statistics), so neither file names nor listing order
   matter. A seeded hash of that id orders the blocks; they are taken in that order, each to the
   rank with the fewest rows so far (ranks get disjoint blocks), until every rank holds its share
-  of `token_budget`. Only parquet footers are read to plan: rows and tokens per block come from
-  the metadata (a block whose `n_tokens` statistics differ reads that small column).
+  of `token_budget` (the run then trains the steps that hold the budget, as per-chunk sampling
+  does: a rank's last block may be partly unused). Only parquet footers are read to plan: rows
+  and tokens per block come from the metadata (a block whose `n_tokens` statistics differ reads
+  that small column).
 - **Order within a rank**: the rank's blocks, in key order, are grouped into windows of at most
   `buffer_rows` rows (at least one block). A window's `seq_id` and `input_ids` are read, its
   rows put in seeded order (a hash of `seq_id`), and consumed in turn; at most the windows that one
   local batch spans are held. A window's place in the stream is known from the metadata, so a
   resumed run reads the window of its step directly, without replaying the stream.
-- **Accounting**: steps = min over ranks of (rank rows // local batch), known before training;
+- **Accounting**: steps = min(min over ranks of (rank rows // local batch), budget chunks //
+  batch), known before training;
   each step's token counts are summed over ranks (exact, one scalar all-reduce each).
 
 Trade-off against per-chunk sampling: a block is `prepare.row_group_rows` consecutive chunks of
@@ -103,6 +106,7 @@ class BlockSlice:
     world_size: int
     seed: int
     buffer_rows: int
+    token_budget: int = 0  # 0: the whole pool
 
     @property
     def n_chunks(self) -> int:
@@ -117,9 +121,14 @@ class BlockSlice:
         return rows
 
     def usable_chunks(self, batch_size: int) -> int:
-        """Chunks in the whole batches every rank can fill: steps * batch_size."""
-        local = batch_size // self.world_size
-        return int(self.rank_rows().min() // local) * batch_size
+        """steps * batch_size: the whole batches every rank can fill, and no more than hold the
+        token budget (at the blocks' mean chunk length), as per-chunk sampling would train."""
+        steps = int(self.rank_rows().min() // (batch_size // self.world_size))
+        if self.token_budget > 0:
+            tokens = sum(b.n_tokens for b in self.blocks)
+            needed = -(-self.token_budget * self.n_chunks // max(tokens, 1))
+            steps = min(steps, needed // batch_size)
+        return steps * batch_size
 
     def windows(self, rank: int) -> list[list[Block]]:
         """The rank's blocks, in key order, in windows of at most buffer_rows (>= one block)."""
@@ -181,7 +190,8 @@ def choose_blocks(
             f"data-parallel rank of {world_size} without any; prepare with a smaller "
             "prepare.row_group_rows, or use prior.data_sampling=chunks"
         )
-    return BlockSlice(chosen, np.array(owner, dtype=np.int32), world_size, seed, buffer_rows)
+    owners = np.array(owner, dtype=np.int32)
+    return BlockSlice(chosen, owners, world_size, seed, buffer_rows, max(token_budget, 0))
 
 
 def _read_window(window: list[Block], columns: list[str]) -> pa.Table:

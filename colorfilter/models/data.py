@@ -3,7 +3,8 @@
 Order and selection come from a seeded hash of each chunk's `seq_id`, never from file listing
 order, so the same seed picks the same chunks in the same order however the shards are listed
 or sharded across workers. Only `seq_id` and `n_tokens` are read to plan a run; tokens are read
-afterwards, for the chunks one data-parallel rank needs.
+afterwards, for the chunks one data-parallel rank needs (which, for a small random slice, is
+nearly every row group: colorfilter.models.blocks draws the prior's slice in whole row groups).
 """
 
 from __future__ import annotations

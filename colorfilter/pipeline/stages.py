@@ -109,13 +109,15 @@ def config_conflicts(stage: str, previous: dict, current: dict) -> list[str]:
         old, new = _lookup(previous, key), _lookup(current, key)
         if isinstance(old, dict) and isinstance(new, dict):
             for sub in sorted(set(old) | set(new)):
-                before = old.get(sub, _ADDED_DEFAULTS.get(f"{key}.{sub}"))
-                if sub not in _RUNTIME_KEYS and before != new.get(sub):
-                    conflicts.append(f"{key}.{sub}: {before!r} -> {new.get(sub)!r}")
-        elif old is None and key in _ADDED_DEFAULTS:
-            if new != _ADDED_DEFAULTS[key]:
-                conflicts.append(f"{key}: {_ADDED_DEFAULTS[key]!r} -> {new!r}")
-        elif old != new:
+                absent = _ADDED_DEFAULTS.get(f"{key}.{sub}")
+                before, after = old.get(sub, absent), new.get(sub, absent)
+                if sub not in _RUNTIME_KEYS and before != after:
+                    conflicts.append(f"{key}.{sub}: {before!r} -> {after!r}")
+            continue
+        if key in _ADDED_DEFAULTS:
+            old = _ADDED_DEFAULTS[key] if old is None else old
+            new = _ADDED_DEFAULTS[key] if new is None else new
+        if old != new:
             conflicts.append(f"{key}: {old!r} -> {new!r}")
     return conflicts
 

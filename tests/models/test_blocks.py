@@ -4,7 +4,11 @@ memory, exact steps and tokens, resumable; and the settings that choose it."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +24,12 @@ from colorfilter.io.token_shards import list_shards, pad_input_ids
 from colorfilter.models import blocks as blocks_module
 from colorfilter.models.blocks import BlockBatches, choose_blocks, list_blocks
 from colorfilter.models.checkpoints import stage_hash
+from colorfilter.models.data import select_token_budget
 from colorfilter.models.stages import train_prior
 from colorfilter.pipeline.stages import config_conflicts
 
 from .synthetic import SEQ_LEN, micro_prior_config
+from .test_ddp import REPO_ROOT, TIMEOUT_S
 from .test_stages import Killed, _curve, _kill_at
 
 GROUP_ROWS = 5  # the corpus pool: 3 shards of 24 chunks -> 5 + 5 + 5 + 5 + 4 rows each
@@ -141,7 +147,13 @@ def test_training_counts_exact_steps_and_tokens_and_resumes(blocked_pool, corpus
     args = (blocked_pool, corpus.tokenizer)
     whole = train_prior(args[0], tmp_path / "whole", args[1], cfg, SEQ_LEN, seed=5, device="cpu")
     chosen = choose_blocks(list_shards(blocked_pool), cfg.token_budget, 5, 1, 10)
-    assert whole["steps"] == chosen.n_chunks // cfg.batch_size
+    assert whole["steps"] == chosen.usable_chunks(cfg.batch_size) // cfg.batch_size
+    # as many steps as per-chunk sampling trains for the same budget
+    assert (
+        whole["steps"]
+        == len(select_token_budget(list_shards(blocked_pool), cfg.token_budget, 5))
+        // cfg.batch_size
+    )
     assert whole["n_chunks"] == chosen.n_chunks
     trained = pq.read_table(tmp_path / "whole" / "train_seq_ids.parquet")["seq_id"].to_numpy()
     assert np.array_equal(trained, chosen.trained_seq_ids(whole["steps"], cfg.batch_size))
@@ -153,8 +165,9 @@ def test_training_counts_exact_steps_and_tokens_and_resumes(blocked_pool, corpus
                     on_step=_kill_at(3))  # fmt: skip
     resumed = train_prior(args[0], tmp_path / "killed", args[1], cfg, SEQ_LEN, seed=5, device="cpu")
     assert resumed["resumed_from_steps"] == [2]
-    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(
-        tmp_path / "killed" / "model.safetensors"
+    a, b = (
+        load_file(tmp_path / "whole" / "model.safetensors"),
+        load_file(tmp_path / "killed" / "model.safetensors"),
     )
     assert all(torch.equal(a[name], b[name]) for name in a)
     assert _curve(tmp_path / "whole" / "loss_curve.csv", ("elapsed_s",)) == _curve(
@@ -206,3 +219,69 @@ def test_older_configs_and_chunk_runs_keep_their_identity():
         "prepare.row_group_rows: 0 -> 4096",
         "prior.data_sampling: 'chunks' -> 'blocks'",
     ]
+
+
+DDP_DRIVER = r"""
+import json, sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+from colorfilter.models import blocks, stages
+from colorfilter.models.config import PriorConfig
+
+spec, seen = json.loads(Path(sys.argv[1]).read_text()), []
+plain = blocks.BlockBatches.local_batch
+
+
+def recording(self, step, seq_len, pad_id):
+    input_ids, n_tokens = plain(self, step, seq_len, pad_id)
+    seen.append(input_ids.tolist())
+    return input_ids, n_tokens
+
+
+blocks.BlockBatches.local_batch = recording
+stats = stages.train_prior(spec["pool"], spec["out_dir"], spec["tokenizer"],
+                           PriorConfig(**spec["config"]), spec["seq_len"], seed=1, device="cpu")
+rank = dist.get_rank()
+Path(spec["log_dir"], f"rank{rank}.json").write_text(json.dumps({"stats": stats, "seen": seen}))
+dist.destroy_process_group()
+"""
+
+
+def test_two_ranks_stream_disjoint_halves_and_count_global_tokens(blocked_pool, corpus, tmp_path):
+    cfg = _blocks_cfg(token_budget=48 * SEQ_LEN, micro_batch_size=2)
+    (tmp_path / "driver.py").write_text(DDP_DRIVER)
+    spec = {
+        "pool": str(blocked_pool),
+        "tokenizer": str(corpus.tokenizer),
+        "seq_len": SEQ_LEN,
+        "out_dir": str(tmp_path / "prior"),
+        "log_dir": str(tmp_path),
+        "config": dataclasses.asdict(cfg),
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launcher}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", TOKENIZERS_PARALLELISM="false")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", str(tmp_path / "driver.py"), str(tmp_path / "spec.json")]
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    chosen = choose_blocks(list_shards(blocked_pool), cfg.token_budget, 1, 2, 10)
+    steps = chosen.usable_chunks(cfg.batch_size) // cfg.batch_size
+    assert ranks[0]["stats"] == ranks[1]["stats"] and ranks[0]["stats"]["steps"] == steps
+    trained = chosen.trained_seq_ids(steps, cfg.batch_size).reshape(steps, 2, -1)
+    source = _source_rows(blocked_pool)
+    for rank, record in enumerate(ranks):
+        assert len(record["seen"]) == steps
+        for step, rows in enumerate(record["seen"]):
+            assert rows == [source[int(s)].tolist() for s in trained[step, rank]]
+    assert not set(trained[:, 0].ravel()) & set(trained[:, 1].ravel())
+    # tokens_seen is the global batch's (each rank's counts summed), not one rank's
+    lengths = pq.read_table(list_shards(blocked_pool), columns=["seq_id", "n_tokens"])
+    n_tokens = dict(zip(lengths["seq_id"].to_numpy(), lengths["n_tokens"].to_numpy()))
+    assert ranks[0]["stats"]["tokens_seen"] == sum(int(n_tokens[s]) for s in trained.ravel())

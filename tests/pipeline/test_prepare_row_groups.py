@@ -49,9 +49,10 @@ def test_prepare_writes_the_requested_row_groups(tmp_path, tokenizer_dir, c4_inp
     # Another layout is another result: re-prepared when changed, refused in the same output dir.
     default = make_config(tmp_path, tokenizer_dir, c4_inputs)
     tokenizer = str(config.output_path / "tokenizer")
-    assert make_settings(default, tokenizer).settings_hash != make_settings(
-        config, tokenizer
-    ).settings_hash
+    assert (
+        make_settings(default, tokenizer).settings_hash
+        != make_settings(config, tokenizer).settings_hash
+    )
     regrouped = make_config(tmp_path, tokenizer_dir, c4_inputs, **{"prepare.row_group_rows": 4})
     with pytest.raises(ConfigError, match="prepare.row_group_rows: 6 -> 4"):
         run_stage("prepare", regrouped)
