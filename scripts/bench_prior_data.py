@@ -16,7 +16,7 @@ every local batch of the run (as the training loop asks for them), and report pe
 
 Every rank of a blocks run is measured; of a chunks run at world > 3 the first, middle and last
 (each reads the whole token column; `bytes_read_all_ranks` is then scaled up), or all with
---all-ranks.
+--all-ranks. `chunks_trained` sums the measured ranks.
 
 Prints one JSON object. Usage:
     python scripts/bench_prior_data.py [--rows 1000000] [--seq-len 128] [--row-group-rows 1024]
