@@ -85,6 +85,9 @@ class PrepareConfig:
     num_workers: int = 0  # tokenizer actors; 0 = one per CPU
     worker_cpus: float = 1.0  # CPUs reserved per actor
     rows_per_shard: int = 8192  # chunks per token shard
+    # rows per parquet row group of a token shard (the blocks of prior.data_sampling=blocks);
+    # 0 = one row group per shard
+    row_group_rows: int = 0
     tokenize_batch_docs: int = 256  # documents per tokenizer call
     max_segment_chars: int = 1_000_000  # longer documents are tokenized piecewise (memory bound)
     split_bytes: int = 256 << 20  # a bigger local parquet / plain JSON lines file is split into
@@ -99,6 +102,13 @@ class PrepareConfig:
         for name in ("rows_per_shard", "tokenize_batch_docs", "max_segment_chars"):
             check.at_least(name, getattr(self, name), 1)
         check.at_least("split_bytes", self.split_bytes, 0)
+        check.at_least("row_group_rows", self.row_group_rows, 0)
+        if self.row_group_rows > self.rows_per_shard >= 1:
+            check.add(
+                "row_group_rows",
+                f"must be <= prepare.rows_per_shard={self.rows_per_shard} (0: one row group "
+                f"per shard), got {self.row_group_rows}",
+            )
         check.at_least("max_restarts", self.max_restarts, -1)  # unused, still accepted
         check.at_least("max_task_retries", self.max_task_retries, -1)
         return check.problems

@@ -22,6 +22,7 @@ SELECTION_METHODS = (
 LABEL_ORACLE = "label_oracle"  # colorfilter.evaluation.oracle: an evaluation-only reference
 EVALUATE_METHODS = (*SELECTION_METHODS, LABEL_ORACLE)
 EXECUTORS = ("ray", "local")
+DATA_SAMPLINGS = ("chunks", "blocks")  # prior.data_sampling: colorfilter.models.data / .blocks
 DATA_FORMATS = ("auto", "jsonl", "parquet", "hf")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 DEVICES = "auto, cpu, cuda or cuda:N"

@@ -57,12 +57,15 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_parquet_atomic(path: str | Path, table: Any, compression: str = "zstd") -> None:
-    """Write an Arrow table to parquet atomically."""
+def write_parquet_atomic(
+    path: str | Path, table: Any, compression: str = "zstd", row_group_size: int | None = None
+) -> None:
+    """Write an Arrow table to parquet atomically (`row_group_size` rows per row group; None:
+    pyarrow's default, one group up to 1Mi rows)."""
     import pyarrow.parquet as pq
 
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression=compression)
+        pq.write_table(table, tmp, compression=compression, row_group_size=row_group_size)
 
 
 def remove_stale_temps(directory: str | Path) -> int:

@@ -27,7 +27,7 @@ from colorfilter.io.location import Location, as_location
 from colorfilter.io.storage import find, list_dir, read_json, read_many, remove, stat_many
 from colorfilter.io.transfer import staged_folder, write_parquet
 from colorfilter.layout import MODEL_RECORD
-from colorfilter.models.config import RUNTIME_FIELDS
+from colorfilter.models.config import hashed_settings
 from colorfilter.models.curves import write_loss_curve_csv, write_loss_curve_png
 
 SMALL_FILE_BYTES = 1 << 20  # files up to this size are fingerprinted by content, others by size
@@ -91,7 +91,7 @@ def _remote_fingerprint(locs: list[Location], target: Any) -> Any:
 
 def stage_hash(stage: str, cfg: Any, seq_len: int, seed: int, inputs: dict[str, Any]) -> str:
     """A hash of everything that decides a stage's weights (runtime-only fields left out)."""
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_FIELDS}
+    settings = hashed_settings(dataclasses.asdict(cfg))
     payload = {
         "stage": stage,
         "settings": settings,

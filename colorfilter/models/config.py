@@ -14,6 +14,7 @@ from typing import Any
 from colorfilter.configtools import Checks
 from colorfilter.io.location import SCHEMES
 from colorfilter.models.presets import PRESETS
+from colorfilter.names import DATA_SAMPLINGS
 
 MODEL_SCHEMES = frozenset(s for s in SCHEMES if s)  # prior.init_from: s3, gs, hf, file URLs
 TRAIN_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16")  # models.runtime.autocast_dtype
@@ -76,11 +77,18 @@ class PriorConfig(TrainConfig):
     model_overrides: dict[str, Any] = field(default_factory=dict)  # HF config fields to change
     init_from: str = ""  # HF checkpoint dir or URL to use as the prior as-is (no pre-training)
     token_budget: int = 3_100_000_000  # pool tokens to pre-train on (a seeded random slice)
+    # how the slice is drawn: "chunks" = seeded single chunks (every rank reads the pool's whole
+    # token column and holds the slice); "blocks" = seeded whole row groups of the pool shards
+    # (prepare.row_group_rows), each rank reading and streaming only its own (models/blocks.py)
+    data_sampling: str = "chunks"
+    block_buffer_rows: int = 65536  # blocks: rows a rank holds and shuffles at once (>= 1 block)
 
     def validate(self, where: str = "prior") -> list[str]:
         check = Checks(where)
         check.problems = super().validate(where)
         check.one_of("preset", self.preset, sorted(PRESETS))
+        check.one_of("data_sampling", self.data_sampling, DATA_SAMPLINGS)
+        check.at_least("block_buffer_rows", self.block_buffer_rows, 1)
         if not self.init_from:
             check.at_least("token_budget", self.token_budget, 1)
         else:
@@ -119,3 +127,15 @@ RUNTIME_FIELDS = frozenset(
         "gpu_memory_gb",
     }
 )
+
+# Prior fields that only matter under `data_sampling: blocks`: left out of the config hash while
+# chunks are sampled (with data_sampling itself), so runs from before they existed keep theirs.
+BLOCK_FIELDS = ("data_sampling", "block_buffer_rows")
+
+
+def hashed_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a stage's settings (asdict) that decide its weights."""
+    kept = {k: v for k, v in settings.items() if k not in RUNTIME_FIELDS}
+    if kept.get("data_sampling") == "chunks":
+        kept = {k: v for k, v in kept.items() if k not in BLOCK_FIELDS}
+    return kept

@@ -3,7 +3,8 @@
 Order and selection come from a seeded hash of each chunk's `seq_id`, never from file listing
 order, so the same seed picks the same chunks in the same order however the shards are listed
 or sharded across workers. Only `seq_id` and `n_tokens` are read to plan a run; tokens are read
-afterwards, for the chunks one data-parallel rank needs.
+afterwards, for the chunks one data-parallel rank needs (which, for a small random slice, is
+nearly every row group: colorfilter.models.blocks draws the prior's slice in whole row groups).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -127,6 +128,7 @@ class RankBatches:
     batch_size: int  # global sequences per step
     rank: int
     world_size: int
+    counts_are_local: ClassVar[bool] = False  # step_token_counts is already the global batch's
 
     @property
     def num_steps(self) -> int:
@@ -168,6 +170,31 @@ def load_rank_batches(
     row_of = np.full(len(index), -1, dtype=np.int64)
     row_of[positions] = np.arange(len(positions))
     return RankBatches(order, index.n_tokens, tokens, row_of, batch_size, rank, world_size)
+
+
+@dataclass
+class IndexedData:
+    """Chunks of an index in one global order, split per batch across ranks: the prior under
+    `prior.data_sampling: chunks` and the conditional. (models.blocks.BlockData: the same methods.)
+    """
+
+    index: ChunkIndex
+    order: np.ndarray  # positions into index
+
+    def n_chunks(self, world_size: int) -> int:
+        return len(self.index)
+
+    def usable_chunks(self, batch_size: int, world_size: int) -> int:
+        return len(self.order)
+
+    def trained_seq_ids(self, steps: int, batch_size: int, world_size: int) -> np.ndarray:
+        return self.index.seq_id[self.order[: steps * batch_size]]
+
+    def rank_batches(self, steps: int, batch_size: int, rank: int, world_size: int) -> RankBatches:
+        return load_rank_batches(self.index, self.order, batch_size, steps, rank, world_size)
+
+    def resume_key(self, world_size: int) -> str:
+        return ""  # the global order does not depend on the world size
 
 
 def _num_rows(path: Path | Location) -> int:

@@ -28,6 +28,7 @@ from colorfilter.io import storage
 from colorfilter.io.cache import local_copy
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
+from colorfilter.models.blocks import BlockData
 from colorfilter.models.checkpoints import (
     STATS_FILE,
     committed_model,
@@ -38,13 +39,7 @@ from colorfilter.models.checkpoints import (
     write_seq_ids,
 )
 from colorfilter.models.config import ConditionalConfig, PriorConfig, TrainConfig
-from colorfilter.models.data import (
-    ChunkIndex,
-    epoch_order,
-    load_rank_batches,
-    read_chunk_index,
-    select_token_budget,
-)
+from colorfilter.models.data import IndexedData, epoch_order, read_chunk_index, select_token_budget
 from colorfilter.models.losses import evaluate_sums
 from colorfilter.models.plan import format_plan, runtime_plan, warn_if_slow_on_cpu
 from colorfilter.models.runtime import autocast_dtype, dist_context, resolve_device, set_threads
@@ -88,7 +83,7 @@ def train_prior(
                             config_hash)  # fmt: skip
     from colorfilter.models.presets import build_model
 
-    index = select_token_budget(pool_paths, cfg.token_budget, seed)
+    data = _prior_data(pool_paths, cfg, seed)
     model = build_model(
         cfg.preset,
         len(tokenizer),
@@ -101,7 +96,7 @@ def train_prior(
     )
     extra = {"preset": cfg.preset, "token_budget": cfg.token_budget}
     return _train_stage(
-        "prior", model, index, np.arange(len(index)), cfg, out, tokenizer, pad_id, seq_len, seed,
+        "prior", model, data, cfg, out, tokenizer, pad_id, seq_len, seed,
         device, eval_paths, config_hash, extra, on_step,
     )  # fmt: skip
 
@@ -144,8 +139,8 @@ def train_conditional(
         )
     order = epoch_order(index, cfg.epochs, seed)
     return _train_stage(
-        "conditional", model, index, order, cfg, out, tokenizer, pad_id, seq_len, seed, device,
-        eval_paths, config_hash, extra, on_step,
+        "conditional", model, IndexedData(index, order), cfg, out, tokenizer, pad_id, seq_len,
+        seed, device, eval_paths, config_hash, extra, on_step,
     )  # fmt: skip
 
 
@@ -172,12 +167,26 @@ def _eval_shards(eval_token_dir: Place | None) -> list[Location] | None:
     return None if eval_token_dir is None else shard_locations(eval_token_dir)
 
 
-def _plan_steps(n_chunks: int, cfg: TrainConfig, world_size: int, stage: str) -> int:
+def _prior_data(pool_paths: list[Location], cfg: PriorConfig, seed: int) -> IndexedData | BlockData:
+    """The prior's slice of the pool: seeded single chunks, or seeded whole blocks streamed per
+    rank (`prior.data_sampling`; see models.blocks for the trade-off)."""
+    if cfg.data_sampling == "blocks":
+        return BlockData(pool_paths, cfg.token_budget, seed, cfg.block_buffer_rows)
+    index = select_token_budget(pool_paths, cfg.token_budget, seed)
+    return IndexedData(index, np.arange(len(index)))
+
+
+
+def _check_batch(cfg: TrainConfig, world_size: int, stage: str) -> None:
     if cfg.batch_size % world_size:
         raise ConfigError(
             f"{stage}.batch_size={cfg.batch_size} is not a multiple of the "
             f"{world_size} data-parallel ranks"
         )
+
+
+def _plan_steps(n_chunks: int, cfg: TrainConfig, world_size: int, stage: str) -> int:
+    _check_batch(cfg, world_size, stage)
     steps = n_chunks // cfg.batch_size
     if cfg.max_steps > 0:
         steps = min(steps, cfg.max_steps)
@@ -205,8 +214,7 @@ def _held_out(
 def _train_stage(
     stage: str,
     model: Any,
-    index: ChunkIndex,
-    order: np.ndarray,
+    data: IndexedData | BlockData,
     cfg: TrainConfig,
     out: Location,
     tokenizer: Any,
@@ -228,18 +236,22 @@ def _train_stage(
 
         torch.cuda.set_device(device)
     dist = dist_context(device)
-    steps = _plan_steps(len(order), cfg, dist.world_size, stage)
+    _check_batch(cfg, dist.world_size, stage)
+    usable = data.usable_chunks(cfg.batch_size, dist.world_size)
+    steps = _plan_steps(usable, cfg, dist.world_size, stage)
     plan = runtime_plan(stage, model, cfg, seq_len, steps, device, dist.world_size)
     if dist.is_main:
         warn_if_slow_on_cpu(plan, device_name)
         log.info("%s plan:\n%s", stage, format_plan(plan))
         prepare_out_dir(out, STATS_FILE)
         if stage == "prior":
-            write_seq_ids(index.seq_id[: steps * cfg.batch_size], out.join(SEQ_IDS_FILE))
+            trained = data.trained_seq_ids(steps, cfg.batch_size, dist.world_size)
+            write_seq_ids(trained, out.join(SEQ_IDS_FILE))
     dist.barrier()
-    batches = load_rank_batches(index, order, cfg.batch_size, steps, dist.rank, dist.world_size)
+    batches = data.rank_batches(steps, cfg.batch_size, dist.rank, dist.world_size)
+    resume_hash = config_hash + data.resume_key(dist.world_size)
     spec = LoopSpec(
-        steps, seq_len, pad_id, out.join(CHECKPOINT_DIR, CHECKPOINT_FILE), config_hash,
+        steps, seq_len, pad_id, out.join(CHECKPOINT_DIR, CHECKPOINT_FILE), resume_hash,
         desc=stage, micro_batch_size=plan.micro.micro_batch,
     )  # fmt: skip
 
@@ -254,7 +266,8 @@ def _train_stage(
         stats = _finish(
             stage, model, tokenizer, state, cfg, out, seq_len, seed, device, dist.world_size,
             eval_fn if eval_paths is not None else None, config_hash,
-            {**extra, "n_chunks": len(index), **_memory_stats(plan, device)}, started,
+            {**extra, "n_chunks": data.n_chunks(dist.world_size), **_memory_stats(plan, device)},
+            started,
         )  # fmt: skip
     dist.barrier()
     return stats if dist.is_main else storage.read_json(out.join(STATS_FILE))

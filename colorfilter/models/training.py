@@ -27,6 +27,7 @@ from colorfilter.io.commit import commit_unit, is_committed
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.storage import filesystem
 from colorfilter.io.transfer import upload_folder
+from colorfilter.models.blocks import BlockBatches
 from colorfilter.models.config import TrainConfig
 from colorfilter.models.data import RankBatches
 from colorfilter.models.losses import token_losses
@@ -166,7 +167,7 @@ class LoopSpec:
 
 def train_loop(
     model: Any,
-    batches: RankBatches,
+    batches: RankBatches | BlockBatches,
     cfg: TrainConfig,
     spec: LoopSpec,
     device: Any,
@@ -234,7 +235,7 @@ def optimizer_step(
     runner: Any,
     model: Any,
     optimizer: Any,
-    batches: RankBatches,
+    batches: RankBatches | BlockBatches,
     step: int,
     lr: float,
     cfg: TrainConfig,
@@ -249,6 +250,9 @@ def optimizer_step(
     for group in optimizer.param_groups:
         group["lr"] = lr
     real_tokens, predicted = batches.step_token_counts(step)
+    if batches.counts_are_local:  # a streamed rank knows only its own share of the batch
+        real_tokens = round(dist.sum(float(real_tokens), device))
+        predicted = round(dist.sum(float(predicted), device))
     train_loss, z_loss = _accumulate_gradients(
         runner, batches, step, cfg, spec, predicted, device, amp, dist
     )
@@ -261,7 +265,7 @@ def optimizer_step(
 
 def _accumulate_gradients(
     runner: Any,
-    batches: RankBatches,
+    batches: RankBatches | BlockBatches,
     step: int,
     cfg: TrainConfig,
     spec: LoopSpec,

@@ -62,6 +62,7 @@ class PrepareSettings:
     max_segment_chars: int
     settings_hash: str
     storage: StorageConfig = field(default_factory=StorageConfig)  # to read bucket inputs
+    row_group_rows: int = 0  # rows per row group of a shard; 0 = one row group per shard
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -
     _remove_parts(split_dir, task.file_index)
     stats = FileStats()
     chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
-    shards = ShardWriter(split_dir, task.file_index, settings.rows_per_shard, chunker, stats)
+    shards = ShardWriter(
+        split_dir, task.file_index, settings.rows_per_shard, chunker, stats, settings.row_group_rows
+    )
     batch: list = []
     records = iter_records(
         task.item, settings.text_field, settings.source_field, settings.hf_split, settings.storage
@@ -206,6 +209,9 @@ def make_settings(config: Config, tokenizer_dir: str) -> PrepareSettings:
             "hf_split": d.hf_split,
             "rows_per_shard": p.rows_per_shard,
             "max_segment_chars": p.max_segment_chars,
+            # the shards' layout: in the hash only when set, so shards prepared before the key
+            # existed (one row group each, as 0 writes) stay done
+            **({"row_group_rows": p.row_group_rows} if p.row_group_rows else {}),
         }
     )
     return PrepareSettings(
@@ -219,6 +225,7 @@ def make_settings(config: Config, tokenizer_dir: str) -> PrepareSettings:
         p.max_segment_chars,
         fingerprint,
         config.storage,
+        p.row_group_rows,
     )
 
 
@@ -257,7 +264,10 @@ def list_all_inputs(config: Config) -> dict[str, list[InputFile]]:
 
 
 def plan_tasks(
-    config: Config, out: Path, settings: PrepareSettings, overwrite: bool,
+    config: Config,
+    out: Path,
+    settings: PrepareSettings,
+    overwrite: bool,
     inputs: dict[str, list[InputFile]] | None = None,
 ) -> Plan:
     """Decide which files need work; refuse to mix outputs of different settings."""

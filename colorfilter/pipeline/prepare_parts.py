@@ -59,11 +59,21 @@ def piece_path(split_dir: Path, file_index: int, part: int) -> Path:
 
 
 class ShardWriter:
-    """Cuts a Chunker's chunks into shards of `rows_per_shard` rows, written as they fill."""
+    """Cuts a Chunker's chunks into shards of `rows_per_shard` rows, written as they fill, in
+    row groups of `row_group_rows` rows (0: one per shard)."""
 
-    def __init__(self, split_dir: Path, file_index: int, rows: int, chunker: Any, stats: FileStats):
+    def __init__(
+        self,
+        split_dir: Path,
+        file_index: int,
+        rows: int,
+        chunker: Any,
+        stats: FileStats,
+        row_group_rows: int = 0,
+    ):
         self.split_dir, self.file_index, self.rows = split_dir, file_index, rows
         self.chunker, self.stats = chunker, stats
+        self.row_group_rows = row_group_rows or None
 
     def flush(self, final: bool) -> None:
         chunker, stats = self.chunker, self.stats
@@ -73,7 +83,7 @@ class ShardWriter:
                 stats.tail_tokens_dropped += chunker.pending_tokens  # too short to score
                 break
             name = part_name(self.file_index, len(stats.parts))
-            write_parquet_atomic(self.split_dir / name, table)
+            write_parquet_atomic(self.split_dir / name, table, row_group_size=self.row_group_rows)
             stats.parts.append(name)
             stats.chunks += table.num_rows
 
@@ -216,7 +226,9 @@ def assemble_file(task: Any, settings: Any) -> dict:
     _remove_parts(split_dir, task.file_index)
     stats = FileStats()
     chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
-    shards = ShardWriter(split_dir, task.file_index, settings.rows_per_shard, chunker, stats)
+    shards = ShardWriter(
+        split_dir, task.file_index, settings.rows_per_shard, chunker, stats, settings.row_group_rows
+    )
     paths = [piece_path(split_dir, task.file_index, p) for p in range(len(task.spans))]
     for path in paths:
         record = read_json_object(path.with_suffix(".json"))

@@ -61,6 +61,7 @@ _RESULT_KEYS = {
         "data.format",
         "data.hf_split",
         "prepare.rows_per_shard",
+        "prepare.row_group_rows",  # the shards' layout: prior.data_sampling=blocks draws on it
         "prepare.max_segment_chars",
     ],
     "train-prior": ["seed", "prior"],
@@ -82,6 +83,15 @@ _RUNTIME_KEYS = {
 }
 
 
+# Result keys added after configs were first saved, with the value that their absence meant: a
+# saved config.yaml without one conflicts only if the current value differs from that.
+_ADDED_DEFAULTS = {
+    "prepare.row_group_rows": 0,
+    "prior.data_sampling": "chunks",
+    "prior.block_buffer_rows": 65536,
+}
+
+
 def result_keys(stage: str) -> list[str]:
     """Keys a stage's outputs depend on: its own and every earlier stage's."""
     keys: list[str] = []
@@ -99,9 +109,15 @@ def config_conflicts(stage: str, previous: dict, current: dict) -> list[str]:
         old, new = _lookup(previous, key), _lookup(current, key)
         if isinstance(old, dict) and isinstance(new, dict):
             for sub in sorted(set(old) | set(new)):
-                if sub not in _RUNTIME_KEYS and old.get(sub) != new.get(sub):
-                    conflicts.append(f"{key}.{sub}: {old.get(sub)!r} -> {new.get(sub)!r}")
-        elif old != new:
+                absent = _ADDED_DEFAULTS.get(f"{key}.{sub}")
+                before, after = old.get(sub, absent), new.get(sub, absent)
+                if sub not in _RUNTIME_KEYS and before != after:
+                    conflicts.append(f"{key}.{sub}: {before!r} -> {after!r}")
+            continue
+        if key in _ADDED_DEFAULTS:
+            old = _ADDED_DEFAULTS[key] if old is None else old
+            new = _ADDED_DEFAULTS[key] if new is None else new
+        if old != new:
             conflicts.append(f"{key}: {old!r} -> {new!r}")
     return conflicts
 
