@@ -12,7 +12,7 @@ uploaded); `identical` compares indices.npy and every data shard byte for byte. 
 configuration runs once to warm up, then `--repeat` times; the median is reported.
 
 Usage: python scripts/bench_storage.py [--config configs/demo.yaml] [--repeat 3] [--workers 2]
-       [--select-methods color,random] [--select-taus 8,16]
+       [--stages prepare,select] [--select-methods color,random] [--select-taus 8,16]
 """
 
 from __future__ import annotations
@@ -193,8 +193,8 @@ def selected_files(out_dir: str) -> dict[str, bytes]:
             if info.location.name == "indices.npy" or info.location.name.endswith(".parquet")}
 
 
-def measure_select(config_path: str, overrides: list[str], prepared: str, tmp: str,
-                   bucket: str, repeat: int) -> dict:
+def measure_select(config_path: str, overrides: list[str], prepared: str, bucket: str,
+                   repeat: int) -> dict:
     """select with output_dir on local disk, then on the bucket (same inputs): seconds, ratio."""
     from colorfilter.io.transfer import upload_folder
 
@@ -217,15 +217,40 @@ def measure_select(config_path: str, overrides: list[str], prepared: str, tmp: s
     return result
 
 
+def bench_prepare(args, config, remote: dict, input_bytes: int, tmp: str) -> tuple[dict, str]:
+    """Prepare on local inputs vs bucket inputs: the result keys, and a local prepared run."""
+    common = ["executor=ray", f"prepare.num_workers={args.workers}",
+              f"prepare.worker_cpus={2 / max(args.workers, 2)}"]
+    if "prepare" not in args.stages:  # select alone: prepare once, untimed, for its inputs
+        run_once(args.config, common, f"{tmp}/local-0")
+        return {}, f"{tmp}/local-0"
+    s3_overrides = [f"data.{s}=[{','.join(remote[s])}]" for s in SPLITS]
+    local = measure(args.config, common, tmp, "local", args.repeat)
+    bucket = measure(args.config, common + s3_overrides, tmp, "s3", args.repeat)
+    prepared = local.pop("out")
+    return {
+        "inputs": {"files": sum(len(glob.glob(p)) for s in SPLITS for p in getattr(config.data, s)),
+                   "bytes": input_bytes},
+        "local_disk": local,
+        "s3_loopback": bucket,
+        "ratio_s3_over_local": round(bucket["median_s"] / local["median_s"], 3),
+        "ratio_of_fastest_runs": round(bucket["min_s"] / local["min_s"], 3),
+        "ratio_read_records": round(bucket["read_records_s"] / local["read_records_s"], 3),
+        "identical": shard_tables(prepared) == shard_tables(bucket.pop("out")),
+    }, prepared
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--listing-files", type=int, default=1024)
+    parser.add_argument("--stages", default="prepare,select", help="prepare, select or both")
     parser.add_argument("--select-methods", default="color,random")
     parser.add_argument("--select-taus", default="8,16")
     args = parser.parse_args()
+    args.stages = args.stages.split(",")
     server, endpoint = start_s3()  # before Ray starts, so its workers inherit the variables
     try:
         from colorfilter.config import RayConfig, load_config
@@ -234,40 +259,23 @@ def main() -> None:
         config = load_config(args.config)
         remote, input_bytes = upload_inputs(config, endpoint, "bench-inputs")
         init_ray(RayConfig(num_cpus=2))
-        common = ["executor=ray", f"prepare.num_workers={args.workers}",
-                  f"prepare.worker_cpus={2 / max(args.workers, 2)}"]
-        s3_overrides = [f"data.{s}=[{','.join(remote[s])}]" for s in SPLITS]
         with tempfile.TemporaryDirectory() as tmp:
-            local = measure(args.config, common, tmp, "local", args.repeat)
-            bucket = measure(args.config, common + s3_overrides, tmp, "s3", args.repeat)
-            prepared = local.pop("out")
-            identical = shard_tables(prepared) == shard_tables(bucket.pop("out"))
-            select_overrides = [
-                "executor=ray", f"selection.num_workers={args.workers}",
-                f"selection.worker_cpus={2 / max(args.workers, 2)}",
-                f"selection.methods=[{args.select_methods}]",
-                f"selection.tau=[{args.select_taus}]",
-            ]
-            select = measure_select(args.config, select_overrides, prepared, tmp,
-                                    "bench-inputs", args.repeat)
-        listing = listing_at_scale(endpoint, "bench-inputs", args.listing_files)
+            result, prepared = bench_prepare(args, config, remote, input_bytes, tmp)
+            if "select" in args.stages:
+                select_overrides = [
+                    "executor=ray", f"selection.num_workers={args.workers}",
+                    f"selection.worker_cpus={2 / max(args.workers, 2)}",
+                    f"selection.methods=[{args.select_methods}]",
+                    f"selection.tau=[{args.select_taus}]",
+                ]
+                result["select"] = measure_select(args.config, select_overrides, prepared,
+                                                  "bench-inputs", args.repeat)
+        if "prepare" in args.stages:
+            result["listing_at_scale"] = listing_at_scale(endpoint, "bench-inputs",
+                                                          args.listing_files)
     finally:
         server.stop()
-    result = {
-        "benchmark": "storage",
-        "stage": "prepare, select",
-        "inputs": {"files": sum(len(glob.glob(p)) for s in SPLITS for p in getattr(config.data, s)),
-                   "bytes": input_bytes},
-        "workers": args.workers,
-        "local_disk": local,
-        "s3_loopback": bucket,
-        "ratio_s3_over_local": round(bucket["median_s"] / local["median_s"], 3),
-        "ratio_of_fastest_runs": round(bucket["min_s"] / local["min_s"], 3),
-        "ratio_read_records": round(bucket["read_records_s"] / local["read_records_s"], 3),
-        "identical": identical,
-        "listing_at_scale": listing,
-        "select": select,
-    }
+    result = {"benchmark": "storage", "stages": args.stages, "workers": args.workers, **result}
     json.dump(result, sys.stdout, indent=2)
     print()
 

@@ -5,8 +5,8 @@ by memory map; the index arrays are memory-mapped too. On a bucket a run is one 
 (`storage.open_write`: whole or nothing) and reducers read only the record batches overlapping
 their position range through pyarrow's random-access files: each run's schema metadata lists
 the first output position of every batch, so the footer alone says which batches to fetch. An
-index array is searched there by ranged reads (a binary search: ~2 x log2(n) small reads), so
-a map task fetches only its shard's slice.
+index array is fetched whole when small, else searched there by ranged reads (a binary search:
+~2 x log2(n) small reads), so a map task fetches only its shard's slice.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from colorfilter.io.location import Location
 
 RUN_BATCH_ROWS = 1024  # rows per record batch of a run: what a remote reducer fetches at least
 FIRSTS_KEY = b"colorfilter.batch_first_positions"
+WHOLE_READ_BYTES = 8 << 20  # a remote index array up to this size is fetched in one read
 
 
 def write_run_file(loc: Location, table: pa.Table, schema: pa.Schema, position: str) -> int:
@@ -104,6 +105,11 @@ def sorted_slice(
         end = int(np.searchsorted(ids, high, side="right"))
         return np.asarray(ids[first:end]), np.asarray(values[first:end])
     with _NpyFile(ids_loc) as ids, _NpyFile(values_loc) as values:
+        if ids.length * ids.dtype.itemsize <= WHOLE_READ_BYTES:  # one read beats ~40 small ones
+            every = ids.read(0, ids.length)
+            first = int(np.searchsorted(every, low, side="left"))
+            end = int(np.searchsorted(every, high, side="right"))
+            return every[first:end], values.read(first, end)
         first = bisect.bisect_left(ids, low)
         end = bisect.bisect_right(ids, high, lo=first)
         return ids.read(first, end), values.read(first, end)

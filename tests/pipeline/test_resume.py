@@ -132,6 +132,11 @@ def many_inputs(tmp_path: Path, c4_inputs: dict) -> dict:
 @pytest.fixture
 def scored_run(tmp_path: Path, tokenizer_dir: Path, c4_inputs: dict) -> Config:
     """A prepared and scored run (two random micro models), in-process, with two selections."""
+    return build_scored_run(tmp_path, tokenizer_dir, c4_inputs)
+
+
+def build_scored_run(tmp_path: Path, tokenizer_dir: Path, c4_inputs: dict) -> Config:
+    """What `scored_run` builds, under `tmp_path` (for fixtures of a wider scope)."""
     from colorfilter.models.presets import build_model
 
     config = make_config(tmp_path, tokenizer_dir, c4_inputs, **{
