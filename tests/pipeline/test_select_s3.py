@@ -187,3 +187,17 @@ def test_index_slices_by_ranged_reads_on_a_bucket(s3_bucket, tmp_path, monkeypat
         got, expected = sorted_slice(*remote, low, high), sorted_slice(*local, low, high)
         assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
     assert sorted_slice(*remote, int(ids[5]) + 1, int(ids[6]) - 1)[0].size == 0
+
+
+def test_dsir_weights_on_a_bucket_equal_local_disk(on_bucket, tmp_path):
+    from colorfilter.pipeline.select import dsir_weight_shards
+
+    local, remote, cwd = on_bucket
+    expected = dsir_weight_shards(local)
+    got = dsir_weight_shards(remote)
+    assert [loc.name for loc in got] == [loc.name for loc in expected] and got
+    assert all(loc.url.startswith("s3://") and "/scores/dsir/" in loc.url for loc in got)
+    for ours, theirs in zip(got, expected):
+        assert storage.read_bytes(ours) == storage.read_bytes(theirs)
+    assert dsir_weight_shards(remote) == got  # present: reused, not recomputed
+    assert_nothing_local(cwd, tmp_path)
