@@ -1,13 +1,18 @@
-"""Benchmark prepare with its inputs on local disk vs on a local S3 server; prints JSON.
+"""Benchmark prepare and select on local disk vs on a local S3 server; prints JSON.
 
 The S3 server is moto in server mode on 127.0.0.1 (started here, stopped at the end), so the
 ratio measures what the storage layer adds (listing, preflight, streamed reads through s3fs,
-HTTP on loopback), not a network. Both runs read the same files (configs/demo.yaml's inputs,
-copied to the bucket under the same names), use the same Ray and write a local output_dir;
-the token shards are compared, and `identical` says whether they match row for row (source_file
-aside). Each configuration runs once to warm up, then `--repeat` times; the median is reported.
+HTTP on loopback), not a network. Prepare: both runs read the same files (configs/demo.yaml's
+inputs, copied to the bucket under the same names), use the same Ray and write a local
+output_dir; the token shards are compared, and `identical` says whether they match row for row
+(source_file aside). Select: the local prepare's output gets seeded synthetic score shards
+(select's cost does not depend on the score values; training and scoring models would take
+minutes), then select runs with output_dir on local disk and on the bucket (the folder
+uploaded); `identical` compares indices.npy and every data shard byte for byte. Each
+configuration runs once to warm up, then `--repeat` times; the median is reported.
 
 Usage: python scripts/bench_storage.py [--config configs/demo.yaml] [--repeat 3] [--workers 2]
+       [--stages prepare,select] [--select-methods color,random] [--select-taus 8,16]
 """
 
 from __future__ import annotations
@@ -145,13 +150,107 @@ def measure(config_path: str, overrides: list[str], tmp: str, label: str, repeat
             "out": f"{tmp}/{label}-0"}
 
 
+def fake_scores(out_dir: str) -> None:
+    """Seeded score shards (and the stage's stats.json) for the pool token shards of out_dir."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from colorfilter.io.token_shards import list_shards
+
+    scores = Path(out_dir) / "scores" / "pool"
+    scores.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for path in list_shards(Path(out_dir) / "tokens" / "pool"):
+        ids = pq.read_table(path, columns=["seq_id"]).column("seq_id")
+        prior = rng.normal(5.0, 0.3, len(ids)).astype(np.float32)
+        cond = (prior - rng.normal(0.0, 0.2, len(ids))).astype(np.float32)
+        pq.write_table(pa.table({"seq_id": ids, "prior_loss": prior, "cond_loss": cond,
+                                 "score": prior - cond}), scores / path.name)
+    (scores / "stats.json").write_text(json.dumps({"synthetic": True}))
+
+
+def select_once(config_path: str, overrides: list[str], out_dir: str) -> float:
+    from colorfilter.config import load_config
+    from colorfilter.io import storage
+    from colorfilter.layout import RunLayout
+    from colorfilter.pipeline.select import run_select
+
+    config = load_config(config_path, [f"output_dir={out_dir}", *overrides])
+    storage.remove(RunLayout.of(config).selected_root, recursive=True)
+    start = time.perf_counter()
+    run_select(config)
+    return time.perf_counter() - start
+
+
+def selected_files(out_dir: str) -> dict[str, bytes]:
+    """Every selection's indices.npy and data shards (bytes), by relative path."""
+    from colorfilter.io import storage
+
+    root = storage.Location.parse(out_dir).join("selected")
+    return {info.location.relative_to(root): storage.read_bytes(info.location)
+            for info in storage.find(root)
+            if info.location.name == "indices.npy" or info.location.name.endswith(".parquet")}
+
+
+def measure_select(config_path: str, overrides: list[str], prepared: str, bucket: str,
+                   repeat: int) -> dict:
+    """select with output_dir on local disk, then on the bucket (same inputs): seconds, ratio."""
+    from colorfilter.io.transfer import upload_folder
+
+    fake_scores(prepared)
+    remote = f"s3://{bucket}/select"
+    upload_folder(prepared, remote)
+    result = {}
+    for label, out in (("local_disk", prepared), ("s3_loopback", remote)):
+        select_once(config_path, overrides, out)  # warm-up
+        times = [select_once(config_path, overrides, out) for _ in range(repeat)]
+        result[label] = {"seconds": [round(t, 3) for t in times],
+                         "median_s": round(statistics.median(times), 3),
+                         "min_s": round(min(times), 3)}
+    local_files, remote_files = selected_files(prepared), selected_files(remote)
+    result["files"] = len(local_files)
+    result["selected_bytes"] = sum(len(b) for b in local_files.values())
+    result["identical"] = bool(local_files) and local_files == remote_files
+    result["ratio_s3_over_local"] = round(
+        result["s3_loopback"]["median_s"] / result["local_disk"]["median_s"], 3)
+    return result
+
+
+def bench_prepare(args, config, remote: dict, input_bytes: int, tmp: str) -> tuple[dict, str]:
+    """Prepare on local inputs vs bucket inputs: the result keys, and a local prepared run."""
+    common = ["executor=ray", f"prepare.num_workers={args.workers}",
+              f"prepare.worker_cpus={2 / max(args.workers, 2)}"]
+    if "prepare" not in args.stages:  # select alone: prepare once, untimed, for its inputs
+        run_once(args.config, common, f"{tmp}/local-0")
+        return {}, f"{tmp}/local-0"
+    s3_overrides = [f"data.{s}=[{','.join(remote[s])}]" for s in SPLITS]
+    local = measure(args.config, common, tmp, "local", args.repeat)
+    bucket = measure(args.config, common + s3_overrides, tmp, "s3", args.repeat)
+    prepared = local.pop("out")
+    return {
+        "inputs": {"files": sum(len(glob.glob(p)) for s in SPLITS for p in getattr(config.data, s)),
+                   "bytes": input_bytes},
+        "local_disk": local,
+        "s3_loopback": bucket,
+        "ratio_s3_over_local": round(bucket["median_s"] / local["median_s"], 3),
+        "ratio_of_fastest_runs": round(bucket["min_s"] / local["min_s"], 3),
+        "ratio_read_records": round(bucket["read_records_s"] / local["read_records_s"], 3),
+        "identical": shard_tables(prepared) == shard_tables(bucket.pop("out")),
+    }, prepared
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--listing-files", type=int, default=1024)
+    parser.add_argument("--stages", default="prepare,select", help="prepare, select or both")
+    parser.add_argument("--select-methods", default="color,random")
+    parser.add_argument("--select-taus", default="8,16")
     args = parser.parse_args()
+    args.stages = args.stages.split(",")
     server, endpoint = start_s3()  # before Ray starts, so its workers inherit the variables
     try:
         from colorfilter.config import RayConfig, load_config
@@ -160,30 +259,23 @@ def main() -> None:
         config = load_config(args.config)
         remote, input_bytes = upload_inputs(config, endpoint, "bench-inputs")
         init_ray(RayConfig(num_cpus=2))
-        common = ["executor=ray", f"prepare.num_workers={args.workers}",
-                  f"prepare.worker_cpus={2 / max(args.workers, 2)}"]
-        s3_overrides = [f"data.{s}=[{','.join(remote[s])}]" for s in SPLITS]
         with tempfile.TemporaryDirectory() as tmp:
-            local = measure(args.config, common, tmp, "local", args.repeat)
-            bucket = measure(args.config, common + s3_overrides, tmp, "s3", args.repeat)
-            identical = shard_tables(local.pop("out")) == shard_tables(bucket.pop("out"))
-        listing = listing_at_scale(endpoint, "bench-inputs", args.listing_files)
+            result, prepared = bench_prepare(args, config, remote, input_bytes, tmp)
+            if "select" in args.stages:
+                select_overrides = [
+                    "executor=ray", f"selection.num_workers={args.workers}",
+                    f"selection.worker_cpus={2 / max(args.workers, 2)}",
+                    f"selection.methods=[{args.select_methods}]",
+                    f"selection.tau=[{args.select_taus}]",
+                ]
+                result["select"] = measure_select(args.config, select_overrides, prepared,
+                                                  "bench-inputs", args.repeat)
+        if "prepare" in args.stages:
+            result["listing_at_scale"] = listing_at_scale(endpoint, "bench-inputs",
+                                                          args.listing_files)
     finally:
         server.stop()
-    result = {
-        "benchmark": "storage",
-        "stage": "prepare",
-        "inputs": {"files": sum(len(glob.glob(p)) for s in SPLITS for p in getattr(config.data, s)),
-                   "bytes": input_bytes},
-        "workers": args.workers,
-        "local_disk": local,
-        "s3_loopback": bucket,
-        "ratio_s3_over_local": round(bucket["median_s"] / local["median_s"], 3),
-        "ratio_of_fastest_runs": round(bucket["min_s"] / local["min_s"], 3),
-        "ratio_read_records": round(bucket["read_records_s"] / local["read_records_s"], 3),
-        "identical": identical,
-        "listing_at_scale": listing,
-    }
+    result = {"benchmark": "storage", "stages": args.stages, "workers": args.workers, **result}
     json.dump(result, sys.stdout, indent=2)
     print()
 

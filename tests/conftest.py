@@ -101,6 +101,11 @@ def ray_session(s3_server):  # noqa: F811 - the fixture imported above
 @pytest.fixture
 def c4_inputs(tmp_path) -> dict[str, list[Path]]:
     """C4-shaped pool files (.json.gz and .zst) and downstream train/eval files."""
+    return write_c4_inputs(tmp_path)
+
+
+def write_c4_inputs(tmp_path: Path) -> dict[str, list[Path]]:
+    """The files of `c4_inputs` under `tmp_path` (for fixtures of a wider scope)."""
     docs = sample_documents(90)
     records = [
         {

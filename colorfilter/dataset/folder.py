@@ -1,11 +1,17 @@
 """One selection folder: its spec, and the files that finish it (indices, histogram, card, and
-the manifest last), what an earlier run left in it, and its summary."""
+the manifest last), what an earlier run left in it, and its summary.
+
+A folder is a Location (local or on a bucket): every file is written whole or not at all, and
+hashed from the bytes written, so the manifest never reads the folder back.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import io
 import logging
 import math
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +22,14 @@ import numpy as np
 from colorfilter.dataset import manifest as mf
 from colorfilter.dataset.card import HISTOGRAM_NAME, INDICES_NAME, CardInfo, render_card
 from colorfilter.dataset.histogram import ScoreHistogram, histogram_summary, plot_histogram
-from colorfilter.dataset.provenance import recorded_sha256
+from colorfilter.dataset.provenance import describe_inputs
+from colorfilter.dataset.runfiles import load_array
 from colorfilter.dataset.runs import index_paths
 from colorfilter.dataset.schema import DATA_DIR, shard_name
 from colorfilter.errors import BadDataError
-from colorfilter.io.atomic import TMP_PREFIX, atomic_path, remove_stale_temps, write_text_atomic
+from colorfilter.io import storage
+from colorfilter.io.atomic import TMP_PREFIX
+from colorfilter.io.location import Location
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +71,7 @@ class SelectionJob:
     """One folder to write: the selected seq_ids and what its manifest and card say."""
 
     seq_ids: np.ndarray
-    out_dir: Path
+    out_dir: Path | Location  # a Location from write_selections on
     method: str
     tau: float
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -77,13 +86,13 @@ class SelectionJob:
 class PoolInputs:
     """The pool and run-wide facts every folder of one `write_selections` call shares."""
 
-    token_dir: Path
-    score_dir: Path
-    tokenizer_dir: Path
+    token_dir: Path | Location
+    score_dir: Path | Location
+    tokenizer_dir: Path | Location
     config: Mapping[str, Any] | None = None
     skipped: Mapping[str, int] | None = None
-    model_dirs: Mapping[str, str | Path] | None = None
-    extra_inputs: Sequence[str | Path] = ()
+    model_dirs: Mapping[str, str | Path | Location] | None = None
+    extra_inputs: Sequence[str | Path | Location] = ()
     repo_id: str | None = None
     checksum_inputs: bool = True
     histogram_bins: int = 100
@@ -100,22 +109,26 @@ class PendingFolder:
     n_rows: int = 0
     reducers_left: int = 0
     counts: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # written: size and sha256
+    reducers: list[Location] = field(default_factory=list)  # their records, removed at the end
 
 
 def finish_folder(
-    item: PendingFolder, inputs: PoolInputs, work_dir: Path, provenance: dict[str, Any]
+    item: PendingFolder, inputs: PoolInputs, work_dir: Location, provenance: dict[str, Any]
 ) -> dict[str, Any]:
     """indices.npy, the histogram, the card, then the manifest (last): the folder is done."""
     job, counts, out_dir = item.job, item.counts, item.job.out_dir
     num_shards = max(1, math.ceil(item.n_rows / job.rows_per_shard))
-    shards = sorted((out_dir / DATA_DIR).glob("train-*.parquet"))
-    if [p.name for p in shards] != [shard_name(i, num_shards) for i in range(num_shards)]:
+    shards = sorted(loc.name for loc in storage.list_dir(out_dir.join(DATA_DIR))
+                    if fnmatch.fnmatch(loc.name, "train-*.parquet"))
+    if shards != [shard_name(i, num_shards) for i in range(num_shards)]:
         raise BadDataError(f"{out_dir}: its data shards are not the {num_shards} expected")
     ids_path, pos_path = index_paths(work_dir, item.key)
     row_order = np.empty(item.n_rows, dtype=np.uint64)
-    row_order[np.load(pos_path)] = np.load(ids_path)
-    with atomic_path(out_dir / INDICES_NAME) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, row_order)
+    row_order[load_array(pos_path)] = load_array(ids_path)
+    buffer = io.BytesIO()
+    np.save(buffer, row_order)
+    _write(item, INDICES_NAME, buffer.getvalue())
     hist = ScoreHistogram(edges=np.asarray(counts["edges"]))
     hist.pool, hist.selected = counts["pool_hist"], counts["hist"]
     hist.non_finite = counts["pool_non_finite"]
@@ -135,8 +148,9 @@ def finish_folder(
         selected_tokens=counts["selected_tokens"],
     )
     title = f"{job.method}, tau={job.tau:g}: {item.n_rows} selected"
-    with atomic_path(out_dir / HISTOGRAM_NAME) as tmp:
-        plot_histogram(tmp, hist, line, title)
+    png = io.BytesIO()
+    plot_histogram(png, hist, line, title)
+    _write(item, HISTOGRAM_NAME, png.getvalue())
     card = CardInfo(
         method=job.method,
         tau=job.tau,
@@ -149,7 +163,7 @@ def finish_folder(
         command=job.command,
         repo_id=inputs.repo_id,
     )
-    write_text_atomic(out_dir / README_NAME, render_card(card))
+    _write(item, README_NAME, render_card(card).encode("utf-8"))
     fields = {
         **item.identity,
         "config": item.resolved,
@@ -171,13 +185,21 @@ def finish_folder(
         "command": job.command,
         "extra": dict(job.manifest_extra or {}),
     }
-    return summary(out_dir, mf.write_manifest(out_dir, fields), noop=False)
+    written = mf.write_manifest(out_dir, fields, known=item.files)
+    for record in item.reducers:  # the reducers' records: the manifest now says it all
+        storage.remove(record)
+    return summary(out_dir, written, noop=False)
+
+
+def _write(item: PendingFolder, rel: str, data: bytes) -> None:
+    storage.write_bytes(item.job.out_dir.join(rel), data)
+    item.files[rel] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def provenance(
-    tokenizer_dir: str | Path,
-    model_dirs: Mapping[str, str | Path] | None,
-    inputs: Sequence[str | Path],
+    tokenizer_dir: str | Path | Location,
+    model_dirs: Mapping[str, str | Path | Location] | None,
+    inputs: Sequence[str | Path | Location],
     checksum_inputs: bool,
 ) -> dict[str, Any]:
     """Hashes of the tokenizer, checkpoints and input files; package versions."""
@@ -187,26 +209,30 @@ def provenance(
             name: {"path": str(path), "sha256": mf.sha256_dir(path)}
             for name, path in sorted((model_dirs or {}).items())
         },
-        "inputs": mf.describe_files(inputs, checksum=checksum_inputs, known=recorded_sha256),
+        "inputs": describe_inputs(inputs, checksum=checksum_inputs),
         "packages": mf.package_versions(),
     }
 
 
-def clear_outputs(out_dir: Path, keep: set[str]) -> None:
-    """Delete what an earlier (incomplete or different) run wrote, but the `keep` data shards
-    (relative paths) of this plan's finished reducers; leave other files alone."""
-    (out_dir / mf.MANIFEST_NAME).unlink(missing_ok=True)  # first: the folder is now incomplete
-    remove_stale_temps(out_dir)
-    shutil.rmtree(out_dir / LEGACY_SPILL_DIR, ignore_errors=True)
-    for path in (out_dir / DATA_DIR).glob("train-*.parquet"):
-        if f"{DATA_DIR}/{path.name}" not in keep:
-            path.unlink()
-    for name in (INDICES_NAME, HISTOGRAM_NAME, README_NAME):
-        (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def clear_outputs(out_dir: Location, keep: set[str]) -> None:
+    """Delete what an earlier (incomplete or different) run wrote, but the `keep` files
+    (relative paths: this plan's finished reducers' shards and records); leave other files."""
+    storage.remove(out_dir.join(mf.MANIFEST_NAME))  # first: the folder is now incomplete
+    for info in storage.find(out_dir):
+        rel = info.location.relative_to(out_dir)
+        parts = rel.split("/")
+        ours = (
+            parts[-1].startswith(TMP_PREFIX)  # temp files, reducers' records
+            or parts[0] == LEGACY_SPILL_DIR
+            or (parts[0] == DATA_DIR and fnmatch.fnmatch(rel, f"{DATA_DIR}/train-*.parquet"))
+            or rel in (INDICES_NAME, HISTOGRAM_NAME, README_NAME)
+        )
+        if ours and rel not in keep:
+            storage.remove(info.location)
+    storage.makedirs(out_dir)
 
 
-def complete_manifest(out_dir: Path, identity: Mapping[str, str]) -> dict[str, Any] | None:
+def complete_manifest(out_dir: Location, identity: Mapping[str, str]) -> dict[str, Any] | None:
     """The manifest if the folder is complete for this config, selection and inputs."""
     manifest = mf.read_manifest(out_dir)
     if manifest is None:
@@ -214,10 +240,10 @@ def complete_manifest(out_dir: Path, identity: Mapping[str, str]) -> dict[str, A
     if any(manifest.get(key) != value for key, value in identity.items()):
         log.warning("%s holds another selection or config: rewriting it", out_dir)
         return None
-    for rel, entry in manifest.get("files", {}).items():
-        path = out_dir / rel
-        if not path.is_file() or path.stat().st_size != entry["size"]:
-            return None
+    files = manifest.get("files", {})
+    sizes = storage.stat_many(out_dir.join(rel) for rel in files)
+    if any(sizes[out_dir.join(rel).url] != entry["size"] for rel, entry in files.items()):
+        return None
     return manifest
 
 
@@ -225,7 +251,7 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def summary(out_dir: Path, manifest: Mapping[str, Any], *, noop: bool) -> dict[str, Any]:
+def summary(out_dir: Location, manifest: Mapping[str, Any], *, noop: bool) -> dict[str, Any]:
     return {
         "out_dir": str(out_dir),
         "config_hash": manifest["config_hash"],

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from colorfilter.io.atomic import TMP_PREFIX, read_json_object, write_json_atomic
+from colorfilter.io import storage
+from colorfilter.io.atomic import TMP_PREFIX
+from colorfilter.io.location import Location, as_location
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "colorfilter-selection"
@@ -58,12 +61,31 @@ def list_files(directory: str | Path) -> list[str]:
     return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
 
 
-def sha256_dir(directory: str | Path) -> str:
-    """sha256 over sorted (relative path, file sha256) of every file under `directory`."""
+def sha256_dir(directory: str | Path | Location) -> str:
+    """sha256 over sorted (relative path, file sha256) of every file under `directory` (a local
+    folder, or a prefix on a bucket whose objects are streamed, not stored)."""
+    loc = as_location(directory)
     digest = hashlib.sha256()
-    for rel in list_files(directory):
-        digest.update(f"{rel}\0{sha256_file(Path(directory) / rel)}\n".encode())
+    for rel, _ in _listing(loc):
+        digest.update(f"{rel}\0{_sha256(loc.join(rel))}\n".encode())
     return digest.hexdigest()
+
+
+def _listing(folder: Location) -> list[tuple[str, int | None]]:
+    """(relative path, size or None when not listed) of every file under a folder, sorted."""
+    if folder.is_local:
+        return [(rel, None) for rel in list_files(folder.path)]
+    found = [(i.location.relative_to(folder), i.size) for i in storage.find(folder)
+             if i.location != folder]
+    return sorted(found)
+
+
+def _sha256(loc: Location) -> str:
+    if loc.is_local:
+        return sha256_file(loc.path)
+    from colorfilter.io.commit import file_sha256
+
+    return file_sha256(loc)
 
 
 def describe_files(
@@ -87,14 +109,24 @@ def describe_files(
     return out
 
 
-def folder_files(folder: str | Path) -> dict[str, dict[str, Any]]:
-    """{relative path: {size, sha256}} of every file in a selection folder but the manifest."""
-    folder = Path(folder)
-    return {
-        rel: {"size": (folder / rel).stat().st_size, "sha256": sha256_file(folder / rel)}
-        for rel in list_files(folder)
-        if rel != MANIFEST_NAME and not any(part.startswith(TMP_PREFIX) for part in Path(rel).parts)
-    }
+def folder_files(
+    folder: str | Path | Location, known: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """{relative path: {size, sha256}} of every file in a selection folder but the manifest.
+
+    `known`: {relative path: {size, sha256}} of files this run wrote (hashed from their bytes);
+    a file whose size still matches is not read again, any other file is.
+    """
+    loc = as_location(folder)
+    out = {}
+    for rel, listed in _listing(loc):
+        if rel == MANIFEST_NAME or any(part.startswith(TMP_PREFIX) for part in rel.split("/")):
+            continue
+        size = listed if listed is not None else os.path.getsize(os.path.join(loc.path, rel))
+        entry = (known or {}).get(rel)
+        fresh = entry is not None and entry.get("size") == size and entry.get("sha256")
+        out[rel] = {"size": size, "sha256": entry["sha256"] if fresh else _sha256(loc.join(rel))}
+    return out
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
@@ -136,23 +168,28 @@ def build_counts(
     }
 
 
-def write_manifest(folder: str | Path, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Hash every file in `folder`, then write manifest.json atomically (the last write)."""
+def write_manifest(
+    folder: str | Path | Location,
+    fields: Mapping[str, Any],
+    known: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """List (and hash, unless `known`) every file in `folder`, then write manifest.json whole
+    (the last write: its presence marks the folder complete)."""
     manifest = {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **fields,
-        "files": folder_files(folder),
+        "files": folder_files(folder, known),
         "complete": True,
     }
-    write_json_atomic(Path(folder) / MANIFEST_NAME, manifest)
+    storage.write_json(as_location(folder).join(MANIFEST_NAME), manifest)
     return manifest
 
 
-def read_manifest(folder: str | Path) -> dict[str, Any] | None:
+def read_manifest(folder: str | Path | Location) -> dict[str, Any] | None:
     """The folder's manifest, or None when it is missing, unreadable or not marked complete."""
-    manifest = read_json_object(Path(folder) / MANIFEST_NAME)
+    manifest = storage.read_json_object(as_location(folder).join(MANIFEST_NAME))
     if manifest is None or manifest.get("format") != MANIFEST_FORMAT:
         return None
     return manifest if manifest.get("complete") is True else None

@@ -2,25 +2,25 @@
 
 A task reads its token shard and its score shard once, joins them by seq_id, decodes the text of
 the rows any selection keeps (each row once, whatever the number of selections), and writes, per
-selection, those rows sorted by output position into a run file `runs/<key>/<shard>.arrow`:
-an uncompressed Arrow IPC file, so a reducer memory-maps it and slices the rows of its range
-without decoding anything (runs are temporary; their disk use is about that of the selected
-rows' tokens and text, uncompressed). Its counts
-and histogram go into a record `maps/<shard>.json`, written last: a rerun of the same plan
-reuses every task whose record and run files check out.
+selection, those rows sorted by output position into a run file `maps/<shard>/<key>.arrow`:
+an uncompressed Arrow IPC file, so a reducer slices the rows of its range without decoding
+anything (memory-mapped on local disk, ranged reads on a bucket: dataset/runfiles.py; runs are
+temporary; their size is about that of the selected rows' tokens and text, uncompressed). Its
+counts and histogram go into the task's completion record `maps/<shard>.json`
+(colorfilter.io.commit, written last, listing the runs): a rerun of the same plan reuses every
+task whose record and run files check out.
 
 Selections reach the tasks as files, not arguments: `index/<key>.ids.npy` (sorted seq_ids) and
-`index/<key>.pos.npy` (their output positions), memory-mapped, so a task loads only the slice of
-ids in its shard's seq_id range and nothing large crosses the wire.
+`index/<key>.pos.npy` (their output positions), so a task reads only the slice of ids in its
+shard's seq_id range and nothing large crosses the wire. Every path is a Location: tasks do
+their own I/O on any node.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,9 +29,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from colorfilter.dataset.join import SCORE_COLUMNS, ScoreLookup, _sorted_lookup
+from colorfilter.dataset.runfiles import (  # noqa: F401 - read_run re-exported
+    read_run,
+    save_array,
+    sorted_slice,
+    write_run_file,
+)
 from colorfilter.dataset.schema import OUTPUT_SCHEMA
 from colorfilter.errors import BadDataError
-from colorfilter.io.atomic import TMP_PREFIX, atomic_path, read_json_object, write_json_atomic
+from colorfilter.io import commit
+from colorfilter.io.backends import parquet_filesystem
+from colorfilter.io.location import Location
 
 POSITION = "__position"
 RUN_SCHEMA = OUTPUT_SCHEMA.append(pa.field(POSITION, pa.int64()))
@@ -43,9 +51,9 @@ Decoder = Callable[[list[list[int]]], list[str]]
 class MapSettings:
     """What every map task shares: picklable, sent once per worker."""
 
-    work_dir: str
+    work_dir: Location
     keys: tuple[str, ...]  # one per selection: names its index and run files
-    tokenizer_dir: str
+    tokenizer_dir: Location
     edges: tuple[float, ...]  # histogram bin edges shared by every selection
     plan_hash: str
 
@@ -53,45 +61,41 @@ class MapSettings:
 @dataclass(frozen=True)
 class MapTask:
     index: int  # the token shard's position in the sorted listing: names its run files
-    token_path: str
-    score_path: str
+    token_path: Location
+    score_path: Location
 
 
-def index_paths(work_dir: str | Path, key: str) -> tuple[Path, Path]:
-    base = Path(work_dir) / "index"
-    return base / f"{key}.ids.npy", base / f"{key}.pos.npy"
+def index_paths(work_dir: Location, key: str) -> tuple[Location, Location]:
+    base = work_dir.join("index")
+    return base.join(f"{key}.ids.npy"), base.join(f"{key}.pos.npy")
 
 
-def run_path(work_dir: str | Path, key: str, index: int) -> Path:
-    return Path(work_dir) / "runs" / key / f"{index:06d}.arrow"
+def run_path(work_dir: Location, key: str, index: int) -> Location:
+    return work_dir.join("maps", f"{index:06d}", f"{key}.arrow")
 
 
-def map_record_path(work_dir: str | Path, index: int) -> Path:
-    return Path(work_dir) / "maps" / f"{index:06d}.json"
+def map_record_path(work_dir: Location, index: int) -> Location:
+    return work_dir.join("maps", f"{index:06d}.json")
 
 
-def save_index(work_dir: str | Path, key: str, sorted_ids: np.ndarray, positions: np.ndarray):
-    """Write one selection's (sorted ids, positions) for the map tasks, atomically."""
-    for path, array in zip(index_paths(work_dir, key), (sorted_ids, positions), strict=True):
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, array)
+def save_index(work_dir: Location, key: str, sorted_ids: np.ndarray, positions: np.ndarray):
+    """Write one selection's (sorted ids, positions) for the map tasks, each whole or not at all."""
+    for loc, array in zip(index_paths(work_dir, key), (sorted_ids, positions), strict=True):
+        save_array(loc, array)
 
 
-def finished_map(
-    work_dir: str | Path, task: MapTask, plan_hash: str, keys: Sequence[str]
-) -> dict | None:
-    """The task's record when it belongs to this plan, covers `keys` and their runs are whole."""
-    record = read_json_object(map_record_path(work_dir, task.index))
-    if record is None or record.get("plan_hash") != plan_hash:
-        return None
-    selections = record.get("selections", {})
-    if any(key not in selections for key in keys):
-        return None
-    for key in keys:
-        sel, path = selections[key], run_path(work_dir, key, task.index)
-        if sel["rows"] and (not path.is_file() or path.stat().st_size != sel["run_bytes"]):
-            return None
-    return record
+def finished_maps(
+    work_dir: Location, tasks: Sequence[MapTask], plan_hash: str, keys: Sequence[str]
+) -> dict[int, dict]:
+    """{task index: counts} of the tasks committed for this plan with runs for every key."""
+    records = {map_record_path(work_dir, task.index).url: task.index for task in tasks}
+    done = {}
+    for url, record in commit.committed(list(records)).items():
+        meta = record["meta"]
+        covered = all(key in meta.get("selections", {}) for key in keys)
+        if meta.get("plan_hash") == plan_hash and covered:
+            done[records[url]] = meta
+    return done
 
 
 class MapWorker:
@@ -99,9 +103,10 @@ class MapWorker:
 
     def __init__(self, settings: MapSettings):
         from colorfilter.dataset.decode import load_decoder
+        from colorfilter.io.cache import local_copy
 
         self.settings = settings
-        self.decode = load_decoder(settings.tokenizer_dir)
+        self.decode = load_decoder(local_copy(settings.tokenizer_dir))
 
     def __call__(self, task: MapTask) -> dict:
         return map_shard(task, self.settings, self.decode)
@@ -109,11 +114,11 @@ class MapWorker:
 
 def map_shard(task: MapTask, settings: MapSettings, decode: Decoder) -> dict[str, Any]:
     """Write every selection's rows of one token shard; return (and record) the counts."""
-    token_path, score_path = Path(task.token_path), Path(task.score_path)
+    token_path, score_path = task.token_path, task.score_path
     scores = ScoreLookup.from_table(
-        pq.read_table(score_path, columns=["seq_id", *SCORE_COLUMNS]), score_path.name
+        _read_table(score_path, ["seq_id", *SCORE_COLUMNS]), score_path.name
     )
-    table = pq.read_table(token_path)
+    table = _read_table(token_path)
     ids = table.column("seq_id").to_numpy().astype(np.uint64)
     has_score, score_row = scores.lookup(ids)
     if int(has_score.sum()) != len(scores):
@@ -134,6 +139,7 @@ def map_shard(task: MapTask, settings: MapSettings, decode: Decoder) -> dict[str
     chosen = {key: _chosen_rows(settings.work_dir, key, ids) for key in settings.keys}
     union = np.unique(np.concatenate([rows for rows, _ in chosen.values()] or [np.empty(0, int)]))
     base = _base_table(table, union, scores, score_row, decode)
+    runs = []
     for key, (rows, positions) in chosen.items():
         where = token_path.name
         if not has_score[rows].all():
@@ -141,23 +147,28 @@ def map_shard(task: MapTask, settings: MapSettings, decode: Decoder) -> dict[str
         order = np.argsort(positions, kind="stable")  # the run is sorted by output position
         part = base.take(pa.array(np.searchsorted(union, rows)[order]))
         part = part.append_column(POSITION, pa.array(positions[order], pa.int64()))
-        record["selections"][key] = _write_run(
-            part, run_path(settings.work_dir, key, task.index), rows, has_score, score, edges
-        )
-    write_json_atomic(map_record_path(settings.work_dir, task.index), record)
+        run = run_path(settings.work_dir, key, task.index)
+        record["selections"][key] = _write_run(part, run, rows, has_score, score, edges)
+        runs += [run] if rows.size else []
+    commit.commit_unit(map_record_path(settings.work_dir, task.index), runs, meta=record)
     return record
 
 
-def _chosen_rows(work_dir: str, key: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _read_table(loc: Location, columns: list[str] | None = None) -> pa.Table:
+    """A parquet shard on any backend (a local path is read by pyarrow directly)."""
+    if loc.is_local:
+        return pq.read_table(loc.path, columns=columns)
+    fs, path = parquet_filesystem(loc)
+    return pq.read_table(path, columns=columns, filesystem=fs)
+
+
+def _chosen_rows(work_dir: Location, key: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows of this shard that selection `key` keeps, and their output positions."""
-    ids_path, pos_path = index_paths(work_dir, key)
-    all_ids = np.load(ids_path, mmap_mode="r")
-    if ids.size == 0 or all_ids.size == 0:
+    if ids.size == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    low = int(np.searchsorted(all_ids, ids.min(), side="left"))
-    high = int(np.searchsorted(all_ids, ids.max(), side="right"))
-    sub_ids = np.asarray(all_ids[low:high])
-    sub_pos = np.asarray(np.load(pos_path, mmap_mode="r")[low:high])
+    sub_ids, sub_pos = sorted_slice(*index_paths(work_dir, key), int(ids.min()), int(ids.max()))
+    if sub_ids.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
     hit, where = _sorted_lookup(sub_ids, ids)
     rows = np.flatnonzero(hit)
     if np.unique(where[rows]).size != rows.size:
@@ -200,7 +211,7 @@ def token_lists(input_ids: pa.ChunkedArray | pa.Array) -> list[list[int]]:
 
 def _write_run(
     part: pa.Table,
-    path: Path,
+    path: Location,
     rows: np.ndarray,
     has_score: np.ndarray,
     score: np.ndarray,
@@ -222,29 +233,10 @@ def _write_run(
         "hist": np.histogram(finite, bins=edges)[0].tolist(),
         "run_bytes": 0,
     }
-    if rows.size:
-        _write_run_file(path, part.cast(RUN_SCHEMA).combine_chunks())
-        stats["run_bytes"] = path.stat().st_size
+    if rows.size:  # local: temp then rename, no fsync (scratch; a lost run fails its record)
+        table = part.cast(RUN_SCHEMA).combine_chunks()
+        stats["run_bytes"] = write_run_file(path, table, RUN_SCHEMA, POSITION)
     return stats
-
-
-def _write_run_file(path: Path, table: pa.Table) -> None:
-    """Temp file then rename (a killed task leaves no partial run), without an fsync: a run is
-    scratch that the reducers read back at once from the page cache; after a power loss its
-    size no longer matching the record (or the record missing) redoes the task."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, RUN_SCHEMA) as writer:
-            writer.write_table(table)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def read_run(path: str | Path) -> pa.Table:
-    """A run file, memory-mapped: zero-copy, only the pages a reader touches are read."""
-    return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
 
 
 def merge_counts(records: Sequence[dict], key: str) -> dict[str, Any]:

@@ -3,24 +3,25 @@
 A plan is every selection written together (their ids, configs, inputs). Its work directory
 holds the selections' index files, the map tasks' runs and records, and the reducers' records;
 it belongs to one plan hash (`plan.json`): another plan wipes it, the same plan resumes from it.
-Everything in it is written atomically under deterministic names.
+Everything in it is written whole or not at all under deterministic names, on local disk or a
+bucket alike (a Location); tasks' completion records are colorfilter.io.commit records.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from colorfilter.config import RayConfig
-from colorfilter.dataset.merge import ReduceTask, finished_reduce, reduce_range
-from colorfilter.dataset.runs import MapSettings, MapTask, MapWorker, finished_map
-from colorfilter.io.atomic import read_json_object, remove_stale_temps, write_json_atomic
+from colorfilter.dataset.merge import ReduceTask, finished_reduces, reduce_range
+from colorfilter.dataset.runs import MapSettings, MapTask, MapWorker, finished_maps
+from colorfilter.io import storage
+from colorfilter.io.atomic import remove_stale_temps
+from colorfilter.io.location import Location
 from colorfilter.progress import Progress
 
 PLAN_NAME = "plan.json"
@@ -65,15 +66,16 @@ class WithEnv:
         return self.worker(task)
 
 
-def open_work_dir(work_dir: Path, plan_hash: str) -> bool:
+def open_work_dir(work_dir: Location, plan_hash: str) -> bool:
     """Make `work_dir` this plan's; True when it resumes an earlier run of the same plan."""
-    plan = read_json_object(work_dir / PLAN_NAME)
+    plan = storage.read_json_object(work_dir.join(PLAN_NAME))
     if plan is not None and plan.get("plan_hash") == plan_hash:
-        remove_stale_temps(work_dir)
+        if work_dir.is_local:  # on a bucket an aborted write leaves nothing to clean
+            remove_stale_temps(work_dir.path)
         return True
-    shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(work_dir / PLAN_NAME, {"plan_hash": plan_hash})
+    storage.remove(work_dir, recursive=True)
+    storage.makedirs(work_dir)
+    storage.write_json(work_dir.join(PLAN_NAME), {"plan_hash": plan_hash})
     return False
 
 
@@ -97,7 +99,7 @@ def run_phases(
     reduces: Sequence[ReduceTask],
     execution: Execution,
     on_mapped: Callable[[list[dict]], dict[str, list[str]]],
-    on_done: Callable[[ReduceTask, dict[str, int]], None],
+    on_done: Callable[[ReduceTask, dict[str, dict]], None],
 ) -> None:
     """Unfinished maps, then unfinished reducers, each phase one executor call.
 
@@ -108,13 +110,9 @@ def run_phases(
     `on_mapped` sees every map record (task order) once all maps are done and returns each
     selection's runs, which releases the reducers; `on_done` then sees every reducer (finished
     ones first). Finished tasks of this plan are not rerun."""
-    work_dir = Path(settings.work_dir)
-    records: dict[int, dict] = {}
-    for task in maps:
-        if (record := finished_map(work_dir, task, settings.plan_hash, settings.keys)) is not None:
-            records[task.index] = record
+    records = finished_maps(settings.work_dir, maps, settings.plan_hash, settings.keys)
     todo_maps = [task for task in maps if task.index not in records]
-    finished = {task: files for task in reduces if (files := finished_reduce(task)) is not None}
+    finished = finished_reduces(reduces)
     todo_reduces = [task for task in reduces if task not in finished]
     progress = Progress("select: map", len(todo_maps), unit="rows")
     reducing: list[Progress] = []

@@ -17,19 +17,22 @@ selection's output shards, assemble those shards from position slices of its run
 (indices, histogram, card, manifest last) as soon as its reducers are. All intermediate state
 lives in a work directory with records, so a killed run resumes with the finished tasks
 (dataset/work.py).
+
+Every folder, input and the work directory is a Location: on a bucket the tasks read and write
+the store directly (no shared disk), each file appears whole, and a completion record or the
+manifest is always the last write, so a kill leaves nothing a rerun trusts.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from colorfilter.dataset import manifest as mf
 from colorfilter.dataset.folder import (  # noqa: F401 - re-exported
@@ -49,7 +52,13 @@ from colorfilter.dataset.histogram import (
     finite_range,
 )
 from colorfilter.dataset.join import SelectedIndex
-from colorfilter.dataset.merge import ReduceTask, finished_reduce, reducer_ranges
+from colorfilter.dataset.merge import (
+    ReduceTask,
+    finished_reduces,
+    reduce_record_path,
+    reducer_ranges,
+)
+from colorfilter.dataset.runfiles import load_array
 from colorfilter.dataset.runs import (
     MapSettings,
     MapTask,
@@ -67,8 +76,11 @@ from colorfilter.dataset.schema import (  # noqa: F401 - re-exported
 )
 from colorfilter.dataset.work import Execution, open_work_dir, run_phases
 from colorfilter.errors import BadDataError, ConfigError
+from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
-from colorfilter.io.token_shards import list_shards, prepared_shards
+from colorfilter.io.location import Location, as_location
+from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
+from colorfilter.io.transfer import read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +89,10 @@ WORK_DIR = TMP_PREFIX + "select"  # inside the folder (one selection) or beside 
 
 def write_selection(
     selected_seq_ids: np.ndarray,
-    token_dir: str | Path,
-    score_dir: str | Path,
-    tokenizer_dir: str | Path,
-    out_dir: str | Path,
+    token_dir: str | Path | Location,
+    score_dir: str | Path | Location,
+    tokenizer_dir: str | Path | Location,
+    out_dir: str | Path | Location,
     *,
     method: str,
     tau: float,
@@ -108,33 +120,41 @@ def write_selection(
     for top-k), a number, or None for none. A rerun over a complete folder with the same config
     hash and selection is a no-op; an interrupted one resumes; anything else is redone.
     """
+    out_dir = as_location(out_dir)
     job = SelectionJob(
-        selected_seq_ids, Path(out_dir), method, tau, dict(params or {}), seed, rows_per_shard,
+        selected_seq_ids, out_dir, method, tau, dict(params or {}), seed, rows_per_shard,
         threshold, command, manifest_extra,
     )  # fmt: skip
     inputs = PoolInputs(
-        Path(token_dir), Path(score_dir), Path(tokenizer_dir), config, skipped, model_dirs,
+        token_dir, score_dir, tokenizer_dir, config, skipped, model_dirs,
         tuple(extra_inputs), repo_id, checksum_inputs, histogram_bins,
     )  # fmt: skip
-    work_dir = Path(out_dir) / WORK_DIR
+    work_dir = out_dir.join(WORK_DIR)
     return write_selections([job], inputs, work_dir, execution or Execution())[0]
 
 
 def write_selections(
     jobs: Sequence[SelectionJob],
     inputs: PoolInputs,
-    work_dir: str | Path,
+    work_dir: str | Path | Location,
     execution: Execution | None = None,
 ) -> list[dict[str, Any]]:
     """Write every job's folder in one pass over the pool; return their summaries, in order.
 
     Complete folders (same config hash, selection and inputs) are left alone; the others share
-    one map pass and are finished one by one as their reducers end.
+    one map pass and are finished one by one as their reducers end. Paths may be local or on
+    a bucket (Locations); the jobs' folders are taken as Locations.
     """
     execution = execution or Execution()
     for job in jobs:
         if job.rows_per_shard < 1:
             raise ConfigError(f"rows_per_shard must be >= 1, got {job.rows_per_shard}")
+    jobs = [replace(job, out_dir=as_location(job.out_dir)) for job in jobs]
+    work_dir = as_location(work_dir)
+    inputs = replace(
+        inputs, token_dir=as_location(inputs.token_dir), score_dir=as_location(inputs.score_dir),
+        tokenizer_dir=as_location(inputs.tokenizer_dir),
+    )  # fmt: skip
     token_paths, score_paths = _input_shards(inputs.token_dir, inputs.score_dir)
     fingerprint = _inputs_fingerprint(
         token_paths, score_paths, inputs.tokenizer_dir, inputs.skipped
@@ -164,44 +184,45 @@ def write_selections(
             )
             summaries[number] = summary(job.out_dir, done, noop=True)
             continue
-        (job.out_dir / mf.MANIFEST_NAME).unlink(missing_ok=True)  # first: now incomplete
+        storage.remove(job.out_dir.join(mf.MANIFEST_NAME))  # first: now incomplete
         pending.append(every[-1])
     if pending:
         plan = mf.config_hash(
             {"selections": [(p.key, p.identity, str(p.job.out_dir)) for p in every],
              "bins": inputs.histogram_bins}
         )  # fmt: skip
-        _write_pending(pending, inputs, Path(work_dir), plan, execution, token_paths, score_paths)
+        _write_pending(pending, inputs, work_dir, plan, execution, token_paths, score_paths)
         for item in pending:
             summaries[item.number] = item.counts["summary"]
-        shutil.rmtree(work_dir, ignore_errors=True)
+        storage.remove(work_dir, recursive=True)
     return [summaries[number] for number in range(len(jobs))]
 
 
 def _write_pending(
     pending: list[PendingFolder],
     inputs: PoolInputs,
-    work_dir: Path,
+    work_dir: Location,
     plan: str,
     execution: Execution,
-    token_paths: list[Path],
-    score_paths: list[Path],
+    token_paths: list[Location],
+    score_paths: list[Location],
 ) -> None:
     """Map, reduce and finish every incomplete folder."""
     open_work_dir(work_dir, plan)
     for item in pending:
         index = SelectedIndex.build(np.asarray(item.job.seq_ids), item.job.seed)
         item.n_rows = len(index)
-        if not all(path.is_file() for path in index_paths(work_dir, item.key)):
+        written = storage.stat_many(index_paths(work_dir, item.key))
+        if any(size is None for size in written.values()):
             save_index(work_dir, item.key, index.sorted_ids, index.positions)
     edges = _histogram_edges(score_paths, inputs.histogram_bins)
     settings = MapSettings(
-        str(work_dir), tuple(p.key for p in pending), str(inputs.tokenizer_dir),
+        work_dir, tuple(p.key for p in pending), inputs.tokenizer_dir,
         tuple(float(e) for e in edges), plan,
     )  # fmt: skip
-    tasks = [MapTask(i, str(t), str(s)) for i, (t, s) in enumerate(zip(token_paths, score_paths))]
+    tasks = [MapTask(i, t, s) for i, (t, s) in enumerate(zip(token_paths, score_paths))]
     workers = execution.workers()
-    reduce_tasks = [t for p in pending for t in _reduce_tasks(p, work_dir, plan, workers)]
+    reduce_tasks = [t for p in pending for t in _reduce_tasks(p, plan, workers)]
     by_key = {item.key: item for item in pending}
 
     def on_mapped(records: list[dict]) -> dict[str, list[str]]:
@@ -211,7 +232,7 @@ def _write_pending(
             _check_found(item, work_dir, tasks, token_paths[0].parent)
             item.counts["edges"] = edges
             runs[item.key] = [
-                str(run_path(work_dir, item.key, task.index))
+                run_path(work_dir, item.key, task.index)
                 for task, record in zip(tasks, records, strict=True)
                 if record["selections"][item.key]["rows"]
             ]
@@ -219,8 +240,10 @@ def _write_pending(
 
     described: list[dict] = []  # hashed once, by the first folder to finish (reducers run on)
 
-    def on_done(task: ReduceTask, files: dict[str, int]) -> None:
+    def on_done(task: ReduceTask, files: dict[str, dict]) -> None:
         item = by_key[task.key]
+        item.files.update(files)
+        item.reducers.append(reduce_record_path(task.out_dir, task.reducer))
         item.reducers_left -= 1
         if item.reducers_left == 0:
             if not described:
@@ -237,34 +260,27 @@ def _write_pending(
     run_phases(tasks, settings, reduce_tasks, execution, on_mapped, on_done)
 
 
-def _reduce_tasks(item: PendingFolder, work_dir: Path, plan: str, workers: int) -> list[ReduceTask]:
+def _reduce_tasks(item: PendingFolder, plan: str, workers: int) -> list[ReduceTask]:
     """The folder's reducers; clears its outputs but the shards of reducers already done."""
     size = item.job.rows_per_shard
     num_shards = max(1, math.ceil(item.n_rows / size))
     out = [
         ReduceTask(
-            str(work_dir),
-            plan,
-            item.key,
-            number,
-            str(item.job.out_dir),
-            first,
-            end,
-            num_shards,
-            size,
-            item.n_rows,
-        )  # fmt: skip
+            plan, item.key, number, item.job.out_dir, first, end, num_shards, size, item.n_rows
+        )
         for number, (first, end) in enumerate(reducer_ranges(num_shards, 2 * workers))
     ]
     keep = set()
-    for task in out:
-        keep |= set(finished_reduce(task) or {})
+    for task, files in finished_reduces(out).items():
+        keep |= {*files, reduce_record_path(task.out_dir, task.reducer).name}
     clear_outputs(item.job.out_dir, keep)
     item.reducers_left = len(out)
     return out
 
 
-def _check_found(item: PendingFolder, work_dir: Path, tasks: list[MapTask], pool_dir: Path) -> None:
+def _check_found(
+    item: PendingFolder, work_dir: Location, tasks: list[MapTask], pool_dir: Location
+) -> None:
     """Every selected seq_id was found in exactly one pool row."""
     found = item.counts["found"]
     if found > item.n_rows:
@@ -272,53 +288,56 @@ def _check_found(item: PendingFolder, work_dir: Path, tasks: list[MapTask], pool
     if found == item.n_rows:
         return
     ids_path, _ = index_paths(work_dir, item.key)
-    seen = [
-        read_run(path).column("seq_id").to_numpy()
-        for task in tasks
-        if (path := run_path(work_dir, item.key, task.index)).is_file()
-    ]
-    missing = np.setdiff1d(np.load(ids_path), np.concatenate(seen) if seen else [])
+    runs = [run_path(work_dir, item.key, task.index) for task in tasks]
+    sizes = storage.stat_many(runs)
+    seen = [read_run(run).column("seq_id").to_numpy() for run in runs if sizes[run.url]]
+    missing = np.setdiff1d(load_array(ids_path), np.concatenate(seen) if seen else [])
     raise BadDataError(
         f"{missing.size} selected seq_ids are not in the pool token shards "
         f"(e.g. {missing[:5].tolist()}): the selection does not match {pool_dir}"
     )
 
 
-def _histogram_edges(score_paths: Sequence[Path], bins: int) -> np.ndarray:
+def _histogram_edges(score_paths: Sequence[Location], bins: int) -> np.ndarray:
     """The histogram's bins: the finite score range over the pool, read column by column."""
     low, high = math.inf, -math.inf
     for path in score_paths:
         shard_low, shard_high = finite_range(
-            pq.read_table(path, columns=["score"]).column("score").to_numpy()
+            read_parquet(path, columns=["score"]).column("score").to_numpy()
         )
         low, high = min(low, shard_low), max(high, shard_high)
     return ScoreHistogram.from_range(low, high, bins).edges
 
 
-def _input_shards(token_dir: Path, score_dir: Path) -> tuple[list[Path], list[Path]]:
+def _input_shards(
+    token_dir: Location, score_dir: Location
+) -> tuple[list[Location], list[Location]]:
     """Token shards and their score shards (same file name); every token shard needs one."""
-    token_paths = prepared_shards(token_dir)
-    score_paths = [score_dir / p.name for p in token_paths]
-    missing = [p.name for p in score_paths if not p.is_file()]
+    token_paths = prepared_shard_locations(token_dir)
+    listed = {loc.name for loc in shard_locations(score_dir)}
+    score_paths = [score_dir.join(p.name) for p in token_paths]
+    missing = [p.name for p in score_paths if p.name not in listed]
     if missing:
         raise ConfigError(
             f"{len(missing)} token shards have no score shard in {score_dir} "
             f"(e.g. {missing[:3]}): run the score stage first"
         )
-    extra = {p.name for p in list_shards(score_dir)} - {p.name for p in token_paths}
+    extra = listed - {p.name for p in token_paths}
     if extra:
         log.warning("ignoring %d score shards without a token shard in %s", len(extra), score_dir)
     return token_paths, score_paths
 
 
 def _inputs_fingerprint(
-    token_paths: Sequence[Path],
-    score_paths: Sequence[Path],
-    tokenizer_dir: str | Path,
+    token_paths: Sequence[Location],
+    score_paths: Sequence[Location],
+    tokenizer_dir: Location,
     skipped: Mapping[str, int] | None,
 ) -> str:
     """Cheap identity of the inputs (names, sizes, tokenizer hash, upstream skips) for reruns."""
-    listing = [(p.parent.name, p.name, p.stat().st_size) for p in [*token_paths, *score_paths]]
+    paths = [*token_paths, *score_paths]
+    sizes = storage.stat_many(paths)
+    listing = [(p.parent.name, p.name, sizes[p.url]) for p in paths]
     payload = {
         "shards": listing,
         "tokenizer": mf.sha256_dir(tokenizer_dir),

@@ -2,12 +2,16 @@
 folder per (method, tau) under OUTPUT/selected/.
 
 Selection itself is colorfilter.selection (pure functions over score arrays, streamed from the
-score shards); writing is colorfilter.dataset. This module only connects the run's paths.
+score shards); writing is colorfilter.dataset. This module only connects the run's paths, all
+of them from the run layout, so output_dir may be a local folder or a bucket: the tasks read
+and write the store themselves; only caches and removed temp folders touch local disk.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,29 +19,30 @@ import numpy as np
 from colorfilter.config import Config
 from colorfilter.configtools import to_dict
 from colorfilter.errors import ConfigError
-from colorfilter.io.atomic import TMP_PREFIX, read_json
-from colorfilter.io.token_shards import list_shards, prepared_shards
-
-WORK_DIR = TMP_PREFIX + "select"  # OUTPUT/selected/.tmp-select: the shared map/reduce work
+from colorfilter.io import storage
+from colorfilter.io.location import Location, as_location
+from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
+from colorfilter.layout import RunLayout
 
 
 def run_select(config: Config, overwrite: bool = False) -> dict:
     """Write every configured selection in one pass over the pool; return a summary per folder."""
     from colorfilter.dataset.writer import PoolInputs, SelectionJob, write_selections
 
-    out = config.output_path
-    score_dir, token_dir = out / "scores" / "pool", out / "tokens" / "pool"
-    token_paths, score_paths = prepared_shards(token_dir), list_shards(score_dir)
-    if not score_paths or len(score_paths) != len(token_paths):
+    run = RunLayout.of(config)
+    token_paths = prepared_shard_locations(run.tokens("pool"))
+    run.require("score")
+    score_paths = shard_locations(run.scores)
+    if len(score_paths) != len(token_paths):
         raise ConfigError(
-            f"{score_dir} has {len(score_paths)} score shards for {len(token_paths)} token "
-            "shards: run (or finish) `colorfilter score` first"
+            f"{run.scores.url} has {len(score_paths)} score shards for {len(token_paths)} token "
+            "shards: the score stage did not finish; rerun `colorfilter score`"
         )
     check_pool_size(count_rows(token_paths), config.selection.tau, config.selection.min_chunks)
     jobs = [
         SelectionJob(
             seq_ids,
-            out / "selected" / name,
+            run.selected(name),
             method,
             tau,
             _params(config, method),
@@ -45,22 +50,22 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
             config.selection.output.rows_per_shard,
             threshold=_threshold(config, method),
             command=f"colorfilter select <config> (method={method}, tau={tau:g})",
-            manifest_extra={"documents": _document_accounting(out)},
+            manifest_extra={"documents": _document_accounting(run)},
         )  # fmt: skip
         for (method, tau, name), seq_ids in plan_selections(config, token_paths).items()
     ]
     inputs = PoolInputs(
-        token_dir, score_dir, out / "tokenizer", config=to_dict(config),
-        model_dirs=_model_dirs(out), repo_id=config.release.repo_id,
+        run.tokens("pool"), run.scores, run.tokenizer, config=to_dict(config),
+        model_dirs=_model_dirs(run), repo_id=config.release.repo_id,
         checksum_inputs=config.selection.output.checksum_inputs,
         histogram_bins=config.selection.output.histogram_bins,
     )  # fmt: skip
-    summaries = write_selections(jobs, inputs, out / "selected" / WORK_DIR, execution(config))
+    summaries = write_selections(jobs, inputs, run.select_work, execution(config))
     return {job.out_dir.name: summary for job, summary in zip(jobs, summaries, strict=True)}
 
 
 def plan_selections(
-    config: Config, token_paths: list[Path] | None = None
+    config: Config, token_paths: Sequence[Path | Location] | None = None
 ) -> dict[tuple[str, float, str], np.ndarray]:
     """Every configured selection's seq_ids, keyed by (method, tau, folder name).
 
@@ -70,8 +75,8 @@ def plan_selections(
     from colorfilter.dataset.writer import selection_dir_name
     from colorfilter.selection.documents import expand_to_documents
 
-    out = config.output_path
-    token_paths = token_paths if token_paths is not None else list_shards(out / "tokens" / "pool")
+    if token_paths is None:
+        token_paths = shard_locations(RunLayout.of(config).tokens("pool"))
     chosen = compute_selections(config, config.selection.methods, config.selection.tau)
     plan = {}
     for (method, tau), seq_ids in chosen.items():
@@ -95,7 +100,8 @@ def compute_selections(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"selection.methods: unknown {unknown}; choose from {list(METHODS)}")
-    score_paths = list_shards(config.output_path / "scores" / "pool")
+    run = RunLayout.of(config)
+    score_paths = shard_locations(run.scores)
     selections = {}
     for method in methods:
         if method == "dsir":
@@ -105,7 +111,7 @@ def compute_selections(
         chosen = select_many(
             method, data, taus, seed=config.seed,
             temperature=config.selection.temperature, block_n=config.selection.block_n,
-            spill_dir=str(config.output_path),
+            spill_dir=_spill_dir(run),
         )  # fmt: skip
         selections.update({(method, float(tau)): ids for tau, ids in chosen.items()})
     return selections
@@ -120,16 +126,32 @@ def execution(config: Config):
     )
 
 
+def _spill_dir(run: RunLayout) -> str:
+    """Where color_batchwise spills (a temporary folder made there, removed at the end): the
+    local output dir, or for a bucket this node's cache folder (driver-local scratch, not an
+    output, so it never goes to the bucket)."""
+    if run.is_local:
+        return run.root.path
+    from colorfilter.io.cache import cache_root
+
+    os.makedirs(cache_root(), exist_ok=True)
+    return str(cache_root())
+
+
 def _threshold(config: Config, method: str) -> str | None:
     top_k = method in ("color", "dsir")
     return "min_selected" if top_k and not config.selection.documents else None
 
 
-def count_rows(paths: list[Path]) -> int:
-    """Rows (chunks) of parquet shards, from their footers."""
-    import pyarrow.parquet as pq
+def count_rows(paths: Sequence[Path | Location]) -> int:
+    """Rows (chunks) of parquet shards on any backend, from their footers."""
+    from colorfilter.io.transfer import open_parquet
 
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
+    total = 0
+    for path in paths:
+        with open_parquet(as_location(path)) as parquet:
+            total += parquet.metadata.num_rows
+    return total
 
 
 def check_pool_size(
@@ -157,39 +179,39 @@ def _params(config: Config, method: str) -> dict:
     return params
 
 
-def _model_dirs(out: Path) -> dict[str, Path]:
-    dirs = {"prior": out / "models" / "prior", "conditional": out / "models" / "conditional"}
-    return {name: path for name, path in dirs.items() if path.is_dir()}
+def _model_dirs(run: RunLayout) -> dict[str, Location]:
+    dirs = {name: run.model(name) for name in ("prior", "conditional")}
+    return {name: loc for name, loc in dirs.items() if storage.is_dir(loc)}
 
 
-def _document_accounting(out: Path) -> dict:
+def _document_accounting(run: RunLayout) -> dict:
     """Input records -> documents + skipped (by reason), from the prepare stage's stats."""
-    stats_path = out / "tokens" / "pool" / "stats.json"
-    if not stats_path.exists():
+    stats = storage.read_json_object(run.token_stats("pool"))
+    if stats is None:
         return {}
-    stats = read_json(stats_path)
     keys = ("files", "records", "documents", "tokens", "chunks", "tail_tokens_dropped", "skipped")
     return {key: stats.get(key) for key in keys}
 
 
-def dsir_weight_shards(config: Config) -> list[Path]:
+def dsir_weight_shards(config: Config) -> list[Location]:
     """DSIR log importance weights of every pool chunk (target = downstream train), cached.
 
-    Written to OUTPUT/scores/dsir/ with the token shards' names; reused when present. Counting
-    and weighting run as executor tasks, one per shard (pipeline/dsir_tasks.py).
+    Written to OUTPUT/scores/dsir/ with the token shards' names (each object whole or absent);
+    reused when present. Counting and weighting run as executor tasks, one per shard
+    (pipeline/dsir_tasks.py).
     """
-    out = config.output_path
-    token_paths = list_shards(out / "tokens" / "pool")
-    target_paths = list_shards(out / "tokens" / "downstream_train")
+    run = RunLayout.of(config)
+    token_paths = shard_locations(run.tokens("pool"))
+    target_paths = shard_locations(run.tokens("downstream_train"))
     if not target_paths:
         raise ConfigError(
             "method 'dsir' needs the downstream train split: set data.downstream_train"
         )
-    weight_dir = out / "scores" / "dsir"
-    wanted = [weight_dir / p.name for p in token_paths]
-    if all(p.exists() for p in wanted):
+    wanted = [run.dsir.join(p.name) for p in token_paths]
+    present = {loc.name for loc in shard_locations(run.dsir)}
+    if all(p.name in present for p in wanted):
         return wanted
     from colorfilter.pipeline.dsir_tasks import write_dsir_weights
 
-    write_dsir_weights(execution(config), out / "tokenizer", target_paths, token_paths, wanted)
+    write_dsir_weights(execution(config), run.tokenizer, target_paths, token_paths, wanted, present)
     return wanted

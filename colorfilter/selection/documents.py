@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from colorfilter.errors import BadDataError
+from colorfilter.io.location import Location
 from colorfilter.io.token_shards import split_seq_ids
+from colorfilter.io.transfer import read_parquet
 
 PROVENANCE = ["seq_id", "doc_first", "doc_last"]
 
 
-def expand_to_documents(selected: np.ndarray, token_paths: list[Path]) -> np.ndarray:
+def expand_to_documents(selected: np.ndarray, token_paths: list[Path | Location]) -> np.ndarray:
     """Sorted seq_ids of every pool chunk holding part of a document that a selected chunk holds.
 
     Every selected chunk is kept (it holds its own documents). `token_paths` are the pool's
@@ -44,12 +45,14 @@ def expand_to_documents(selected: np.ndarray, token_paths: list[Path]) -> np.nda
     return np.sort(np.concatenate(kept)) if kept else np.empty(0, np.uint64)
 
 
-def _per_file(token_paths: list[Path]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _per_file(
+    token_paths: list[Path | Location],
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(seq_id, doc_first, doc_last) of each input file's chunks, across its token shards."""
     pending: list[pa.Table] = []
     pending_file = None
     for path in token_paths:
-        table = pq.read_table(path, columns=PROVENANCE)
+        table = read_parquet(path, columns=PROVENANCE)  # local or on a bucket
         if table.num_rows == 0:
             continue
         file_index = int(split_seq_ids(table.column("seq_id").to_numpy()[:1])[0][0])

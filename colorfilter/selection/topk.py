@@ -22,10 +22,11 @@ from typing import Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from numpy.typing import ArrayLike
 
 from colorfilter.errors import BadDataError
+from colorfilter.io.location import Location, as_location
+from colorfilter.io.transfer import open_parquet
 
 Direction = Literal["max", "min"]
 Batch = dict[str, np.ndarray]
@@ -82,26 +83,38 @@ class ArraySource:
 
 
 class ParquetSource:
-    """Parquet files read in record batches, only the needed columns (file order is irrelevant)."""
+    """Parquet files read in record batches, only the needed columns (file order is irrelevant).
 
-    def __init__(self, paths: Iterable[str | PathLike], batch_rows: int = DEFAULT_BATCH_ROWS):
-        self.paths = [str(path) for path in paths]
+    Paths may be local or Locations on a bucket (colorfilter.io), read through pyarrow's
+    filesystems without a local copy.
+    """
+
+    def __init__(self, paths: Iterable[str | PathLike | Location],
+                 batch_rows: int = DEFAULT_BATCH_ROWS):
+        self.locations = [as_location(path) for path in paths]
+        self.paths = [loc.url for loc in self.locations]
         self.batch_rows = batch_rows
         self._num_rows: int | None = None
 
     def num_rows(self) -> int:
         if self._num_rows is None:
-            self._num_rows = sum(pq.ParquetFile(path).metadata.num_rows for path in self.paths)
+            total = 0
+            for loc in self.locations:
+                with open_parquet(loc) as parquet_file:
+                    total += parquet_file.metadata.num_rows
+            self._num_rows = total
         return self._num_rows
 
     def iter_batches(self, columns: Sequence[str]) -> Iterator[Batch]:
-        for path in self.paths:
-            parquet_file = pq.ParquetFile(path)
-            missing = set(columns) - set(parquet_file.schema_arrow.names)
-            if missing:
-                raise KeyError(f"{path}: missing columns {sorted(missing)}")
-            for batch in parquet_file.iter_batches(batch_size=self.batch_rows, columns=columns):
-                yield {name: _column(batch, name, path) for name in columns}
+        for loc in self.locations:
+            path = loc.url
+            with open_parquet(loc) as parquet_file:
+                missing = set(columns) - set(parquet_file.schema_arrow.names)
+                if missing:
+                    raise KeyError(f"{path}: missing columns {sorted(missing)}")
+                for batch in parquet_file.iter_batches(batch_size=self.batch_rows,
+                                                       columns=columns):
+                    yield {name: _column(batch, name, path) for name in columns}
 
 
 def as_source(data: Source | Columns | Sequence[Columns]) -> Source:

@@ -119,6 +119,7 @@ def build_pool(
         unscored += sorted(skip_score)
         non_finite += sorted(nan_score)
         n_rows += len(chunks)
+    (score_dir / "stats.json").write_text("{}")  # the score stage's completion marker
     return Pool(tokenizer_dir, token_dir, score_dir, seq_len, n_rows, unscored, non_finite)
 
 

@@ -96,6 +96,7 @@ def _run_dir(root: Path) -> Path:
         name = f"{file_index:05d}-00000.parquet"
         _shard(root / "tokens" / "pool" / name, file_index, books, rng, short_last=True)
         _scores(root / "scores" / "pool" / name, file_index, books, rng)
+    (root / "scores" / "pool" / "stats.json").write_text("{}")  # score's completion marker
     _shard(
         root / "tokens" / "downstream_eval" / "00000.parquet",
         9,

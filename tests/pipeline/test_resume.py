@@ -132,6 +132,11 @@ def many_inputs(tmp_path: Path, c4_inputs: dict) -> dict:
 @pytest.fixture
 def scored_run(tmp_path: Path, tokenizer_dir: Path, c4_inputs: dict) -> Config:
     """A prepared and scored run (two random micro models), in-process, with two selections."""
+    return build_scored_run(tmp_path, tokenizer_dir, c4_inputs)
+
+
+def build_scored_run(tmp_path: Path, tokenizer_dir: Path, c4_inputs: dict) -> Config:
+    """What `scored_run` builds, under `tmp_path` (for fixtures of a wider scope)."""
 
     config = make_config(tmp_path, tokenizer_dir, c4_inputs, **{
         "prepare.rows_per_shard": 48, "score.batch_size": 16, "score.torch_threads": 1,
@@ -192,7 +197,7 @@ def test_killed_select_driver_resumes_to_the_same_datasets(scored_run, tmp_path,
     assert not [p for p in hashed if p.parent.name == "pool"]
     command = cli_command("select", scored_run.output_path / "config.yaml")
     selected = scored_run.output_path / "selected"
-    work = selected / ".tmp-select"
+    work = selected / "_work"
     names = ["color-tau4", "color-tau8", "random-tau4", "random-tau8"]  # the order of writing
     n_shards = len(list_shards(scored_run.output_path / "tokens" / "pool"))
 
@@ -201,10 +206,10 @@ def test_killed_select_driver_resumes_to_the_same_datasets(scored_run, tmp_path,
     kills = [tmp_path / "kill-1", tmp_path / "kill-2"]
     for path in kills:
         path.mkdir()
-    writing = kill_when_frozen(command, "*/selected/.tmp-select/maps/000005.json", 1, kills[0])
+    writing = kill_when_frozen(command, "*/selected/_work/maps/000005.json", 1, kills[0])
     assert writing.exists() and len(list((work / "maps").glob("0*.json"))) == 5
     assert not any((selected / n / "manifest.json").exists() for n in names)
-    mapped = mtimes(sorted((work / "runs").rglob("00000[0-4].arrow")))
+    mapped = mtimes(sorted((work / "maps").glob("00000[0-4]/*.arrow")))
     assert len(mapped) == 5 * len(names)
 
     # Killed again in the reduce phase: the rerun kept the five mapped shards, mapped the rest,
