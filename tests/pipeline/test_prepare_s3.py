@@ -21,10 +21,12 @@ import pytest
 
 from colorfilter.config import to_yaml
 from colorfilter.io import storage
+from colorfilter.io.splits import plan_spans
 from colorfilter.io.token_shards import list_shards, shard_locations
 from colorfilter.io.transfer import read_parquet, upload_folder
 from colorfilter.layout import RunLayout
 from colorfilter.pipeline.plan import training_sequences, vocab_size
+from colorfilter.pipeline.prepare import list_inputs
 from colorfilter.pipeline.stages import run_stage
 from tests.pipeline.test_prepare import make_config
 
@@ -131,40 +133,59 @@ def test_prepare_to_a_bucket_equals_local_disk(
     assert_nothing_local(tmp_path, quiet_disk)
 
 
-def test_killed_prepare_on_a_bucket_resumes_to_the_same_shards(
-    tmp_path, tokenizer_dir, c4_inputs, s3_bucket, quiet_disk
-):
-    local = make_config(tmp_path, tokenizer_dir, c4_inputs, out="local", **FEWER_OBJECTS)
-    run_stage("prepare", local)
-    config = make_config(tmp_path, tokenizer_dir, c4_inputs, output_dir=s3_bucket.join("out").url,
-                         **FEWER_OBJECTS)
-    saved = tmp_path / "config.yaml"
-    saved.write_text(to_yaml(config))
-    run = RunLayout.of(config)
-    pool = run.tokens("pool")
-    marker = tmp_path / "frozen.txt"
-    env = {**os.environ, "PYTHONPATH": str(REPO),
-           PAUSE_ENV: f"{pool.url}/00001-00002.parquet|1|{marker}"}
-    boot = [sys.executable, "-c", CHILD_BOOT, "prepare", str(saved)]
-    with open(tmp_path / "driver.log", "wb") as log:
-        driver = subprocess.Popen(boot, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 90
+def kill_when_frozen(saved: Path, pattern: str, work: Path) -> str:
+    """Run `colorfilter prepare` frozen before it writes the first object matching `pattern`,
+    kill -9 it there; return that object's URL."""
+    work.mkdir()
+    marker, log = work / "frozen.txt", work / "driver.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), PAUSE_ENV: f"{pattern}|1|{marker}"}
+    with open(log, "wb") as out:
+        driver = subprocess.Popen([sys.executable, "-c", CHILD_BOOT, "prepare", str(saved)],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
         while not marker.exists() and driver.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         driver.kill()  # kill -9: no cleanup code runs
         driver.wait()
-    assert marker.exists(), (tmp_path / "driver.log").read_text()[-3000:]
-    # What the kill left on the bucket: file 0 done, file 1 half written without a record.
+    assert marker.exists(), log.read_text()[-3000:]
+    return marker.read_text()
+
+
+def test_killed_prepare_on_a_bucket_resumes_to_the_same_shards(
+    tmp_path, tokenizer_dir, c4_inputs, s3_bucket, quiet_disk
+):
+    extra = {**FEWER_OBJECTS, "prepare.split_bytes": 1500}  # pool file 2 goes as parts
+    local = make_config(tmp_path, tokenizer_dir, c4_inputs, out="local", **extra)
+    run_stage("prepare", local)
+    config = make_config(tmp_path, tokenizer_dir, c4_inputs, output_dir=s3_bucket.join("out").url,
+                         **extra)
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(config))
+    run = RunLayout.of(config)
+    pool, parts = run.tokens("pool"), run.tokens("pool").join("_parts")
+
+    # Killed mid-file: file 0 done, file 1's first shards written, its record not.
+    kill_when_frozen(saved, f"{pool.url}/00001-00002.parquet", tmp_path / "kill-1")
     assert sorted(records(pool)) == ["00000.json"]
     names = [loc.name for loc in shard_locations(pool)]
     assert "00001-00001.parquet" in names and "00001-00002.parquet" not in names
     assert not storage.exists(run.token_stats("pool")) and not run.has_run("prepare")
     first = storage.read_bytes(pool.join("_done", "00000.json"))
 
+    # Killed again among file 2's parts: two parts committed, the third's data without record.
+    kill_when_frozen(saved, f"{parts.url}/00002-00002.json", tmp_path / "kill-2")
+    assert sorted(records(pool)) == ["00000.json", "00001.json"]
+    assert [loc.name for loc in storage.glob(parts.join("*"))] == [
+        f"00002-0000{i}.{ext}" for i in range(2) for ext in ("json", "parquet")
+    ] + ["00002-00002.parquet"]
+    spans = plan_spans(list_inputs(config, "pool")[2], 1500)
+
     rerun = subprocess.run([sys.executable, "-m", "colorfilter", "prepare", str(saved)],
-                           env={**env, PAUSE_ENV: ""}, capture_output=True, text=True, timeout=120)
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                           text=True, timeout=180)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "(1 files already done, skipped)" in rerun.stderr
+    tasks = len(spans) - 2 + 2 + 1  # the parts not committed, the two target files, assembly
+    assert f"{tasks}/{tasks} done" in rerun.stderr and "(2 files already done" in rerun.stderr
     assert storage.read_bytes(pool.join("_done", "00000.json")) == first  # not redone
     assert_same_run(local, config)
     seq_ids = np.concatenate([t.column("seq_id").to_numpy() for t in split_tables(pool).values()])
