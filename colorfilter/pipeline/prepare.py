@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colorfilter.config import Config, section_hash
-from colorfilter.errors import ConfigError
+from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.io.atomic import remove_stale_temps
 from colorfilter.io.cache import CACHE_ENV, local_copy
 from colorfilter.io.config import StorageConfig
@@ -170,10 +170,22 @@ def run_prepare(config: Config, overwrite: bool = False) -> dict:
         ):
             progress.update(1, 0 if task.kind == "assemble" else record["stats"]["tokens"])
     progress.close(f"({plan.skipped} files already done, skipped)")
-    return {
-        split: finish_split(layout.tokens(split), n, config.data.max_bad_fraction)
-        for split, n in plan.files_per_split.items()
-    }
+    return finish_splits(layout, plan.files_per_split, config.data.max_bad_fraction)
+
+
+def finish_splits(layout: RunLayout, files: dict[str, int], max_bad_fraction: float) -> dict:
+    """Every split's stats.json, the pool's last (with the tokenizer, it tells later stages
+    that prepare finished: colorfilter.layout); then the first split's error, if any."""
+    stats, errors = {}, {}
+    for split in sorted(files, key=lambda name: name == "pool"):
+        try:
+            stats[split] = finish_split(layout.tokens(split), files[split], max_bad_fraction)
+        except BadDataError as exc:
+            errors[split] = exc
+    for split in files:
+        if split in errors:
+            raise errors[split]
+    return {split: stats[split] for split in files}
 
 
 def cache_env() -> dict[str, str]:
