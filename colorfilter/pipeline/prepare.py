@@ -33,7 +33,6 @@ from colorfilter.pipeline.prepare_parts import (
     FileStats,
     ShardWriter,
     _count_bad,
-    _remove_parts,
     assemble_file,
     done_path,  # noqa: F401  (re-exported: the records' names)
     mark_empty,
@@ -42,7 +41,7 @@ from colorfilter.pipeline.prepare_parts import (
     prepare_part,
     write_done_record,
 )
-from colorfilter.pipeline.prepare_records import check_previous, done_files, finish_split
+from colorfilter.pipeline.prepare_records import finish_split, resume_split
 from colorfilter.pipeline.prepare_tokenizer import save_tokenizer
 
 SPLITS = ("pool", "downstream_train", "downstream_eval")
@@ -99,8 +98,7 @@ def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -
     from colorfilter.io.readers import BadRecord, TruncatedFileError, iter_records
 
     start = time.perf_counter()
-    split_dir = task.split_dir
-    _remove_parts(split_dir, task.file_index)
+    split_dir = task.split_dir  # the driver cleared what an earlier try of this file left
     stats = FileStats()
     chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
     shards = ShardWriter(split_dir, task.file_index, settings.rows_per_shard, chunker, stats)
@@ -269,9 +267,8 @@ def plan_tasks(
         split_dir = out.join(split)
         if split_dir.is_local:
             remove_stale_temps(split_dir.path)  # buckets: an aborted upload leaves nothing
-        check_previous(split_dir, items, settings.settings_hash, overwrite)
+        done = resume_split(split_dir, items, settings.settings_hash, overwrite)
         counts[split] = len(items)
-        done = done_files(split_dir, items, settings.settings_hash)
         tasks = []
         for index, item in enumerate(items):
             if index in done:

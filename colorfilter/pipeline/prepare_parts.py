@@ -78,8 +78,8 @@ def piece_record(split_dir: Location, file_index: int, part: int) -> Location:
 class ShardWriter:
     """Cuts a Chunker's chunks into shards of `rows_per_shard` rows, written as they fill.
 
-    Each shard is serialized once, hashed from those bytes and written as one object, so the
-    record's sha256 (for manifests) costs no read back from a bucket.
+    Each shard is serialized once, sized and hashed from those bytes and written as one object
+    (whole or not at all), so the record's sizes and sha256s cost no request to a bucket.
     """
 
     def __init__(
@@ -87,6 +87,7 @@ class ShardWriter:
     ):
         self.split_dir, self.file_index, self.rows = split_dir, file_index, rows
         self.chunker, self.stats = chunker, stats
+        self.sizes: dict[str, int] = {}
         self.sha256: dict[str, str] = {}
 
     def flush(self, final: bool) -> None:
@@ -98,7 +99,8 @@ class ShardWriter:
                 break
             name = part_name(self.file_index, len(stats.parts))
             data = parquet_bytes(table)
-            storage.write_bytes(self.split_dir.join(name), data)
+            storage.write_bytes(self.split_dir.join(name), data)  # whole, or it raises
+            self.sizes[name] = len(data)
             self.sha256[name] = hashlib.sha256(data).hexdigest()
             stats.parts.append(name)
             stats.chunks += table.num_rows
@@ -121,21 +123,15 @@ def mark_empty(stats: FileStats, uri: str) -> None:
 
 def write_done_record(task: Any, settings_hash: str, stats: FileStats, shards: ShardWriter) -> dict:
     """The file's completion record, written after its shards: its input, settings, every
-    shard's size (read back from the store) and sha256 (colorfilter.dataset.provenance)."""
-    split_dir = task.split_dir
-    locs = [split_dir.join(name) for name in stats.parts]
-    sizes = storage.stat_many(locs)
-    missing = [loc.url for loc in locs if sizes[loc.url] is None]
-    if missing:
-        raise FileNotFoundError(f"{task.item.uri}: shard {missing[0]} was not written")
+    shard's size and sha256 (reused by colorfilter.dataset.provenance)."""
     record = {
         "input": asdict(task.item),
         "settings_hash": settings_hash,
-        "part_bytes": {loc.name: sizes[loc.url] for loc in locs},
+        "part_bytes": {name: shards.sizes[name] for name in stats.parts},
         "part_sha256": {name: shards.sha256[name] for name in stats.parts},
         "stats": asdict(stats),
     }
-    storage.write_json(done_path(split_dir, task.file_index), record)
+    storage.write_json(done_path(task.split_dir, task.file_index), record)
     return record
 
 
@@ -143,13 +139,6 @@ def _count_bad(stats: FileStats, uri: str, index: int, reason: str, detail: str)
     stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
     if len(stats.bad_samples) < BAD_SAMPLE_LIMIT:
         stats.bad_samples.append(f"{uri}:{index + 1}: {reason}{': ' + detail if detail else ''}")
-
-
-def _remove_parts(split_dir: Location, file_index: int) -> None:
-    """Drop a file's record (first, so no rerun trusts it), then its shards."""
-    storage.remove(done_path(split_dir, file_index))
-    for stale in storage.glob(split_dir.join(f"{file_index:05d}-*.parquet")):
-        storage.remove(stale)
 
 
 def prepare_part(task: Any, tokenizer: Any, settings: Any) -> dict:
@@ -250,8 +239,7 @@ def assemble_file(task: Any, settings: Any) -> dict:
     from colorfilter.chunking import Chunker
 
     start = time.perf_counter()
-    split_dir = task.split_dir
-    _remove_parts(split_dir, task.file_index)
+    split_dir = task.split_dir  # the driver cleared what an earlier try of this file left
     stats = FileStats()
     chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
     shards = ShardWriter(split_dir, task.file_index, settings.rows_per_shard, chunker, stats)

@@ -3,8 +3,9 @@
 A file's completion record `tokens/<split>/_done/<file>.json` is written after its shards and
 lists each shard's size (`part_bytes`) and sha256 (`part_sha256`, reused by manifests). A rerun
 trusts a record only when it names this input and settings and every listed shard is there with
-its size; checked for all files of a split at once (records fetched concurrently, sizes from one
-listing of the split folder), so resuming thousands of files on a bucket stays cheap.
+its size; checked for all files of a split at once by the driver (one listing of the records,
+fetched concurrently, and one of the split folder for the shards' sizes), which also clears what
+unfinished files left, so resuming thousands of files on a bucket stays cheap.
 """
 
 from __future__ import annotations
@@ -38,16 +39,22 @@ def _object(data: bytes | None) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def check_previous(
+def resume_split(
     split_dir: Location, items: list[InputFile], settings_hash: str, overwrite: bool
-) -> None:
-    """Refuse (or with `overwrite`, clear) shards of other settings; drop files past the end."""
-    found = storage.glob(split_dir.join("_done", "*.json"))
-    records = [r for r in found if r.name.split(".")[0].isdigit()]  # not a killed run's temps
-    payloads = storage.read_many(records)
+) -> set[int]:
+    """The indices of the split's files a rerun keeps; everything else of theirs is cleared.
+
+    Refuses (or with `overwrite`, clears) shards of other settings. A file is kept when its
+    record matches this input and settings and every shard it lists is there, whole (the size it
+    records). The records and shards of the other files, and of inputs past the end (the inputs
+    shrank), are removed here, records first (so no rerun trusts a file whose shards go next):
+    a worker then writes all of a file's shards afresh, without listing the folder itself.
+    """
+    found = [r for r in storage.glob(split_dir.join("_done", "*.json")) if _index(r) is not None]
+    records = {_index(r): _object(data) for r, data in zip(found, _read(found))}
     mismatched = [
-        r for r in records
-        if (record := _object(payloads[r.url])) is not None
+        r for r in found
+        if (record := records[_index(r)]) is not None
         and record.get("settings_hash") != settings_hash
     ]  # fmt: skip
     if mismatched and not overwrite:
@@ -57,22 +64,36 @@ def check_previous(
         )
     if mismatched or overwrite:
         storage.remove(split_dir, recursive=True)
-        return
-    for record in records:  # records first: no rerun trusts a file whose shards go next
-        if int(record.name.split(".")[0]) >= len(items):  # inputs shrank since the last run
+        return set()
+    done = _intact(split_dir, records, items, settings_hash)
+    for record in found:
+        if _index(record) not in done:
             storage.remove(record)
     for stale in shard_locations(split_dir):
-        if int(stale.name.split("-")[0]) >= len(items):
+        if _index(stale) not in done:
             storage.remove(stale)
+    return done
 
 
-def done_files(split_dir: Location, items: list[InputFile], settings_hash: str) -> set[int]:
-    """Indices of the files whose record matches this input and settings, with every shard
-    whole (the size it records); a missing or truncated shard means the file is redone."""
-    records = read_records(split_dir, range(len(items)))
+def _index(loc: Location) -> int | None:
+    """The input file index in a record's or shard's name (00012.json, 00012-00003.parquet)."""
+    head = loc.name.split(".")[0].split("-")[0]
+    return int(head) if head.isdigit() else None
+
+
+def _read(locs: list[Location]) -> list[bytes | None]:
+    data = storage.read_many(locs)
+    return [data[loc.url] for loc in locs]
+
+
+def _intact(
+    split_dir: Location, records: dict[int, dict | None], items: list[InputFile],
+    settings_hash: str,
+) -> set[int]:
     listed = {
         index: record for index, record in records.items()
-        if record is not None and _matches(record, items[index], settings_hash)
+        if index < len(items) and record is not None
+        and _matches(record, items[index], settings_hash)
     }  # fmt: skip
     shards = [split_dir.join(name) for r in listed.values() for name in r["part_bytes"]]
     sizes = storage.stat_many(shards)
