@@ -182,8 +182,8 @@ def validate(config: Config) -> None:
         check.add("device", f"must be {DEVICES}, got {config.device!r}")
     check.one_of("executor", config.executor, EXECUTORS)
     check.non_empty("tokenizer", config.tokenizer)
-    if URL_SCHEME.match(config.tokenizer):
-        check.path("tokenizer", config.tokenizer)  # a local dir or a hub name, not a bucket
+    if URL_SCHEME.match(config.tokenizer):  # a folder URL; a hub name or local dir has none
+        check.path("tokenizer", config.tokenizer, schemes=INPUT_SCHEMES)
     problems = check.problems
     for name in ("data", "ray", "prepare", "prior", "conditional", "score", "selection"):
         problems += getattr(config, name).validate(name)

@@ -4,46 +4,45 @@ A file bigger than `prepare.split_bytes` (local parquet, plain or multi-frame zs
 is tokenized as several part tasks, then chunked by one cheap task per file into the same shards
 (see prepare_parts).
 
-Output: OUTPUT/tokens/<split>/<file_index>-<part>.parquet, a completion record per input file in
-OUTPUT/tokens/<split>/_done/, and OUTPUT/tokens/<split>/stats.json with counts by reason.
-A rerun skips files whose record matches (same input, same settings, every part present with
-the recorded size) and redoes the rest.
+Output (colorfilter.layout.RunLayout; a local folder or a bucket prefix, written only through
+colorfilter.io.storage, by the workers themselves): OUTPUT/tokenizer (pipeline.prepare_tokenizer),
+OUTPUT/tokens/<split>/<file_index>-<part>.parquet, a completion record per input file in
+OUTPUT/tokens/<split>/_done/ written after its shards, and OUTPUT/tokens/<split>/stats.json with
+counts by reason. A rerun skips files whose record matches (same input, same settings, every part
+present with the recorded size) and redoes the rest (pipeline.prepare_records).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from colorfilter.config import Config, section_hash
 from colorfilter.errors import BadDataError, ConfigError
-from colorfilter.io.atomic import (
-    read_json,
-    read_json_object,
-    remove_stale_temps,
-    write_json_atomic,
-)
+from colorfilter.io.atomic import remove_stale_temps
+from colorfilter.io.cache import CACHE_ENV, local_copy
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.files import InputFile, resolve_inputs
+from colorfilter.io.location import Location
 from colorfilter.io.splits import plan_spans
+from colorfilter.layout import RunLayout
 from colorfilter.pipeline.prepare_parts import (
-    BAD_SAMPLE_LIMIT,
     FileStats,
     ShardWriter,
     _count_bad,
-    _remove_parts,
     assemble_file,
-    done_path,
+    done_path,  # noqa: F401  (re-exported: the records' names)
     mark_empty,
-    part_is_done,
     part_name,  # noqa: F401  (re-exported: shard names)
+    pending_parts,
     prepare_part,
     write_done_record,
 )
+from colorfilter.pipeline.prepare_records import finish_split, resume_split
+from colorfilter.pipeline.prepare_tokenizer import save_tokenizer
 
 SPLITS = ("pool", "downstream_train", "downstream_eval")
 
@@ -52,7 +51,7 @@ SPLITS = ("pool", "downstream_train", "downstream_eval")
 class PrepareSettings:
     """Everything a worker needs; picklable and hashed into every completion record."""
 
-    tokenizer_dir: str
+    tokenizer_dir: str  # the run's tokenizer: a local folder or a URL (fetched via local_copy)
     seq_len: int
     text_field: str
     source_field: str | None
@@ -70,7 +69,7 @@ class PrepareTask:
     split: str
     file_index: int
     item: InputFile
-    split_dir: str
+    split_dir: Location  # tokens/<split>, local or on a bucket (the worker writes there itself)
     kind: str = "file"  # file: all of it | part: one span of a split file | assemble: its shards
     part: int = 0
     spans: tuple[tuple[int, int], ...] = ()  # a split file's parts (kinds part and assemble)
@@ -83,7 +82,8 @@ class PrepareWorker:
         from colorfilter.chunking import DocumentTokenizer
 
         self.settings = settings
-        self.tokenizer = DocumentTokenizer(settings.tokenizer_dir, settings.max_segment_chars)
+        folder = local_copy(Location.parse(settings.tokenizer_dir, settings.storage))
+        self.tokenizer = DocumentTokenizer(str(folder), settings.max_segment_chars)
 
     def __call__(self, task: PrepareTask) -> dict:
         if task.kind == "part":
@@ -99,8 +99,7 @@ def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -
     from colorfilter.io.readers import BadRecord, TruncatedFileError, iter_records
 
     start = time.perf_counter()
-    split_dir = Path(task.split_dir)
-    _remove_parts(split_dir, task.file_index)
+    split_dir = task.split_dir  # the driver cleared what an earlier try of this file left
     stats = FileStats()
     chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
     shards = ShardWriter(
@@ -127,7 +126,7 @@ def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -
     _tokenize_batch(batch, tokenizer, chunker, stats)
     shards.flush(final=True)
     stats.seconds = time.perf_counter() - start
-    return write_done_record(task, settings.settings_hash, stats)
+    return write_done_record(task, settings.settings_hash, stats, shards)
 
 
 def _tokenize_batch(batch: list, tokenizer: Any, chunker: Any, stats: FileStats) -> None:
@@ -146,11 +145,11 @@ def run_prepare(config: Config, overwrite: bool = False) -> dict:
     from colorfilter.pipeline.executor import WorkerSpec, map_tasks
     from colorfilter.progress import Progress
 
-    out = config.output_path / "tokens"
+    layout = RunLayout.of(config)
     inputs = list_all_inputs(config)  # checks every input (buckets too) before any work
-    tokenizer_dir = save_tokenizer(config.tokenizer, config.output_path / "tokenizer")
+    tokenizer_dir = save_tokenizer(config.tokenizer, layout.tokenizer)
     settings = make_settings(config, tokenizer_dir)
-    plan = plan_tasks(config, out, settings, overwrite, inputs)
+    plan = plan_tasks(config, layout.tokens_root, settings, overwrite, inputs)
     spec = WorkerSpec(
         PrepareWorker,
         (settings,),
@@ -158,6 +157,7 @@ def run_prepare(config: Config, overwrite: bool = False) -> dict:
         env_vars={
             "RAYON_NUM_THREADS": str(max(1, math.ceil(config.prepare.worker_cpus))),
             "TOKENIZERS_PARALLELISM": "true",
+            **cache_env(),
         },
     )
     progress = Progress("prepare", len(plan.todo) + len(plan.assemble), unit="tokens")
@@ -171,30 +171,29 @@ def run_prepare(config: Config, overwrite: bool = False) -> dict:
         ):
             progress.update(1, 0 if task.kind == "assemble" else record["stats"]["tokens"])
     progress.close(f"({plan.skipped} files already done, skipped)")
-    return {
-        split: finish_split(out / split, n, config.data.max_bad_fraction)
-        for split, n in plan.files_per_split.items()
-    }
+    return finish_splits(layout, plan.files_per_split, config.data.max_bad_fraction)
 
 
-def save_tokenizer(name_or_path: str, target: Path) -> str:
-    """Copy the configured tokenizer into the run, so every worker and stage uses the same one."""
-    if (target / "tokenizer_config.json").exists():
-        return str(target)
-    from transformers import AutoTokenizer
+def finish_splits(layout: RunLayout, files: dict[str, int], max_bad_fraction: float) -> dict:
+    """Every split's stats.json, the pool's last (with the tokenizer, it tells later stages
+    that prepare finished: colorfilter.layout); then the first split's error, if any."""
+    stats, errors = {}, {}
+    for split in sorted(files, key=lambda name: name == "pool"):
+        try:
+            stats[split] = finish_split(layout.tokens(split), files[split], max_bad_fraction)
+        except BadDataError as exc:
+            errors[split] = exc
+    for split in files:
+        if split in errors:
+            raise errors[split]
+    return {split: stats[split] for split in files}
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"tokenizer: cannot load '{name_or_path}': {exc}") from exc
-    if tokenizer.eos_token_id is None:
-        raise ConfigError(f"tokenizer '{name_or_path}' has no EOS token to join documents with")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tmp = target.with_name(target.name + ".tmp")
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(target)
-    return str(target)
+
+def cache_env() -> dict[str, str]:
+    """The driver's node cache setting, when it has one, for its actors' `local_copy` of the
+    tokenizer (a cluster's nodes without it use their own default, ~/.cache/colorfilter)."""
+    value = os.environ.get(CACHE_ENV)
+    return {CACHE_ENV: value} if value else {}
 
 
 def make_settings(config: Config, tokenizer_dir: str) -> PrepareSettings:
@@ -264,145 +263,36 @@ def list_all_inputs(config: Config) -> dict[str, list[InputFile]]:
 
 
 def plan_tasks(
-    config: Config,
-    out: Path,
-    settings: PrepareSettings,
-    overwrite: bool,
+    config: Config, out: Location, settings: PrepareSettings, overwrite: bool,
     inputs: dict[str, list[InputFile]] | None = None,
 ) -> Plan:
-    """Decide which files need work; refuse to mix outputs of different settings."""
+    """Decide which files need work (tokens root `out`, local or a bucket); refuse to mix
+    outputs of different settings."""
     inputs = list_all_inputs(config) if inputs is None else inputs
     todo, skipped, counts, assemble = [], 0, {}, []
     for split, items in inputs.items():
-        split_dir = out / split
-        remove_stale_temps(split_dir)
-        _check_previous(split_dir, items, settings, overwrite)
+        split_dir = out.join(split)
+        if split_dir.is_local:
+            remove_stale_temps(split_dir.path)  # buckets: an aborted upload leaves nothing
+        done = resume_split(split_dir, items, settings.settings_hash, overwrite)
         counts[split] = len(items)
+        tasks = []
         for index, item in enumerate(items):
-            if is_done(split_dir, index, item, settings):
+            if index in done:
                 skipped += 1
                 continue
             spans = tuple(plan_spans(item, config.prepare.split_bytes))
             if not spans:
-                todo.append(PrepareTask(split, index, item, str(split_dir)))
+                tasks.append(PrepareTask(split, index, item, split_dir))
                 continue
-            parts = [
-                PrepareTask(split, index, item, str(split_dir), "part", part, spans)
+            tasks += [
+                PrepareTask(split, index, item, split_dir, "part", part, spans)
                 for part in range(len(spans))
             ]
-            todo += [task for task in parts if not part_is_done(task, settings.settings_hash)]
-            assemble.append(PrepareTask(split, index, item, str(split_dir), "assemble", 0, spans))
+            assemble.append(PrepareTask(split, index, item, split_dir, "assemble", 0, spans))
+        pending = {
+            (t.file_index, t.part)
+            for t in pending_parts([t for t in tasks if t.kind == "part"], settings.settings_hash)
+        }
+        todo += [t for t in tasks if t.kind == "file" or (t.file_index, t.part) in pending]
     return Plan(todo, skipped, counts, assemble)
-
-
-def _check_previous(
-    split_dir: Path, items: list[InputFile], settings: PrepareSettings, overwrite: bool
-) -> None:
-    records = sorted((split_dir / "_done").glob("*.json")) if split_dir.exists() else []
-    mismatched = [
-        r
-        for r in records
-        if (record := read_json_object(r)) is not None
-        and record.get("settings_hash") != settings.settings_hash
-    ]
-    if mismatched and not overwrite:
-        raise ConfigError(
-            f"{split_dir} holds shards made with different prepare settings "
-            f"(e.g. {mismatched[0].name}); use another output_dir or pass --overwrite"
-        )
-    if mismatched or overwrite:
-        import shutil
-
-        shutil.rmtree(split_dir, ignore_errors=True)
-        return
-    for stale in split_dir.glob("*.parquet") if split_dir.exists() else []:
-        if int(stale.name.split("-")[0]) >= len(items):  # inputs shrank since the last run
-            stale.unlink()
-    for record in records:
-        if int(record.stem) >= len(items):
-            record.unlink()
-
-
-def is_done(split_dir: Path, file_index: int, item: InputFile, settings: PrepareSettings) -> bool:
-    """A file is done when its record matches this input and all its parts are there, whole.
-
-    Parts are checked against the sizes the record holds: a missing or truncated part, or a
-    record without sizes, means the file is redone.
-    """
-    record = read_json_object(done_path(split_dir, file_index))
-    if record is None or not isinstance(record.get("part_bytes"), dict):
-        return False
-    same_input = record["input"]["uri"] == item.uri and record["input"]["size"] == item.size
-    part_bytes = record["part_bytes"]
-    parts_intact = sorted(part_bytes) == sorted(record["stats"]["parts"]) and all(
-        (split_dir / name).is_file() and (split_dir / name).stat().st_size == size
-        for name, size in part_bytes.items()
-    )
-    return same_input and record["settings_hash"] == settings.settings_hash and parts_intact
-
-
-def finish_split(split_dir: Path, n_files: int, max_bad_fraction: float) -> dict:
-    """Merge per-file records into stats.json; fail if bad records exceed the allowed fraction,
-    or if the split's files gave no chunk at all (BadDataError, exit 3, naming the files)."""
-    totals: Counter = Counter()
-    skipped: Counter = Counter()
-    files_skipped: Counter = Counter()
-    samples: list[str] = []
-    inputs: list[str] = []
-    for index in range(n_files):
-        record = read_json(done_path(split_dir, index))
-        stats = record["stats"]
-        inputs.append(record["input"]["uri"])
-        for key in (
-            "records",
-            "documents",
-            "bytes_text",
-            "tokens",
-            "chunks",
-            "tail_tokens_dropped",
-        ):
-            totals[key] += stats[key]
-        skipped.update(stats["skipped"])
-        if stats.get("file_skipped"):
-            files_skipped[stats["file_skipped"]] += 1
-        samples += stats["bad_samples"][: BAD_SAMPLE_LIMIT - len(samples)]
-    summary = {
-        "files": n_files,
-        **totals,
-        "skipped": dict(skipped),
-        "files_skipped": dict(files_skipped),
-        "bad_samples": samples,
-    }
-    error = _split_error(split_dir.name, summary, inputs, max_bad_fraction)
-    if error:
-        summary["error"] = error  # later stages repeat it instead of "run prepare first"
-    write_json_atomic(split_dir / "stats.json", summary)
-    if error:
-        raise BadDataError(error)
-    return summary
-
-
-def _split_error(
-    split: str, totals: dict, inputs: list[str], max_bad_fraction: float
-) -> str | None:
-    """Why the split is unusable (too many bad records, or no chunk at all), or None."""
-    skipped, samples = totals["skipped"], totals["bad_samples"]
-    bad = sum(skipped.values())
-    if totals["records"] and bad / max(totals["records"], 1) > max_bad_fraction:
-        return (
-            f"{split}: {bad} of {totals['records']} records are bad "
-            f"({skipped}), above data.max_bad_fraction={max_bad_fraction}; "
-            f"first: {samples[:3]}"
-        )
-    if totals["chunks"] == 0:
-        named = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3} more" if len(inputs) > 3 else "")
-        why = (
-            f"{totals['records']} records, {totals['documents']} usable documents, "
-            f"{totals['tokens']} tokens"
-        )
-        if skipped:
-            why += f", bad records: {skipped}"
-        if totals["files_skipped"]:
-            why += f", skipped files: {totals['files_skipped']}"
-        return f"data.{split}: no usable chunk in its {len(inputs)} file(s) ({named}): {why}"
-    return None

@@ -3,15 +3,19 @@
 A file that colorfilter.io.splits cuts into spans is prepared in two steps, so its shards are
 byte-identical to the ones one task would write for the whole file:
 1. `prepare_part` (one task per span, in parallel): read and tokenize the span's documents and
-   write their token ids to tokens/<split>/_parts/<file>-<part>.parquet plus a record (.json).
-   A retried file keeps its parts whose record still matches.
+   write their token ids to tokens/<split>/_parts/<file>-<part>.parquet, then its commit record
+   (<file>-<part>.json, colorfilter.io.commit). A retried file keeps its committed parts.
 2. `assemble_file` (one cheap task per file, no tokenizer): feed the parts' documents in order to
    the same Chunker the unsplit path uses (global document indices = local + records before the
    part), write the shards and the file's completion record, then drop the parts.
+
+Every object goes through colorfilter.io.storage, so the split folder may be on a bucket: shards
+and parts are written whole or not at all, and a file's record is written after its shards.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +24,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from colorfilter.io.atomic import read_json_object, write_json_atomic, write_parquet_atomic
+from colorfilter.io import storage
+from colorfilter.io.commit import commit_unit, committed, discard_unit, read_record
+from colorfilter.io.location import Location
+from colorfilter.io.redact import redact_obj
+from colorfilter.io.transfer import open_parquet, write_parquet
 
 BAD_SAMPLE_LIMIT = 20
 EMPTY_FILE = "empty_file"  # a file-level skip reason in stats.json `files_skipped`
@@ -50,30 +58,40 @@ def part_name(file_index: int, part: int) -> str:
     return f"{file_index:05d}-{part:05d}.parquet"
 
 
-def done_path(split_dir: Path, file_index: int) -> Path:
-    return split_dir / "_done" / f"{file_index:05d}.json"
+def done_path(split_dir: Path | Location, file_index: int) -> Path | Location:
+    """A file's completion record (a Path for a Path, a Location for a Location)."""
+    name = f"{file_index:05d}.json"
+    if isinstance(split_dir, Location):
+        return split_dir.join("_done", name)
+    return Path(split_dir) / "_done" / name
 
 
-def piece_path(split_dir: Path, file_index: int, part: int) -> Path:
-    return split_dir / "_parts" / part_name(file_index, part)
+def piece_path(split_dir: Location, file_index: int, part: int) -> Location:
+    return split_dir.join("_parts", part_name(file_index, part))
+
+
+def piece_record(split_dir: Location, file_index: int, part: int) -> Location:
+    """The part's commit record, beside its data: <file>-<part>.json."""
+    return split_dir.join("_parts", f"{file_index:05d}-{part:05d}.json")
 
 
 class ShardWriter:
     """Cuts a Chunker's chunks into shards of `rows_per_shard` rows, written as they fill, in
-    row groups of `row_group_rows` rows (0: one per shard)."""
+    row groups of `row_group_rows` rows (0: one per shard).
+
+    Each shard is serialized once, sized and hashed from those bytes and written as one object
+    (whole or not at all), so the record's sizes and sha256s cost no request to a bucket.
+    """
 
     def __init__(
-        self,
-        split_dir: Path,
-        file_index: int,
-        rows: int,
-        chunker: Any,
-        stats: FileStats,
+        self, split_dir: Location, file_index: int, rows: int, chunker: Any, stats: FileStats,
         row_group_rows: int = 0,
     ):
         self.split_dir, self.file_index, self.rows = split_dir, file_index, rows
         self.chunker, self.stats = chunker, stats
         self.row_group_rows = row_group_rows or None
+        self.sizes: dict[str, int] = {}
+        self.sha256: dict[str, str] = {}
 
     def flush(self, final: bool) -> None:
         chunker, stats = self.chunker, self.stats
@@ -83,9 +101,23 @@ class ShardWriter:
                 stats.tail_tokens_dropped += chunker.pending_tokens  # too short to score
                 break
             name = part_name(self.file_index, len(stats.parts))
-            write_parquet_atomic(self.split_dir / name, table, row_group_size=self.row_group_rows)
+            data = parquet_bytes(table, row_group_size=self.row_group_rows)
+            storage.write_bytes(self.split_dir.join(name), data)  # whole, or it raises
+            self.sizes[name] = len(data)
+            self.sha256[name] = hashlib.sha256(data).hexdigest()
             stats.parts.append(name)
             stats.chunks += table.num_rows
+
+
+def parquet_bytes(
+    table: pa.Table, compression: str = "zstd", row_group_size: int | None = None
+) -> bytes:
+    """The parquet file of `table`, as bytes (the same bytes pq.write_table puts in a file)."""
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=compression, row_group_size=row_group_size)
+    return sink.getvalue().to_pybytes()
 
 
 def mark_empty(stats: FileStats, uri: str) -> None:
@@ -94,38 +126,24 @@ def mark_empty(stats: FileStats, uri: str) -> None:
         stats.bad_samples.append(f"{uri}: {EMPTY_FILE} (no records; skipped)")
 
 
-def write_done_record(task: Any, settings_hash: str, stats: FileStats) -> dict:
-    """The file's completion record: its input, settings, every shard's size and hash."""
-    split_dir = Path(task.split_dir)
+def write_done_record(task: Any, settings_hash: str, stats: FileStats, shards: ShardWriter) -> dict:
+    """The file's completion record, written after its shards: its input, settings, every
+    shard's size and sha256 (reused by colorfilter.dataset.provenance)."""
     record = {
         "input": asdict(task.item),
         "settings_hash": settings_hash,
-        "part_bytes": {name: (split_dir / name).stat().st_size for name in stats.parts},
-        "part_sha256": {name: _sha256(split_dir / name) for name in stats.parts},  # manifests
+        "part_bytes": {name: shards.sizes[name] for name in stats.parts},
+        "part_sha256": {name: shards.sha256[name] for name in stats.parts},
         "stats": asdict(stats),
     }
-    write_json_atomic(done_path(split_dir, task.file_index), record)
+    storage.write_json(done_path(task.split_dir, task.file_index), record)
     return record
-
-
-def _sha256(path: Path) -> str:
-    from colorfilter.dataset.manifest import sha256_file
-
-    return sha256_file(path)
 
 
 def _count_bad(stats: FileStats, uri: str, index: int, reason: str, detail: str) -> None:
     stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
     if len(stats.bad_samples) < BAD_SAMPLE_LIMIT:
         stats.bad_samples.append(f"{uri}:{index + 1}: {reason}{': ' + detail if detail else ''}")
-
-
-def _remove_parts(split_dir: Path, file_index: int) -> None:
-    for stale in split_dir.glob(f"{file_index:05d}-*.parquet"):
-        stale.unlink()
-    done = done_path(split_dir, file_index)
-    if done.exists():
-        done.unlink()
 
 
 def prepare_part(task: Any, tokenizer: Any, settings: Any) -> dict:
@@ -175,19 +193,18 @@ def prepare_part(task: Any, tokenizer: Any, settings: Any) -> dict:
     except TruncatedFileError as exc:
         note_bad(counts["records"], "truncated_file", str(exc))
     tokenize()
-    path = piece_path(Path(task.split_dir), task.file_index, task.part)
-    write_parquet_atomic(path, _piece_table(index, tokens, sources))
-    record = {
+    path = piece_path(task.split_dir, task.file_index, task.part)
+    write_parquet(path, _piece_table(index, tokens, sources))
+    meta = {
         "input": asdict(task.item),
         "settings_hash": settings.settings_hash,
         "span": list(span),
-        "bytes": path.stat().st_size,
         "counts": counts,
         "skipped": skipped,
         "bad": bad,
         "seconds": time.perf_counter() - start,
     }
-    write_json_atomic(path.with_suffix(".json"), record)
+    record = commit_unit(piece_record(task.split_dir, task.file_index, task.part), [path], meta)
     return {"stats": {"tokens": counts["tokens"]}, "part": record}
 
 
@@ -200,40 +217,47 @@ def _piece_table(index: list[int], tokens: list[np.ndarray], sources: list) -> p
     return pa.Table.from_arrays(columns, schema=PIECE_SCHEMA)
 
 
-def part_is_done(task: Any, settings_hash: str) -> bool:
-    """Done when its record matches this input, settings and span, and its data is whole."""
-    path = piece_path(Path(task.split_dir), task.file_index, task.part)
-    record = read_json_object(path.with_suffix(".json"))
-    if record is None:
-        return False
+def pending_parts(tasks: list[Any], settings_hash: str) -> list[Any]:
+    """The part tasks still to do: those without a committed record matching this input,
+    settings and span (one batched check, colorfilter.io.commit.committed)."""
+    records = [piece_record(t.split_dir, t.file_index, t.part) for t in tasks]
+    done = committed(records)
+    return [
+        task
+        for task, loc in zip(tasks, records)
+        if not _part_matches(done.get(loc.url), task, settings_hash)
+    ]
+
+
+def _part_matches(record: dict | None, task: Any, settings_hash: str) -> bool:
+    meta = (record or {}).get("meta", {})
     return (
-        record.get("input") == asdict(task.item)
-        and record.get("settings_hash") == settings_hash
-        and record.get("span") == list(task.spans[task.part])
-        and path.is_file()
-        and path.stat().st_size == record.get("bytes")
+        record is not None
+        and meta.get("input") == redact_obj(asdict(task.item))  # as commit_unit stored it
+        and meta.get("settings_hash") == settings_hash
+        and meta.get("span") == list(task.spans[task.part])
     )
 
 
 def assemble_file(task: Any, settings: Any) -> dict:
     """Chunk a split file's parts, in order, exactly as the unsplit path would; then clean up."""
-    import pyarrow.parquet as pq
-
     from colorfilter.chunking import Chunker
 
     start = time.perf_counter()
-    split_dir = Path(task.split_dir)
-    _remove_parts(split_dir, task.file_index)
+    split_dir = task.split_dir  # the driver cleared what an earlier try of this file left
     stats = FileStats()
     chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
     shards = ShardWriter(
         split_dir, task.file_index, settings.rows_per_shard, chunker, stats, settings.row_group_rows
     )
-    paths = [piece_path(split_dir, task.file_index, p) for p in range(len(task.spans))]
-    for path in paths:
-        record = read_json_object(path.with_suffix(".json"))
-        if record is None:
+    parts = range(len(task.spans))
+    records = [piece_record(split_dir, task.file_index, p) for p in parts]
+    for part, record_loc in zip(parts, records):
+        path = piece_path(split_dir, task.file_index, part)
+        unit = read_record(record_loc)
+        if unit is None:
             raise RuntimeError(f"{task.item.uri}: part {path.name} has no record; rerun prepare")
+        record = unit["meta"]
         offset = stats.records
         for at, reason, detail in record["bad"]:
             _count_bad(stats, task.item.uri, offset + at, reason, detail)
@@ -242,17 +266,17 @@ def assemble_file(task: Any, settings: Any) -> dict:
             stats.skipped[reason] = stats.skipped.get(reason, 0) + n - sampled
         for key in ("records", "documents", "tokens", "bytes_text"):
             setattr(stats, key, getattr(stats, key) + record["counts"][key])
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
-            docs = batch.column("doc_index").to_numpy() + offset
-            sources = batch.column("source").to_pylist()
-            for row, ids in enumerate(batch.column("tokens")):
-                chunker.add(int(docs[row]), ids.values.to_numpy(), sources[row])
-            shards.flush(final=False)
+        with open_parquet(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=256):
+                docs = batch.column("doc_index").to_numpy() + offset
+                sources = batch.column("source").to_pylist()
+                for row, ids in enumerate(batch.column("tokens")):
+                    chunker.add(int(docs[row]), ids.values.to_numpy(), sources[row])
+                shards.flush(final=False)
     mark_empty(stats, task.item.uri)
     shards.flush(final=True)
     stats.seconds = time.perf_counter() - start
-    record = write_done_record(task, settings.settings_hash, stats)
-    for path in paths:
-        path.unlink(missing_ok=True)
-        path.with_suffix(".json").unlink(missing_ok=True)
+    record = write_done_record(task, settings.settings_hash, stats, shards)
+    for record_loc in records:
+        discard_unit(record_loc)  # the part's record first, then its data
     return record
