@@ -8,6 +8,8 @@ import pytest
 
 from colorfilter.chunking import Chunker
 from colorfilter.errors import ConfigError
+from colorfilter.io import storage
+from colorfilter.io.location import Location
 from colorfilter.io.token_shards import list_shards
 from colorfilter.pipeline.prepare import make_settings
 from colorfilter.pipeline.prepare_parts import FileStats, ShardWriter
@@ -25,7 +27,9 @@ def test_the_writer_changes_only_the_row_groups(tmp_path):
     tables = {}
     for rows in (0, 4):
         chunker = Chunker(8, 3, "file.jsonl")
-        writer = ShardWriter(tmp_path / str(rows), 3, 10, chunker, FileStats(), rows)
+        folder = Location.parse(tmp_path / str(rows))
+        storage.makedirs(folder)
+        writer = ShardWriter(folder, 3, 10, chunker, FileStats(), rows)
         for doc in range(30):
             chunker.add(doc, rng.integers(1, 50, size=7).astype(np.int32))
             writer.flush(final=False)
