@@ -97,10 +97,14 @@ def test_demo_run_on_s3_selects_what_the_local_run_selects(tmp_path, s3_bucket):
         remote = np.load(io.BytesIO(storage.read_bytes(selected.join("indices.npy"))))
         local = np.load(local_out / "selected" / name / "indices.npy")
         assert np.array_equal(remote, local), name
-        shards = sorted(storage.glob(selected.join("*.parquet")), key=lambda loc: loc.name)
+        shards = sorted(storage.glob(selected.join("data", "*.parquet")), key=lambda loc: loc.name)
         assert shards, name
-        local_table = pa.concat_tables(
-            read_parquet(p) for p in sorted((local_out / "selected" / name).glob("*.parquet"))
-        )
-        assert pa.concat_tables(read_parquet(s) for s in shards).equals(local_table)
+        local_data = local_out / "selected" / name / "data"
+        local_shards = sorted(local_data.glob("*.parquet"))
+        local_table = pa.concat_tables(read_parquet(p) for p in local_shards)
+        remote_table = pa.concat_tables(read_parquet(s) for s in shards)
+        sources = set(remote_table.column("source_file").to_pylist())
+        assert all(url.startswith(f"{s3_bucket.url}/inputs/pool/") for url in sources), sources
+        same = [c for c in local_table.column_names if c != "source_file"]  # paths vs URLs
+        assert remote_table.select(same).equals(local_table.select(same)), name
     assert storage.exists(out.join("config.yaml"))
