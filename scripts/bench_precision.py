@@ -6,9 +6,19 @@ selection CoLoR-Filter keeps); and pair tokens/s (sequence tokens through both m
 
   # the demo's models and pool (after `colorfilter run configs/demo.yaml`, ~15 min on 2 cores)
   python scripts/bench_precision.py --run-dir outputs/demo --max-rows 2048
-  # any pair and any token shards, e.g. a 135M prior (scripts/convert_smollm2.py) and a
-  # conditional fine-tuned from it, over a pool tokenized with its tokenizer
-  python scripts/bench_precision.py --prior P --conditional C --tokens DIR --seq-len 128
+  # any pair and any token shards (rows padded to --seq-len, default the longest chunk read)
+  python scripts/bench_precision.py --prior P --conditional C --tokens DIR
+
+  # 135M: SmolLM2-135M as the prior, the conditional = it fine-tuned 30 steps (8 x 256) on the
+  # demo's target, the demo pool tokenized with its 49k tokenizer at seq_len 256 (~20 min)
+  python scripts/convert_smollm2.py --out models/smollm2-135m    # see its docstring
+  colorfilter run configs/demo.yaml --stages prepare,train-prior,train-conditional \
+    --set output_dir=outputs/smollm2 --set seq_len=256 --set tokenizer=models/smollm2-135m \
+    --set prior.init_from=models/smollm2-135m --set prior.eval_max_chunks=32 \
+    --set conditional.max_steps=30 --set conditional.batch_size=8 \
+    --set conditional.warmup_steps=5 --set conditional.eval_max_chunks=32
+  python scripts/bench_precision.py --run-dir outputs/smollm2 --max-rows 160 --batch-size 16 \
+    --threads 2
 
 The device is the CPU unless --device cuda. On CPU, bf16 uses AMX/AVX-512 bf16 where present.
 """
@@ -26,8 +36,10 @@ DEFAULT_PRECISIONS = "fp32,bf16,fp32-autocast-bf16"
 
 
 def load_rows(token_dir: Path, max_rows: int, seq_len: int, pad_id: int) -> tuple:
-    """(seq_ids, padded ids [N, seq_len], n_tokens) of the first max_rows chunks in name order."""
+    """(seq_ids, padded ids [N, seq_len], n_tokens) of the first max_rows chunks in name order;
+    seq_len 0 pads to the longest of them (the run's seq_len, which prepare cut them at)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from colorfilter.io.token_shards import list_shards, pad_input_ids
@@ -40,6 +52,8 @@ def load_rows(token_dir: Path, max_rows: int, seq_len: int, pad_id: int) -> tupl
         if max_rows and rows >= max_rows:
             break
     table = pa.concat_tables(tables)
+    if not seq_len:
+        seq_len = int(pc.max(pc.list_value_length(table.column("input_ids"))).as_py())
     ids, n_tokens = pad_input_ids(table.column("input_ids"), seq_len, pad_id)
     return table.column("seq_id").to_numpy(), ids, n_tokens
 
@@ -116,10 +130,8 @@ def run(args: argparse.Namespace) -> dict:
         prior, cond, tokens = Path(args.prior), Path(args.conditional), Path(args.tokens)
         tokenizer_dir = Path(args.tokenizer or args.prior)
     pad_id = args.pad_id if args.pad_id >= 0 else load_tokenizer(tokenizer_dir)[1]
-    seq_len = args.seq_len or json.loads((prior / "config.json").read_text())[
-        "max_position_embeddings"
-    ]
-    rows = load_rows(tokens, args.max_rows, seq_len, pad_id)
+    rows = load_rows(tokens, args.max_rows, args.seq_len, pad_id)
+    seq_len = int(rows[1].shape[1])
     taus = [float(t) for t in args.tau.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,6 +141,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "prior": str(prior),
         "conditional": str(cond),
+        "tokens": str(tokens),
         "parameters": count_parameters(prior),
         "rows": int(len(rows[0])),
         "seq_len": seq_len,
@@ -167,7 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokens", help="a folder of token shards")
     parser.add_argument("--tokenizer", help="default: the prior's folder")
     parser.add_argument("--pad-id", type=int, default=-1, help="instead of the tokenizer's")
-    parser.add_argument("--seq-len", type=int, default=0, help="0: the prior's positions")
+    parser.add_argument("--seq-len", type=int, default=0, help="0: the longest chunk read")
     parser.add_argument("--max-rows", type=int, default=2048, help="0: every chunk")
     parser.add_argument("--precisions", default=DEFAULT_PRECISIONS, help="fp32 must be one")
     parser.add_argument("--tau", default="16,4")

