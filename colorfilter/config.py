@@ -143,7 +143,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     executor: str = "ray"  # ray (actor pools) | local (in-process, for debugging and laptops)
-    tokenizer: str = "EleutherAI/gpt-neox-20b"  # HF tokenizer: local dir or hub name
+    tokenizer: str = "EleutherAI/gpt-neox-20b"  # HF tokenizer: local dir, hub name, or folder URL
     data: DataConfig = field(default_factory=DataConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
@@ -157,7 +157,11 @@ class Config:
 
     @property
     def output_path(self) -> Path:
-        return Path(self.output_dir)
+        """output_dir as a local Path, for scripts and tests; stages use colorfilter.layout,
+        which also serves buckets (a URL here raises TypeError naming it)."""
+        from colorfilter.io.location import Location
+
+        return Path(Location.parse(self.output_dir, self.storage, key="output_dir"))
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

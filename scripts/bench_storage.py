@@ -3,8 +3,8 @@
 The S3 server is moto in server mode on 127.0.0.1 (started here, stopped at the end), so the
 ratio measures what the storage layer adds (listing, preflight, streamed reads through s3fs,
 HTTP on loopback), not a network. Prepare: both runs read the same files (configs/demo.yaml's
-inputs, copied to the bucket under the same names), use the same Ray and write a local
-output_dir; the token shards are compared, and `identical` says whether they match row for row
+inputs, copied to the bucket under the same names) and use the same Ray; one reads and writes
+local disk, the other has inputs and output_dir on the bucket; the token shards are compared, and `identical` says whether they match row for row
 (source_file aside). Select: the local prepare's output gets seeded synthetic score shards
 (select's cost does not depend on the score values; training and scoring models would take
 minutes), then select runs with output_dir on local disk and on the bucket (the folder
@@ -113,12 +113,14 @@ def run_once(config_path: str, overrides: list[str], out_dir: str) -> tuple[floa
 
 
 def shard_tables(out_dir: str) -> dict[str, object]:
-    import pyarrow.parquet as pq
+    """Every token shard of a run (local or on the bucket), source_file aside (paths vs URLs)."""
+    from colorfilter.io.token_shards import shard_locations
+    from colorfilter.io.transfer import read_parquet
+    from colorfilter.layout import RunLayout
 
-    from colorfilter.io.token_shards import list_shards
-
-    return {f"{s}/{p.name}": pq.read_table(p).drop(["source_file"])
-            for s in SPLITS for p in list_shards(Path(out_dir) / "tokens" / s)}
+    run = RunLayout.at(out_dir)
+    return {f"{s}/{loc.name}": read_parquet(loc).drop(["source_file"])
+            for s in SPLITS for loc in shard_locations(run.tokens(s))}
 
 
 def listing_seconds(config_path: str, overrides: list[str], repeat: int) -> float:
@@ -136,6 +138,8 @@ def listing_seconds(config_path: str, overrides: list[str], repeat: int) -> floa
 
 
 def measure(config_path: str, overrides: list[str], tmp: str, label: str, repeat: int) -> dict:
+    """`repeat` timed prepares after a warm-up, each into a fresh output_dir under `tmp` (a local
+    folder or a bucket URL)."""
     run_once(config_path, overrides, f"{tmp}/{label}-warm")
     times = []
     for i in range(repeat):
@@ -226,7 +230,8 @@ def bench_prepare(args, config, remote: dict, input_bytes: int, tmp: str) -> tup
         return {}, f"{tmp}/local-0"
     s3_overrides = [f"data.{s}=[{','.join(remote[s])}]" for s in SPLITS]
     local = measure(args.config, common, tmp, "local", args.repeat)
-    bucket = measure(args.config, common + s3_overrides, tmp, "s3", args.repeat)
+    bucket = measure(args.config, common + s3_overrides, "s3://bench-inputs/out", "s3",
+                     args.repeat)  # inputs and output_dir on the bucket
     prepared = local.pop("out")
     return {
         "inputs": {"files": sum(len(glob.glob(p)) for s in SPLITS for p in getattr(config.data, s)),
