@@ -5,10 +5,11 @@ ratio measures what the storage layer adds (listing, preflight, streamed reads t
 HTTP on loopback), not a network. Prepare: both runs read the same files (configs/demo.yaml's
 inputs, copied to the bucket under the same names) and use the same Ray; one reads and writes
 local disk, the other has inputs and output_dir on the bucket; the token shards are compared,
-and `identical` says whether they match row for row (source_file aside). Select: the local prepare's output gets seeded synthetic score shards
-(select's cost does not depend on the score values; training and scoring models would take
-minutes), then select runs with output_dir on local disk and on the bucket (the folder
-uploaded); `identical` compares indices.npy and every data shard byte for byte. Each
+and `identical` says whether they match row for row (source_file aside). Select: the local
+prepare's output gets seeded synthetic score shards (select's cost does not depend on the score
+values; training and scoring models would take minutes), then select runs with output_dir on
+local disk and on the bucket (the folder uploaded); `identical` compares indices.npy and every
+data shard byte for byte. Each
 configuration runs once to warm up, then `--repeat` times; the median is reported.
 
 Usage: python scripts/bench_storage.py [--config configs/demo.yaml] [--repeat 3] [--workers 2]
