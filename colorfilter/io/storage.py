@@ -1,10 +1,10 @@
 """One storage layer: every input and output is a local path or an s3://, gs://, hf:// URL.
 
-Cloud storage (how the stages use this; wired in so far: prepare's inputs and release)
---------------------------------------------------------------------------------------
+Cloud storage (how the stages use this: every stage, inputs and outputs, and release)
+------------------------------------------------------------------------------------
 - Paths: the config holds strings; the driver turns each into a `Location` once
   (`Location.parse(text, storage=config.storage, key="data.pool")`), and every path under
-  `output_dir` comes from one run-layout module built on `Location.join` (never string
+  `output_dir` comes from the run-layout module (colorfilter.layout) built on `Location.join` (never string
   concatenation, never `pathlib` on a URL). A `Location` is a small frozen dataclass that pickles
   with its `StorageConfig`, so Ray actors receive Locations and do their own I/O on any node.
 - Preflight: before any work the driver calls `check_readable` on every input and
