@@ -5,8 +5,9 @@ Cloud storage (how the stages use this: every stage, inputs and outputs, and rel
 - Paths: the config holds strings; the driver turns each into a `Location` once
   (`Location.parse(text, storage=config.storage, key="data.pool")`), and every path under
   `output_dir` comes from the run layout (colorfilter.layout) built on `Location.join` (never
-  string concatenation, never `pathlib` on a URL). A `Location` is a small frozen dataclass that pickles
-  with its `StorageConfig`, so Ray actors receive Locations and do their own I/O on any node.
+  string concatenation, never `pathlib` on a URL). A `Location` is a small frozen dataclass that
+  pickles with its `StorageConfig`, so Ray actors receive Locations and do their own I/O on any
+  node.
 - Preflight: before any work the driver calls `check_readable` on every input and
   `check_writable` on `output_dir` (colorfilter.io.preflight); an unknown scheme, a missing bucket,
   refused credentials or an unreachable endpoint becomes one ConfigError (exit 2) naming the URL
