@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.s3_server import s3_bucket, s3_refusing_credentials, s3_server  # noqa: F401
+from tests.s3_server import (  # noqa: F401 - fixtures for every test
+    quiet_disk,
+    s3_bucket,
+    s3_refusing_credentials,
+    s3_server,
+)
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

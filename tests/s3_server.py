@@ -78,3 +78,13 @@ def s3_refusing_credentials(s3_server, monkeypatch):
 
     monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
     return s3_server
+
+
+@pytest.fixture
+def quiet_disk(tmp_path, monkeypatch):
+    """An empty cwd, and the node cache under tmp_path: all a bucket run may touch locally."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("COLORFILTER_CACHE", str(tmp_path / "cache"))
+    return cwd

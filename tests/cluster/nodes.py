@@ -6,6 +6,7 @@ which node started and finished which task, so a test can kill a node while it h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -127,6 +128,24 @@ class LoopbackCluster:
         else:
             os.environ["RAY_TMPDIR"] = self.saved_tmpdir
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def instead_of_session_ray(runtime_env: dict | None = None):
+    """A LoopbackCluster while the session's local Ray (if any) is stopped; it is started
+    again afterwards, as tests/conftest.py starts it."""
+    import ray
+
+    had_ray = ray.is_initialized()
+    ray.shutdown()
+    loopback = LoopbackCluster(runtime_env)
+    try:
+        yield loopback
+    finally:
+        loopback.shutdown()
+        if had_ray:
+            ray.init(address="local", num_cpus=2, object_store_memory=300 * 1024 * 1024,
+                     include_dashboard=False, log_to_driver=False)  # fmt: skip
 
 
 def run_killing_node(

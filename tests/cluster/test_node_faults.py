@@ -17,10 +17,10 @@ from colorfilter.pipeline import prepare, score
 from colorfilter.pipeline.prepare import SPLITS, PrepareWorker
 from colorfilter.pipeline.stages import run_stage
 from tests.cluster.nodes import (
-    LoopbackCluster,
     SlowPrepareWorker,
     SlowScoreWorker,
     SlowSelectWorker,
+    instead_of_session_ray,
     marks,
     prepare_scoring_run,
     run_killing_node,
@@ -40,18 +40,8 @@ ON_CLUSTER = {"executor": "ray", "prepare.worker_cpus": 1, "prepare.num_workers"
 def cluster():
     """One head for the module (tests add and kill worker nodes); the session's local Ray, if
     any, is stopped meanwhile and started again afterwards."""
-    import ray
-
-    had_ray = ray.is_initialized()
-    ray.shutdown()
-    loopback = LoopbackCluster()
-    try:
+    with instead_of_session_ray() as loopback:
         yield loopback
-    finally:
-        loopback.shutdown()
-        if had_ray:
-            ray.init(address="local", num_cpus=2, object_store_memory=300 * 1024 * 1024,
-                     include_dashboard=False, log_to_driver=False)  # fmt: skip
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from colorfilter.io.transfer import read_parquet, upload_folder
 from colorfilter.pipeline.stages import run_stage
-from tests.cluster.nodes import NODE_ROOT_ENV, LoopbackCluster
+from tests.cluster.nodes import NODE_ROOT_ENV, instead_of_session_ray
 from tests.pipeline.test_prepare import make_config
 from tests.s3_server import s3_bucket, s3_server  # noqa: F401 - fixtures
 
@@ -30,26 +30,15 @@ STAGES = ("prepare", "train-prior", "train-conditional", "score")
 def s3_cluster(s3_server, tmp_path, monkeypatch):  # noqa: F811
     """A head without CPUs and two worker nodes, started after the S3 endpoint is in the
     environment (the nodes' processes inherit it) with the isolating setup hook."""
-    import ray
-
-    had_ray = ray.is_initialized()
-    ray.shutdown()
     monkeypatch.setenv(NODE_ROOT_ENV, str(tmp_path / "nodes"))
     repo = str(Path(__file__).resolve().parents[2])  # the nodes' workers import the setup hook
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [repo, os.environ.get(
         "PYTHONPATH")])))
-    cluster = LoopbackCluster(
-        runtime_env={"worker_process_setup_hook": "tests.cluster.nodes.isolate_worker"}
-    )
-    try:
+    hook = {"worker_process_setup_hook": "tests.cluster.nodes.isolate_worker"}
+    with instead_of_session_ray(hook) as cluster:
         for _ in range(2):
             cluster.add_worker()
         yield cluster
-    finally:
-        cluster.shutdown()
-        if had_ray:
-            ray.init(address="local", num_cpus=2, object_store_memory=300 * 1024 * 1024,
-                     include_dashboard=False, log_to_driver=False)  # fmt: skip
 
 
 def score_rows(output_dir) -> list[dict]:

@@ -111,16 +111,7 @@ def assert_no_local_output(tmp_path: Path, cwd: Path) -> None:
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith("s3:")]
 
 
-@pytest.fixture
-def empty_cwd(tmp_path, monkeypatch) -> Path:
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("COLORFILTER_CACHE", str(tmp_path / "cache"))
-    return cwd
-
-
-def test_both_stages_on_a_bucket_equal_local_disk(local_run, s3_bucket, empty_cwd, tmp_path):
+def test_both_stages_on_a_bucket_equal_local_disk(local_run, s3_bucket, quiet_disk, tmp_path):
     out = s3_bucket.join("out")
     upload_prepared(local_run, out)
     config = local_run.bucket_config(out.url)
@@ -145,11 +136,11 @@ def test_both_stages_on_a_bucket_equal_local_disk(local_run, s3_bucket, empty_cw
     assert conditional["prior_eval_loss"] == pytest.approx(prior["eval_loss"], rel=1e-6)
     assert run_stage("train-prior", config) == prior  # committed: a rerun trains nothing
     assert run_stage("train-conditional", config) == conditional
-    assert_no_local_output(tmp_path, empty_cwd)
+    assert_no_local_output(tmp_path, quiet_disk)
 
 
 def test_kill_mid_training_on_a_bucket_resumes_to_the_same_weights(
-    local_run, s3_bucket, empty_cwd, tmp_path, monkeypatch
+    local_run, s3_bucket, quiet_disk, tmp_path, monkeypatch
 ):
     out = s3_bucket.join("out")
     upload_prepared(local_run, out)
@@ -189,15 +180,15 @@ def test_kill_mid_training_on_a_bucket_resumes_to_the_same_weights(
         train()
     assert storage.exists(model.join("model.safetensors")) and not run.has_run("train-prior")
     monkeypatch.undo()
-    monkeypatch.chdir(empty_cwd)
+    monkeypatch.chdir(quiet_disk)
     monkeypatch.setenv("COLORFILTER_CACHE", str(tmp_path / "cache"))
     assert train()["resumed_from_steps"] == [8]
     assert_same_model(local_prior, model)
-    assert_no_local_output(tmp_path, empty_cwd)
+    assert_no_local_output(tmp_path, quiet_disk)
 
 
 @pytest.mark.parametrize("where", ["s3", "hf"])
-def test_prior_init_from_a_url(local_run, s3_bucket, empty_cwd, tmp_path, monkeypatch, where):
+def test_prior_init_from_a_url(local_run, s3_bucket, quiet_disk, tmp_path, monkeypatch, where):
     local_prior = Path(RunLayout.of(local_run.config).model("prior").path)
     out = s3_bucket.join("out")
     upload_prepared(local_run, out)
@@ -222,7 +213,7 @@ def test_prior_init_from_a_url(local_run, s3_bucket, empty_cwd, tmp_path, monkey
     assert storage.read_bytes(prior.join("model.safetensors")) == (
         local_prior / "model.safetensors").read_bytes()
     assert RunLayout.of(config).has_run("train-prior")
-    assert_no_local_output(tmp_path, empty_cwd)
+    assert_no_local_output(tmp_path, quiet_disk)
 
 
 def test_init_from_refuses_unknown_schemes_and_names_missing_urls(local_run, s3_bucket):

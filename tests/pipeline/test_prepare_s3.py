@@ -62,16 +62,6 @@ def child_main() -> None:
     main()
 
 
-@pytest.fixture
-def quiet_disk(tmp_path, monkeypatch) -> Path:
-    """An empty cwd, and the node cache under tmp_path: what a bucket run may touch locally."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("COLORFILTER_CACHE", str(tmp_path / "cache"))
-    return cwd
-
-
 def assert_nothing_local(root: Path, cwd: Path) -> None:
     assert list(cwd.iterdir()) == []
     assert not [p for p in root.rglob("*") if p.name.startswith("s3:")]
