@@ -32,7 +32,9 @@ from colorfilter.names import DATA_FORMATS, DEVICE_PATTERN, DEVICES, EXECUTORS, 
 from colorfilter.scoring.config import ScoreConfig
 
 INPUT_SCHEMES = frozenset(s for s in SCHEMES if s)  # data.* inputs: s3, gs, hf, file URLs
-OUTPUT_SCHEMES = INPUT_SCHEMES  # output_dir: a local folder or a bucket / repository prefix
+# output_dir: a local folder or a bucket prefix (not hf://: every write there is a hub commit;
+# publish a finished selection with `colorfilter release`)
+OUTPUT_SCHEMES = INPUT_SCHEMES - {"hf"}
 OBJECT_STORE_MIN_MB = 75  # Ray refuses a smaller object store
 
 

@@ -356,10 +356,8 @@ class Checks:
         match = URL_SCHEME.match(value)
         allowed = set(schemes) | ({"hf"} if allow_hf else set())
         if match and match.group(1).lower() not in allowed:
-            where = f"only {', '.join(sorted(allowed))}:// URLs are read here" if allowed else (
-                "this key takes a local path in this version (object storage reaches the "
-                "inputs under data.* and `colorfilter release` so far)"
-            )
+            where = (f"this key takes local paths and {', '.join(sorted(allowed))}:// URLs"
+                     if allowed else "this key takes a local path")
             self.add(name, f"= {value!r}: {match.group(1)}:// is not supported: {where}")
 
 

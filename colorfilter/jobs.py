@@ -141,7 +141,7 @@ def config_in_working_dir(config_path: str | Path, working_dir: str | Path) -> s
 def submission_warnings(config: Any) -> list[str]:
     """Things that work locally but surprise on a cluster."""
     notes = []
-    if not Path(config.output_dir).is_absolute():
+    if "://" not in config.output_dir and not Path(config.output_dir).is_absolute():
         notes.append(
             f"output_dir {config.output_dir!r} is relative: on the cluster it lands in the job's "
             "temporary copy of the working dir; use an absolute path on a shared filesystem"

@@ -84,6 +84,7 @@ def write_config(tmp_path: Path, text: str = "") -> Path:
         ("data.pool=['']", "data.pool[0] must be a path, got ''"),
         ("output_dir=''", "output_dir must be a path, got ''"),
         ("output_dir=ftp://bucket/run", "output_dir = 'ftp://bucket/run': ftp:// is not supported"),
+        ("output_dir=hf://datasets/org/out", "output_dir = 'hf://datasets/org/out': hf:// is not"),
         ("data.pool=[ftp://bucket/c4/*.json.gz]", "data.pool[0] = 'ftp://bucket/c4/*.json.gz'"),
     ],
 )

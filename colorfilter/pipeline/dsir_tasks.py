@@ -64,7 +64,7 @@ def write_dsir_weights(
     tasks += [DsirTask(p) for p in pool_paths]
     target = np.zeros(dsir.DEFAULT_NUM_BUCKETS, np.int64)
     raw = np.zeros(dsir.DEFAULT_NUM_BUCKETS, np.int64)
-    for task, counts in execution.map(DsirWorker, (str(tokenizer_dir),), tasks):
+    for task, counts in execution.map(DsirWorker, (tokenizer_dir,), tasks):
         if task.target:
             target += counts
         else:

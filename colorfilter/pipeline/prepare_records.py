@@ -66,6 +66,8 @@ def resume_split(
         storage.remove(split_dir, recursive=True)
         return set()
     done = _intact(split_dir, records, items, settings_hash)
+    if len(done) < len(items) or len(done) < len(found):
+        storage.remove(split_dir.join(STATS_NAME))  # not finished until this run says so
     for record in found:
         if _index(record) not in done:
             storage.remove(record)
@@ -73,6 +75,9 @@ def resume_split(
         if _index(stale) not in done:
             storage.remove(stale)
     return done
+
+
+STATS_NAME = "stats.json"  # the split's summary, written last: the "prepare ran" marker
 
 
 def _index(loc: Location) -> int | None:

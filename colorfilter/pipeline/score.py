@@ -119,6 +119,8 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
     fingerprint = scoring_fingerprint(prior_dir, cond_dir, config.score, config.seq_len, precision)
     todo = token_shards if overwrite else pending_shards(token_shards, score_dir, fingerprint)
     tasks = [ScoreTask(t, score_dir.join(t.name)) for t in todo]
+    if tasks:  # select and evaluate `require("score")`: no old stats beside half-new shards
+        storage.remove(run.score_stats)
     spec = WorkerSpec(
         ScoreWorker,
         (prior_dir, cond_dir, config.score, device, config.seq_len, pad_id, fingerprint),

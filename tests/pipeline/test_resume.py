@@ -300,3 +300,36 @@ def test_score_redoes_partial_and_corrupt_shards(scored_run):
     token_dir = scored_run.output_path / "tokens" / "pool"
     assert all(is_shard_done(p, token_dir / p.name) for p in list_shards(score_dir))
     assert not temp_files(score_dir)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _killed_map(*args, **kwargs):
+    raise _Killed  # the driver dies as the first task would start
+    yield  # pragma: no cover - a generator, like map_tasks
+
+
+def test_a_rerun_that_redoes_work_withdraws_the_stage_marker_until_it_finishes(
+    scored_run, monkeypatch
+):
+    """A killed rerun must not leave the old stats.json (what later stages `require`) beside
+    half-redone outputs: select would take a mix of old and new shards as a finished stage."""
+    from colorfilter.layout import RunLayout
+    from colorfilter.pipeline import executor
+
+    run = RunLayout.of(scored_run)
+    assert run.has_run("score") and run.has_run("prepare")
+    records = sorted((scored_run.output_path / "scores" / "pool").glob("*.done.json"))
+    records[0].unlink()  # one shard to redo, as after a changed model
+    monkeypatch.setattr(executor, "map_tasks", _killed_map)
+    with pytest.raises(_Killed):
+        run_stage("score", scored_run)
+    assert not run.has_run("score")
+
+    first = sorted((scored_run.output_path / "tokens" / "pool" / "_done").glob("*.json"))[0]
+    first.unlink()  # that file's shards are redone
+    with pytest.raises(_Killed):
+        run_stage("prepare", scored_run)
+    assert not run.has_run("prepare")
