@@ -35,6 +35,7 @@ from colorfilter.io.location import Location
 SPLITS = ("pool", "downstream_train", "downstream_eval")
 MODELS = ("prior", "conditional")
 SELECT_WORK = "_work"
+MODEL_CHECKPOINT = "checkpoint"  # a model folder's resumable state (kept with keep_checkpoint)
 STATS = "stats.json"
 MODEL_RECORD = "model.done.json"  # a model folder's completion record (colorfilter.io.commit)
 

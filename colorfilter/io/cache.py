@@ -34,17 +34,24 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "colorfilter")
 
 
-def local_copy(value: str | Location, cache_dir: str | Path | None = None) -> Path:
-    """A local path holding the folder (or file) at `value`; remote ones are fetched once."""
-    return fetch(value, cache_dir)[0]
+def local_copy(value: str | Location, cache_dir: str | Path | None = None,
+               skip: tuple[str, ...] = ()) -> Path:
+    """A local path holding the folder (or file) at `value`; remote ones are fetched once.
+    `skip`: sub-folders to leave out (e.g. a model folder's `checkpoint/`, which a scorer
+    never reads and which holds several times the weights in optimizer state)."""
+    return fetch(value, cache_dir, skip)[0]
 
 
-def fetch(value: str | Location, cache_dir: str | Path | None = None) -> tuple[Path, bool]:
+def fetch(value: str | Location, cache_dir: str | Path | None = None,
+          skip: tuple[str, ...] = ()) -> tuple[Path, bool]:
     """(local path, whether this call downloaded it); the same path for every caller."""
     loc = as_location(value)
     if loc.is_local:
         return Path(loc.path), False
     files = find(loc)
+    prefixes = tuple(s.strip("/") + "/" for s in skip)
+    files = [f for f in files if not (prefixes and f.location != loc
+                                       and f.location.relative_to(loc).startswith(prefixes))]
     if not files:
         raise FileNotFoundError(f"{loc.url}: no such file or folder")
     single = len(files) == 1 and files[0].location == loc

@@ -28,6 +28,7 @@ from colorfilter.io import storage
 from colorfilter.io.cache import local_copy
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
+from colorfilter.layout import MODEL_CHECKPOINT
 from colorfilter.models.blocks import BlockData
 from colorfilter.models.checkpoints import (
     STATS_FILE,
@@ -47,7 +48,7 @@ from colorfilter.models.training import CHECKPOINT_FILE, LoopSpec, train_loop
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = MODEL_CHECKPOINT
 SEQ_IDS_FILE = "train_seq_ids.parquet"
 StepHook = Callable[[int], None]
 Place = str | Path | Location  # a local path, a URL or a Location
@@ -157,7 +158,7 @@ def finished_stats(out_dir: Place, config_hash: str) -> dict[str, Any] | None:
 def _fetch(value: Place, what: str) -> Path:
     """A local folder holding `value` (a node-local copy of a remote one)."""
     try:
-        return local_copy(as_location(value))
+        return local_copy(as_location(value), skip=(MODEL_CHECKPOINT,))  # the weights, not state
     except FileNotFoundError:
         url = as_location(value).url
         raise ConfigError(f"{what} not found at {url}") from None

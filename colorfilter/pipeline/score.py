@@ -20,7 +20,7 @@ from colorfilter.io import storage
 from colorfilter.io.atomic import remove_stale_temps
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import prepared_shard_locations
-from colorfilter.layout import RunLayout
+from colorfilter.layout import MODEL_CHECKPOINT, RunLayout
 from colorfilter.scoring.config import ScoreConfig
 
 
@@ -51,10 +51,8 @@ class ScoreWorker:
 
         torch.set_num_threads(cfg.torch_threads or max(1, int(cfg.worker_cpus)))
         self.cfg, self.seq_len, self.pad_id, self.fingerprint = cfg, seq_len, pad_id, fingerprint
-        self.scorer = build_scorer(
-            cfg.backend, local_copy(prior_dir), local_copy(cond_dir), cfg, device=device,
-            seq_len=seq_len,
-        )  # fmt: skip
+        prior, cond = (local_copy(d, skip=(MODEL_CHECKPOINT,)) for d in (prior_dir, cond_dir))
+        self.scorer = build_scorer(cfg.backend, prior, cond, cfg, device=device, seq_len=seq_len)
 
     def __call__(self, task: ScoreTask) -> dict:
         """Score one shard; on CUDA out-of-memory retry it with half the batch (down to 1)."""

@@ -92,3 +92,12 @@ def test_two_processes_on_one_node_fetch_once(model_folder, tmp_path, monkeypatc
     assert marker["fetched_by"]["pid"] == next(r["pid"] for r in got if r["fetched"])
     assert _contents(cache_dir / os.path.basename(got[0]["path"])) == files
     assert not [p for p in cache_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_skipped_subfolders_are_not_fetched(model_folder, tmp_path):
+    folder, files = model_folder
+    storage.write_bytes(folder.join("checkpoint", "state.pt"), b"x" * 4096)
+    path = local_copy(folder, cache_dir=tmp_path / "cache", skip=("checkpoint",))
+    assert _contents(path) == files  # weights and configs, not the optimizer state
+    whole = local_copy(folder, cache_dir=tmp_path / "cache")
+    assert whole != path and (whole / "checkpoint" / "state.pt").stat().st_size == 4096
