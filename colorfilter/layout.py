@@ -7,7 +7,7 @@ both. Stages ask this module for their paths and for the outputs of earlier stag
 
     OUTPUT/
       config.yaml                 the resolved config of the last stage run here
-      logs/                       error logs (colorfilter.cli.report_unexpected)
+      logs/                       error logs (colorfilter.reporting.report_unexpected)
       tokenizer/                  the run's tokenizer (prepare)
       tokens/<split>/             token shards + stats.json (prepare; split = pool,
                                   downstream_train, downstream_eval)

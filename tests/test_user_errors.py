@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from colorfilter.cli import app, find_user_error, report_error
+from colorfilter.cli import app
 from colorfilter.errors import EXIT_BAD_DATA, EXIT_FAILURE, EXIT_USAGE, ConfigError
+from colorfilter.reporting import find_user_error, report_error
 from tests.conftest import sample_documents, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
