@@ -95,16 +95,11 @@ class PrepareWorker:
 
 def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -> dict:
     """Tokenize and chunk one file; write its parts, then its completion record."""
-    from colorfilter.chunking import Chunker
     from colorfilter.io.readers import BadRecord, TruncatedFileError, iter_records
 
     start = time.perf_counter()
-    split_dir = task.split_dir  # the driver cleared what an earlier try of this file left
-    stats = FileStats()
-    chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
-    shards = ShardWriter(
-        split_dir, task.file_index, settings.rows_per_shard, chunker, stats, settings.row_group_rows
-    )
+    shards = ShardWriter.for_file(task, settings)  # the driver cleared an earlier try's shards
+    stats, chunker = shards.stats, shards.chunker
     batch: list = []
     records = iter_records(
         task.item, settings.text_field, settings.source_field, settings.hf_split, settings.storage

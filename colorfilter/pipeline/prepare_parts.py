@@ -93,6 +93,16 @@ class ShardWriter:
         self.sizes: dict[str, int] = {}
         self.sha256: dict[str, str] = {}
 
+    @classmethod
+    def for_file(cls, task: Any, settings: Any) -> ShardWriter:
+        """A writer (with a fresh Chunker and FileStats) for one input file's shards, as the
+        whole-file and the split-file paths both cut them."""
+        from colorfilter.chunking import Chunker
+
+        chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
+        return cls(task.split_dir, task.file_index, settings.rows_per_shard, chunker,
+                   FileStats(), settings.row_group_rows)  # fmt: skip
+
     def flush(self, final: bool) -> None:
         chunker, stats = self.chunker, self.stats
         while chunker.full_chunks() >= self.rows or (final and chunker.pending_tokens):
@@ -241,15 +251,10 @@ def _part_matches(record: dict | None, task: Any, settings_hash: str) -> bool:
 
 def assemble_file(task: Any, settings: Any) -> dict:
     """Chunk a split file's parts, in order, exactly as the unsplit path would; then clean up."""
-    from colorfilter.chunking import Chunker
-
     start = time.perf_counter()
     split_dir = task.split_dir  # the driver cleared what an earlier try of this file left
-    stats = FileStats()
-    chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
-    shards = ShardWriter(
-        split_dir, task.file_index, settings.rows_per_shard, chunker, stats, settings.row_group_rows
-    )
+    shards = ShardWriter.for_file(task, settings)
+    stats, chunker = shards.stats, shards.chunker
     parts = range(len(task.spans))
     records = [piece_record(split_dir, task.file_index, p) for p in parts]
     for part, record_loc in zip(parts, records):
