@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from colorfilter.dataset.join import SCORE_COLUMNS, ScoreLookup, _sorted_lookup
 from colorfilter.dataset.runfiles import (  # noqa: F401 - read_run re-exported
@@ -38,8 +37,8 @@ from colorfilter.dataset.runfiles import (  # noqa: F401 - read_run re-exported
 from colorfilter.dataset.schema import OUTPUT_SCHEMA
 from colorfilter.errors import BadDataError
 from colorfilter.io import commit
-from colorfilter.io.backends import parquet_filesystem
 from colorfilter.io.location import Location
+from colorfilter.io.transfer import read_parquet
 
 POSITION = "__position"
 RUN_SCHEMA = OUTPUT_SCHEMA.append(pa.field(POSITION, pa.int64()))
@@ -116,9 +115,9 @@ def map_shard(task: MapTask, settings: MapSettings, decode: Decoder) -> dict[str
     """Write every selection's rows of one token shard; return (and record) the counts."""
     token_path, score_path = task.token_path, task.score_path
     scores = ScoreLookup.from_table(
-        _read_table(score_path, ["seq_id", *SCORE_COLUMNS]), score_path.name
+        read_parquet(score_path, ["seq_id", *SCORE_COLUMNS]), score_path.name
     )
-    table = _read_table(token_path)
+    table = read_parquet(token_path)
     ids = table.column("seq_id").to_numpy().astype(np.uint64)
     has_score, score_row = scores.lookup(ids)
     if int(has_score.sum()) != len(scores):
@@ -152,14 +151,6 @@ def map_shard(task: MapTask, settings: MapSettings, decode: Decoder) -> dict[str
         runs += [run] if rows.size else []
     commit.commit_unit(map_record_path(settings.work_dir, task.index), runs, meta=record)
     return record
-
-
-def _read_table(loc: Location, columns: list[str] | None = None) -> pa.Table:
-    """A parquet shard on any backend (a local path is read by pyarrow directly)."""
-    if loc.is_local:
-        return pq.read_table(loc.path, columns=columns)
-    fs, path = parquet_filesystem(loc)
-    return pq.read_table(path, columns=columns, filesystem=fs)
 
 
 def _chosen_rows(work_dir: Location, key: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -279,16 +279,9 @@ def iter_parquet(
     row_groups: range | None = None,
 ) -> Iterator[Record]:
     """Parquet, read in record batches (bounded memory); URLs through pyarrow's filesystems."""
-    import pyarrow.parquet as pq
+    from colorfilter.io.transfer import open_parquet
 
-    if "://" in path:
-        from colorfilter.io.storage import parquet_filesystem
-
-        filesystem, inner = parquet_filesystem(Location.parse(path, storage))
-        source = filesystem.open_input_file(inner)
-    else:
-        source = path
-    with pq.ParquetFile(source) as parquet:
+    with open_parquet(Location.parse(path, storage)) as parquet:
         names = parquet.schema_arrow.names
         if text_field not in names:
             from colorfilter.errors import ConfigError

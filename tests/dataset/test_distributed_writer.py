@@ -68,18 +68,15 @@ def alone(pool, tmp_path_factory) -> dict:
 
 def test_one_pass_local_equals_each_alone(pool, alone, tmp_path, monkeypatch):
     import colorfilter.dataset.runs as runs
+    from colorfilter.io.transfer import read_parquet
 
     reads = []
 
-    class CountingParquet:  # the map tasks' parquet module, counting whole-file reads
-        def __getattr__(self, name):
-            return getattr(pq, name)
+    def counting_read(loc, columns=None):  # the map tasks' whole-file reads, counted
+        reads.append(loc.path)
+        return read_parquet(loc, columns)
 
-        def read_table(self, path, **kwargs):
-            reads.append(str(path))
-            return pq.read_table(path, **kwargs)
-
-    monkeypatch.setattr(runs, "pq", CountingParquet())
+    monkeypatch.setattr(runs, "read_parquet", counting_read)
     jobs = jobs_for(pool, tmp_path)
     summaries = write_selections(jobs, inputs_for(pool), tmp_path / ".tmp-select")
     assert [s["noop"] for s in summaries] == [False] * 3
