@@ -126,6 +126,10 @@ def _make_stage_command(stage: str, help_text: str) -> None:
 _make_stage_command("prepare", "Tokenize and chunk the pool and downstream data into token shards.")
 _make_stage_command("train-prior", "Pre-train the prior model on a random slice of the pool.")
 _make_stage_command("train-conditional", "Fine-tune the prior on the downstream train data.")
+_make_stage_command(
+    "distill",
+    "Cascade: score a sample with both models, distil a cheap scorer, cheap-score the pool.",
+)
 _make_stage_command("score", "Score every pool chunk with both models: prior_loss - cond_loss.")
 _make_stage_command("select", "Select the top 1/tau of the pool and write the dataset.")
 _make_stage_command("evaluate", "Train target models on selections and compare held-out loss.")
@@ -178,7 +182,7 @@ def run(
     from colorfilter.pipeline.stages import run_stage, stage_names
 
     resolved = _load(config, set, context.obj == JOB_DRIVER)
-    names = stage_names(stages)
+    names = stage_names(stages, resolved)
     for name in names:
         typer.echo(f"== {name}", err=True)
         run_stage(name, resolved, overwrite)

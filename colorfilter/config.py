@@ -23,12 +23,20 @@ from colorfilter.configtools import (
     to_yaml,
 )
 from colorfilter.dataset.config import OutputConfig, ReleaseConfig
+from colorfilter.distill.config import DISTILLED, NEEDS_EVERY_LM_SCORE, CascadeConfig
 from colorfilter.errors import ConfigError
 from colorfilter.evaluation.config import EvaluateConfig, check_taus
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.location import SCHEMES
 from colorfilter.models.config import ConditionalConfig, PriorConfig
-from colorfilter.names import DATA_FORMATS, DEVICE_PATTERN, DEVICES, EXECUTORS, SELECTION_METHODS
+from colorfilter.names import (
+    DATA_FORMATS,
+    DEVICE_PATTERN,
+    DEVICES,
+    EXECUTORS,
+    LABEL_ORACLE,
+    SELECTION_METHODS,
+)
 from colorfilter.scoring.config import ScoreConfig
 
 INPUT_SCHEMES = frozenset(s for s in SCHEMES if s)  # data.* inputs: s3, gs, hf, file URLs
@@ -153,6 +161,7 @@ class Config:
     conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)  # the distilled prefilter
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)  # object-store options
@@ -191,11 +200,40 @@ def validate(config: Config) -> None:
     if URL_SCHEME.match(config.tokenizer):  # a folder URL; a hub name or local dir has none
         check.path("tokenizer", config.tokenizer, schemes=INPUT_SCHEMES)
     problems = check.problems
-    for name in ("data", "ray", "prepare", "prior", "conditional", "score", "selection"):
+    for name in ("data", "ray", "prepare", "prior", "conditional", "score", "selection", "cascade"):
         problems += getattr(config, name).validate(name)
     problems += config.release.validate("release") + config.evaluate.validate("evaluate")
-    problems += config.storage.validate()
+    problems += config.storage.validate() + _cascade_problems(config)
     raise_problems(problems)
+
+
+def _cascade_problems(config: Config) -> list[str]:
+    """What the cascade cannot serve in select: methods that rank every chunk's LM scores, and
+    taus below the one its candidates are sized for (evaluate checks its own when it runs)."""
+    if not config.cascade.enabled:
+        return []
+    check = Checks()
+    check.problems += cascade_method_problems(config.selection.methods, "selection.methods")
+    tau_min = config.cascade.planned_tau(config.selection.tau)
+    low = [t for t in config.selection.tau if t < tau_min]
+    if low:
+        check.add(
+            "cascade.min_tau",
+            f"= {tau_min:g} is above selection.tau {low}: the candidates must serve every "
+            "selected tau (set cascade.min_tau <= the smallest)",
+        )
+    return check.problems
+
+
+def cascade_method_problems(methods: list[str], key: str) -> list[str]:
+    """One line per method that needs every pool chunk's LM scores (refused under the cascade)."""
+    refused = {*NEEDS_EVERY_LM_SCORE, LABEL_ORACLE}
+    return [
+        f"{key} names {method}, which needs every pool chunk's LM scores; the cascade "
+        f"(cascade.enabled) scores only its candidates: use color, {DISTILLED}, random or dsir "
+        "(README: Cascade)"
+        for method in methods if method in refused
+    ]
 
 
 def check_environment(config: Config) -> None:

@@ -12,7 +12,13 @@ both. Stages ask this module for their paths and for the outputs of earlier stag
       tokens/<split>/             token shards + stats.json (prepare; split = pool,
                                   downstream_train, downstream_eval)
       models/<prior|conditional>/ HF model folders (train-prior, train-conditional)
-      scores/pool/                score shards + stats.json (score)
+      scores/sample/              the cascade's sample scored by the LM pair, with tokens and
+                                  per-position loss differences (distill)
+      models/cheap/               the cheap scorer distilled from them + fidelity report (distill)
+      scores/cheap/               cheap scores of every pool chunk, candidates.npy, stats.json
+                                  (distill)
+      scores/pool/                score shards + stats.json (score; the candidates only
+                                  under the cascade)
       scores/dsir/                DSIR weights (select, when a dsir method is asked for)
       selected/<name>/            one dataset folder per selection, manifest.json last (select)
       selected/_work/             select's map/reduce runs (removed when select finishes)
@@ -94,6 +100,26 @@ class RunLayout:
         return self.scores.join(STATS)
 
     @property
+    def sample_scores(self) -> Location:
+        return self.root.join("scores", "sample")
+
+    @property
+    def cheap_model(self) -> Location:
+        return self.root.join("models", "cheap")
+
+    @property
+    def cheap_scores(self) -> Location:
+        return self.root.join("scores", "cheap")
+
+    @property
+    def candidates(self) -> Location:
+        return self.cheap_scores.join("candidates.npy")
+
+    @property
+    def distill_stats(self) -> Location:
+        return self.cheap_scores.join(STATS)
+
+    @property
     def dsir(self) -> Location:
         return self.root.join("scores", "dsir")
 
@@ -151,6 +177,7 @@ _MARKERS: dict[str, Callable[[RunLayout], list[Location]]] = {
     "prepare": lambda run: [run.tokenizer.join("tokenizer_config.json"), run.token_stats("pool")],
     "train-prior": lambda run: [run.model("prior").join(MODEL_RECORD)],
     "train-conditional": lambda run: [run.model("conditional").join(MODEL_RECORD)],
+    "distill": lambda run: [run.distill_stats],
     "score": lambda run: [run.score_stats],
     "evaluate": lambda run: [run.eval.join("report.json")],
 }
@@ -158,6 +185,7 @@ _WHAT = {
     "prepare": "the run's tokenizer and pool token shards",
     "train-prior": "the prior model",
     "train-conditional": "the conditional model",
+    "distill": "the cascade's cheap scorer and cheap scores",
     "score": "the pool's scores",
     "evaluate": "the evaluation report",
 }

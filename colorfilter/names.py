@@ -18,6 +18,7 @@ SELECTION_METHODS = (
     "conditional_only",
     "prior_only",
     "dsir",
+    "color_distilled",  # colorfilter.distill: top N/tau by the cheap scorer alone
 )
 LABEL_ORACLE = "label_oracle"  # colorfilter.evaluation.oracle: an evaluation-only reference
 EVALUATE_METHODS = (*SELECTION_METHODS, LABEL_ORACLE)

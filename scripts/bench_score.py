@@ -206,7 +206,7 @@ def pool_rows(args, rate: float | None) -> int:
 def run_shard(args, prior_dir: Path, cond_dir: Path) -> dict:
     from colorfilter.io.token_shards import list_shards
     from colorfilter.scoring.config import ScoreConfig
-    from colorfilter.scoring.shard import score_shards
+    from colorfilter.scoring.shard import ShardScoring, score_shards
     from colorfilter.scoring.torch_backend import TorchPairScorer
 
     work = Path(tempfile.mkdtemp(prefix="bench-shard-", dir=args.work))
@@ -217,9 +217,8 @@ def run_shard(args, prior_dir: Path, cond_dir: Path) -> dict:
     scorer = TorchPairScorer(prior_dir, cond_dir, cfg, device="cpu")
     scorer.score(*random_batches(vocab_size(prior_dir), 2, args.seq_len, 1), [args.seq_len] * 2)
     start = time.perf_counter()
-    stats = score_shards(
-        list_shards(work / "tokens"), work / "scores", scorer, args.batch_size, args.seq_len, 0
-    )
+    how = ShardScoring(args.batch_size, args.seq_len, pad_id=0)
+    stats = score_shards(list_shards(work / "tokens"), work / "scores", scorer, how)
     elapsed = time.perf_counter() - start
     tokens = sum(s["tokens"] for s in stats)
     waited = sum(s["input_wait_s"] for s in stats)

@@ -127,7 +127,7 @@ def shard_path(scorer, args, vocab: int, batch_size: int, work: Path) -> dict:
     import pyarrow as pa
 
     from colorfilter.io.atomic import write_parquet_atomic
-    from colorfilter.scoring.shard import score_token_shard
+    from colorfilter.scoring.shard import ScoreTask, ShardScoring, score_token_shard
 
     rows = batch_size * args.shard_batches
     ids = np.random.default_rng(1).integers(1, vocab, (rows, args.seq_len), dtype=np.int32)
@@ -139,10 +139,8 @@ def shard_path(scorer, args, vocab: int, batch_size: int, work: Path) -> dict:
         }
     )
     write_parquet_atomic(work / "tokens.parquet", table)
-    stats = score_token_shard(
-        work / "tokens.parquet", work / "scores.parquet", scorer, batch_size, args.seq_len, 0,
-        prefetch_batches=2,
-    )  # fmt: skip
+    task = ScoreTask(work / "tokens.parquet", work / "scores.parquet")
+    stats = score_token_shard(task, scorer, ShardScoring(batch_size, args.seq_len, 0, 2))
     keep = ("rows", "tokens", "seconds", "tokens_per_s", "input_wait_s")
     return {k: stats[k] for k in keep} | {"batch_size": batch_size}
 

@@ -66,6 +66,7 @@ class CardInfo:
     repo_id: str | None = None
     pretty_name: str | None = None
     extra_metadata: Mapping[str, Any] = field(default_factory=dict)
+    cascade: Mapping[str, Any] | None = None  # the distilled prefilter behind the scores
 
 
 def size_category(n_rows: int) -> str:
@@ -103,13 +104,14 @@ def render_card(info: CardInfo) -> str:
         _about_section(info),
         _method_section(info),
         _counts_section(info.counts),
-        _histogram_section(info),
+        _cascade_section(info.cascade),
+        _histogram_section(info, bool(info.cascade)),
         _columns_section(),
         _loading_section(info),
         _provenance_section(info),
         f"## Citation\n\n```bibtex\n{CITATION}\n```\n",
     ]
-    return "\n".join(sections)
+    return "\n".join(section for section in sections if section)
 
 
 def _about_section(info: CardInfo) -> str:
@@ -146,12 +148,41 @@ def _counts_section(counts: Mapping[str, Any]) -> str:
     return "## Counts\n\n" + _table(("count", "value"), rows) + "\n" + note
 
 
-def _histogram_section(info: CardInfo) -> str:
+def _cascade_section(cascade: Mapping[str, Any] | None) -> str:
+    """How many chunks the LM pair scored under the cascade, and the recall it is trusted with."""
+    if not cascade:
+        return ""
+    rows = [
+        ("pool chunks", cascade["pool_chunks"]),
+        ("scored by the LM pair (sample + candidates)", cascade["lm_scored_chunks"]),
+        ("skipped by the cheap prefilter", cascade["prefiltered_chunks"]),
+        ("candidates planned for tau >=", f"{cascade['planned_tau']:g}"),
+        ("keep ratio", f"{cascade['keep_ratio']:g}"),
+    ]
+    estimate = cascade.get("recall_estimate")
+    if estimate and estimate.get("estimate") is not None:
+        low, high = estimate["ci95"]
+        rows.append(("estimated recall of the pool's true top 1/tau",
+                     f"{estimate['estimate']:.3f} (95% interval {low:.3f}-{high:.3f}, from "
+                     f"{estimate['held_out_top_chunks']} held-out top chunks)"))  # fmt: skip
+    note = (
+        "The pool was prefiltered by a cheap scorer distilled from the two models (the cascade): "
+        "only a random sample and the top chunks by cheap score were scored by the LM pair; the "
+        "rest are counted as skipped (`prefiltered`). The recall estimate is the share of the "
+        "chunks an exact pass would have selected that the cascade scored, estimated on a "
+        "held-out sample the cheap scorer never trained on.\n"
+    )
+    return "## Cascade (distilled prefilter)\n\n" + _table(("", "value"), rows) + "\n" + note
+
+
+def _histogram_section(info: CardInfo, cascade: bool = False) -> str:
     line = "; the dashed line is the selection threshold" if info.threshold is not None else ""
+    pool = "the pool's LM-scored chunks (the cascade's sample and candidates)" if cascade else (
+        "the whole pool")
     return (
         "## Score distribution\n\n"
         f"![Pool and selected scores]({HISTOGRAM_NAME})\n\n"
-        f"Scores of the whole pool (blue) and of the selected chunks (red){line}.\n"
+        f"Scores of {pool} (blue) and of the selected chunks (red){line}.\n"
     )
 
 

@@ -22,10 +22,12 @@ import numpy as np
 from colorfilter.dataset import manifest as mf
 from colorfilter.dataset.card import HISTOGRAM_NAME, INDICES_NAME, CardInfo, render_card
 from colorfilter.dataset.histogram import ScoreHistogram, histogram_summary, plot_histogram
+from colorfilter.dataset.join import LM_SCORES, ScoreColumns
 from colorfilter.dataset.provenance import describe_inputs
 from colorfilter.dataset.runfiles import load_array
 from colorfilter.dataset.runs import index_paths
 from colorfilter.dataset.schema import DATA_DIR, shard_name
+from colorfilter.distill.config import LM_FREE_METHODS
 from colorfilter.errors import BadDataError
 from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
@@ -80,6 +82,7 @@ class SelectionJob:
     threshold: Threshold = "min_selected"
     command: str | None = None
     manifest_extra: Mapping[str, Any] | None = None
+    cascade: Any = None  # a distill.candidates.CascadeReport when the scores are the cascade's
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class PoolInputs:
     repo_id: str | None = None
     checksum_inputs: bool = True
     histogram_bins: int = 100
+    score_columns: ScoreColumns = LM_SCORES  # which score shard column is each output one
+    missing_reason: str = "unscored"  # pool rows without a score: "prefiltered" in the cascade
 
 
 @dataclass
@@ -135,18 +140,8 @@ def finish_folder(
     selected_min, selected_max = counts["selected_min"], counts["selected_max"]
     line = selected_min if job.threshold == "min_selected" else job.threshold
     line = line if line is None or math.isfinite(line) else None
-    upstream = dict(inputs.skipped or {})
-    skipped = dict(upstream)
-    for reason, n in (("unscored", counts["unscored"]), ("non_finite_score", counts["non_finite"])):
-        if n:
-            skipped[reason] = skipped.get(reason, 0) + n
-    counts_out = mf.build_counts(
-        candidates=counts["token_rows"] + sum(upstream.values()),
-        selected=item.n_rows,
-        not_selected=counts["not_selected"],
-        skipped=skipped,
-        selected_tokens=counts["selected_tokens"],
-    )
+    counts_out = _counts(item, inputs)
+    cascade = job.cascade.for_selection(job.method, job.tau, selected_min) if job.cascade else None
     title = f"{job.method}, tau={job.tau:g}: {item.n_rows} selected"
     png = io.BytesIO()
     plot_histogram(png, hist, line, title)
@@ -162,6 +157,7 @@ def finish_folder(
         threshold=line,
         command=job.command,
         repo_id=inputs.repo_id,
+        cascade=cascade,
     )
     _write(item, README_NAME, render_card(card).encode("utf-8"))
     fields = {
@@ -180,15 +176,46 @@ def finish_folder(
             "selected_min": _finite_or_none(selected_min),
             "selected_max": _finite_or_none(selected_max),
             "histogram": histogram_summary(hist),
+            "columns": dict(inputs.score_columns),  # output column <- score shard column
+            "selected_without_score": int(counts.get("selected_unscored", 0)),
         },
         **provenance,
         "command": job.command,
+        "cascade": cascade,
         "extra": dict(job.manifest_extra or {}),
     }
     written = mf.write_manifest(out_dir, fields, known=item.files)
     for record in item.reducers:  # the reducers' records: the manifest now says it all
         storage.remove(record)
     return summary(out_dir, written, noop=False)
+
+
+def _counts(item: PendingFolder, inputs: PoolInputs) -> dict[str, Any]:
+    """The manifest's counts: every pool chunk selected, not selected or skipped with a reason.
+
+    Chunks without a score were never eligible for a method that ranks scores (skipped: the
+    inputs' `missing_reason`, e.g. prefiltered by the cascade); a method that ranks the whole
+    pool without them (random, dsir, color_distilled) simply did not select them.
+    """
+    counts = item.counts
+    upstream = dict(inputs.skipped or {})
+    skipped = dict(upstream)
+    not_selected = counts["not_selected"]
+    unscored = (("non_finite_score", counts["non_finite"]),)
+    if item.job.method in LM_FREE_METHODS:
+        not_selected += counts["unscored"]
+    else:
+        unscored += ((inputs.missing_reason, counts["unscored"]),)
+    for reason, n in unscored:
+        if n:
+            skipped[reason] = skipped.get(reason, 0) + n
+    return mf.build_counts(
+        candidates=counts["token_rows"] + sum(upstream.values()),
+        selected=item.n_rows,
+        not_selected=not_selected,
+        skipped=skipped,
+        selected_tokens=counts["selected_tokens"],
+    )
 
 
 def _write(item: PendingFolder, rel: str, data: bytes) -> None:

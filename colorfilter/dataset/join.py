@@ -15,6 +15,10 @@ from colorfilter.dataset.order import shuffle_keys
 from colorfilter.errors import BadDataError
 
 SCORE_COLUMNS = ("score", "prior_loss", "cond_loss")
+# output score column -> the score shard's column holding it (a column not named is NaN):
+LM_SCORES = tuple((name, name) for name in SCORE_COLUMNS)  # the LM pair's score shards
+CHEAP_SCORES = (("score", "cheap_score"),)  # the cheap scorer's shards (colorfilter.distill)
+ScoreColumns = tuple[tuple[str, str], ...]
 
 
 def _sorted_lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,16 +37,26 @@ class ScoreLookup:
     columns: dict[str, np.ndarray]  # score columns, in sorted_ids order
 
     @classmethod
-    def from_table(cls, table: pa.Table, name: str) -> ScoreLookup:
+    def from_table(
+        cls, table: pa.Table, name: str, mapping: ScoreColumns = LM_SCORES
+    ) -> ScoreLookup:
+        """`mapping`: which shard column holds each output score column (others are NaN)."""
         ids = table.column("seq_id").to_numpy().astype(np.uint64)
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
         if sorted_ids.size > 1 and np.any(sorted_ids[1:] == sorted_ids[:-1]):
             raise BadDataError(f"score shard {name} lists a seq_id more than once")
+        source = dict(mapping)
         columns = {
-            col: table.column(col).to_numpy().astype(np.float32)[order] for col in SCORE_COLUMNS
+            col: table.column(source[col]).to_numpy().astype(np.float32)[order]
+            if col in source else np.full(ids.size, np.nan, np.float32)
+            for col in SCORE_COLUMNS
         }
         return cls(sorted_ids=sorted_ids, columns=columns)
+
+    def values(self, column: str, found: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """`column` for pool rows (their `lookup` result); NaN where a row has no score."""
+        return np.where(found, self.columns[column][rows], np.nan).astype(np.float32)
 
     def __len__(self) -> int:
         return int(self.sorted_ids.size)

@@ -27,7 +27,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from colorfilter.dataset.join import SCORE_COLUMNS, ScoreLookup, _sorted_lookup
+from colorfilter.dataset.join import (
+    LM_SCORES,
+    SCORE_COLUMNS,
+    ScoreColumns,
+    ScoreLookup,
+    _sorted_lookup,
+)
 from colorfilter.dataset.runfiles import (  # noqa: F401 - read_run re-exported
     read_run,
     save_array,
@@ -55,6 +61,8 @@ class MapSettings:
     tokenizer_dir: Location
     edges: tuple[float, ...]  # histogram bin edges shared by every selection
     plan_hash: str
+    score_columns: ScoreColumns = LM_SCORES  # which score shard column is each output one
+    partial_scores: bool = False  # the cascade's: chunks without an LM score may be selected
 
 
 @dataclass(frozen=True)
@@ -114,9 +122,11 @@ class MapWorker:
 def map_shard(task: MapTask, settings: MapSettings, decode: Decoder) -> dict[str, Any]:
     """Write every selection's rows of one token shard; return (and record) the counts."""
     token_path, score_path = task.token_path, task.score_path
+    shard_columns = [column for _, column in settings.score_columns]
     scores = ScoreLookup.from_table(
-        read_parquet(score_path, ["seq_id", *SCORE_COLUMNS]), score_path.name
-    )
+        read_parquet(score_path, ["seq_id", *shard_columns]), score_path.name,
+        settings.score_columns,
+    )  # fmt: skip
     table = read_parquet(token_path)
     ids = table.column("seq_id").to_numpy().astype(np.uint64)
     has_score, score_row = scores.lookup(ids)
@@ -125,7 +135,7 @@ def map_shard(task: MapTask, settings: MapSettings, decode: Decoder) -> dict[str
             f"score shard {score_path} has {len(scores) - int(has_score.sum())} seq_ids that are "
             f"not in token shard {token_path}: rescore the pool"
         )
-    score = np.where(has_score, scores.columns["score"][score_row], np.nan).astype(np.float32)
+    score = scores.values("score", has_score, score_row)
     edges = np.asarray(settings.edges)
     finite = np.isfinite(score)
     record: dict[str, Any] = {
@@ -137,12 +147,11 @@ def map_shard(task: MapTask, settings: MapSettings, decode: Decoder) -> dict[str
     }
     chosen = {key: _chosen_rows(settings.work_dir, key, ids) for key in settings.keys}
     union = np.unique(np.concatenate([rows for rows, _ in chosen.values()] or [np.empty(0, int)]))
-    base = _base_table(table, union, scores, score_row, decode)
+    base = _base_table(table, union, scores, (has_score, score_row), decode)
     runs = []
     for key, (rows, positions) in chosen.items():
-        where = token_path.name
-        if not has_score[rows].all():
-            raise BadDataError(f"a selected seq_id in {where} has no score")
+        if not settings.partial_scores and not has_score[rows].all():
+            raise BadDataError(f"a selected seq_id in {token_path.name} has no score")
         order = np.argsort(positions, kind="stable")  # the run is sorted by output position
         part = base.take(pa.array(np.searchsorted(union, rows)[order]))
         part = part.append_column(POSITION, pa.array(positions[order], pa.int64()))
@@ -168,16 +177,20 @@ def _chosen_rows(work_dir: Location, key: str, ids: np.ndarray) -> tuple[np.ndar
 
 
 def _base_table(
-    table: pa.Table, rows: np.ndarray, scores: ScoreLookup, score_row: np.ndarray, decode: Decoder
-) -> pa.Table:
-    """The output columns of `rows` (any selection's), text decoded once per row."""
+    table: pa.Table, rows: np.ndarray, scores: ScoreLookup,
+    found: tuple[np.ndarray, np.ndarray], decode: Decoder,
+) -> pa.Table:  # fmt: skip
+    """The output columns of `rows` (any selection's), text decoded once per row; a row without
+    a score (a chunk the cascade's prefilter skipped, chosen by random or dsir) has NaN ones."""
+    has_score, score_row = found
     chosen = table.take(pa.array(rows, pa.int64()))
     input_ids = chosen.column("input_ids").cast(OUTPUT_SCHEMA.field("input_ids").type)
     columns: dict[str, Any] = {
         "seq_id": chosen.column("seq_id").cast(pa.uint64()),
         "input_ids": input_ids,
         "text": pa.array(decode(token_lists(input_ids)), pa.string()),
-        **{col: pa.array(scores.columns[col][score_row[rows]]) for col in SCORE_COLUMNS},
+        **{col: pa.array(scores.values(col, has_score[rows], score_row[rows]))
+           for col in SCORE_COLUMNS},
         "n_tokens": pc.list_value_length(input_ids).cast(pa.int32()),
     }
     for name in PROVENANCE:
@@ -215,6 +228,7 @@ def _write_run(
     finite = selected_score[np.isfinite(selected_score)]
     stats: dict[str, Any] = {
         "rows": int(rows.size),
+        "selected_unscored": int((~has_score[rows]).sum()),
         "not_selected": int((rest & has_score & np.isfinite(score)).sum()),
         "unscored": int((rest & ~has_score).sum()),
         "non_finite": int((rest & has_score & ~np.isfinite(score)).sum()),
@@ -237,8 +251,9 @@ def merge_counts(records: Sequence[dict], key: str) -> dict[str, Any]:
         "token_rows": sum(r["token_rows"] for r in records),
         "found": sum(s["rows"] for s in sels),
         **{
-            name: sum(s[name] for s in sels)
-            for name in ("not_selected", "unscored", "non_finite", "selected_tokens")
+            name: sum(s.get(name, 0) for s in sels)  # records of older versions lack some
+            for name in ("not_selected", "unscored", "non_finite", "selected_tokens",
+                         "selected_unscored")
         },
         "selected_min": min((s["selected_min"] for s in sels), default=math.inf),
         "selected_max": max((s["selected_max"] for s in sels), default=-math.inf),

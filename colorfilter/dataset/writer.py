@@ -215,10 +215,12 @@ def _write_pending(
         written = storage.stat_many(index_paths(work_dir, item.key))
         if any(size is None for size in written.values()):
             save_index(work_dir, item.key, index.sorted_ids, index.positions)
-    edges = _histogram_edges(score_paths, inputs.histogram_bins)
+    score_column = dict(inputs.score_columns)["score"]
+    edges = _histogram_edges(score_paths, inputs.histogram_bins, score_column)
     settings = MapSettings(
         work_dir, tuple(p.key for p in pending), inputs.tokenizer_dir,
-        tuple(float(e) for e in edges), plan,
+        tuple(float(e) for e in edges), plan, inputs.score_columns,
+        partial_scores=inputs.missing_reason != "unscored",
     )  # fmt: skip
     tasks = [MapTask(i, t, s) for i, (t, s) in enumerate(zip(token_paths, score_paths))]
     workers = execution.workers()
@@ -298,12 +300,13 @@ def _check_found(
     )
 
 
-def _histogram_edges(score_paths: Sequence[Location], bins: int) -> np.ndarray:
+def _histogram_edges(score_paths: Sequence[Location], bins: int, column: str = "score"
+                     ) -> np.ndarray:  # fmt: skip
     """The histogram's bins: the finite score range over the pool, read column by column."""
     low, high = math.inf, -math.inf
     for path in score_paths:
         shard_low, shard_high = finite_range(
-            read_parquet(path, columns=["score"]).column("score").to_numpy()
+            read_parquet(path, columns=[column]).column(column).to_numpy()
         )
         low, high = min(low, shard_low), max(high, shard_high)
     return ScoreHistogram.from_range(low, high, bins).edges

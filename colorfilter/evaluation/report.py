@@ -167,13 +167,16 @@ def scores_by_source(
     Why: `cond_loss - prior_loss` on the non-target part is how far fine-tuning moved the
     conditional away from the prior on the pool. When that drift dwarfs the spread of prior_loss,
     cond_loss ranks by target-likeness alone and conditional_only selects much as CoLoR does.
+    Only LM-scored chunks count (under the cascade: its sample and candidates, NaN elsewhere).
     """
+    scored = np.isfinite(pool_scores["score"])
     masks = dict(groups.sources)
     masks["all"] = np.ones(len(pool_scores["score"]), dtype=bool)
     if groups.target is not None:
         masks["target-like"], masks["not target-like"] = groups.target, ~groups.target
     out = {}
     for name, mask in masks.items():
+        mask = mask & scored
         if not mask.any():
             continue
         row = {"chunks": int(mask.sum())}
@@ -521,9 +524,10 @@ MAX_SOURCES = 8  # sources drawn one by one in the score plot; the rest are pool
 
 def _plot_scores_by_source(by_source: SourceGroups, scores: np.ndarray, path: Location) -> None:
     """Score (prior_loss - cond_loss) histograms per source, each normalised to its own count."""
-    groups = {name: scores[mask] for name, mask in by_source.sources.items()}
+    finite = np.isfinite(scores)
+    groups = {name: scores[mask & finite] for name, mask in by_source.sources.items()}
     figure, axes = _figure()
-    bins = np.linspace(float(np.min(scores)), float(np.max(scores)), 60)
+    bins = np.linspace(float(np.min(scores[finite])), float(np.max(scores[finite])), 60)
     for name, values in groups.items():
         axes.hist(
             values,

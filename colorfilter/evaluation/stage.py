@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from colorfilter.config import Config
+from colorfilter.config import Config, cascade_method_problems
 from colorfilter.configtools import raise_problems
 from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
@@ -32,9 +32,14 @@ from colorfilter.io import storage
 from colorfilter.io.atomic import remove_stale_temps
 from colorfilter.io.location import Location
 from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
-from colorfilter.io.transfer import open_parquet, read_parquet
+from colorfilter.io.transfer import read_parquet
 from colorfilter.layout import RunLayout
-from colorfilter.pipeline.select import check_pool_size
+from colorfilter.pipeline.select import (
+    ScoreSource,
+    check_pool_size,
+    compute_selections,
+    score_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +56,11 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     cfg: EvaluateConfig = config.evaluate
     layout = RunLayout.of(config)
-    token_paths, score_paths = _checked_inputs(config, cfg, layout)
+    token_paths, source = _checked_inputs(config, cfg, layout)
     pool = Pool.read(token_paths)
-    scores = _read_scores(score_paths, pool)
+    scores = _read_scores(source, pool)
     pool_scores = _pool_scores(pool, scores)
-    selections = _selections(config, cfg, scores)
+    selections = _selections(config, cfg, source)
     if LABEL_ORACLE in cfg.methods:
         selections.update(_oracle_selections(cfg, pool, pool_scores["score"]))
     budgets = _budgets(cfg, pool, selections, config.seq_len)
@@ -85,43 +90,46 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
     )
 
 
-def _read_scores(score_paths: list[Location], pool: Pool) -> Any:
-    """The pool's score columns, read once: every score-based selection and the by-source report
-    use them, and the evaluation holds the pool's index in memory anyway. Refused before any
-    training unless there is one row per pool chunk."""
+def _read_scores(source: ScoreSource, pool: Pool) -> Any:
+    """The pool's LM score columns (for the by-source report and the label oracle). Refused
+    before any training unless there is one row per pool chunk (the cascade's scores: one per
+    LM-scored chunk)."""
     import pyarrow as pa
 
     columns = ["seq_id", "prior_loss", "cond_loss", "score"]
-    scores = pa.concat_tables([read_parquet(path, columns=columns) for path in score_paths])
-    if scores.num_rows != len(pool.index):
+    if source.kind != "lm":
+        return None
+    scores = pa.concat_tables([read_parquet(path, columns=columns) for path in source.shards])
+    expected = source.cascade["lm_scored_chunks"] if source.cascade else len(pool.index)
+    if scores.num_rows != expected:
+        what = "chunks the cascade scored" if source.cascade else "chunks"
         raise BadDataError(
-            f"the pool's score shards hold {scores.num_rows:,} rows for {len(pool.index):,} "
-            "chunks: rerun `colorfilter score`"
+            f"the pool's score shards hold {scores.num_rows:,} rows for {expected:,} {what}: "
+            "rerun `colorfilter score`"
         )
     return scores
 
 
-def _pool_scores(pool: Pool, scores: Any) -> dict[str, np.ndarray]:
-    """Each pool row's losses and score, in the pool's row order (for the by-source report)."""
+def _pool_scores(pool: Pool, scores: Any) -> dict[str, np.ndarray] | None:
+    """Each pool row's losses and score, in the pool's row order (for the by-source report);
+    NaN for chunks the LM pair did not score (the cascade's prefiltered ones)."""
+    if scores is None:
+        return None
     rows = pool.positions(scores.column("seq_id").to_numpy())
     out = {}
     for name in ("prior_loss", "cond_loss", "score"):
-        out[name] = np.empty(len(pool.index), dtype=np.float32)
+        out[name] = np.full(len(pool.index), np.nan, dtype=np.float32)
         out[name][rows] = scores.column(name).to_numpy()
     return out
 
 
 def _checked_inputs(
     config: Config, cfg: EvaluateConfig, layout: RunLayout
-) -> tuple[list[Location], list[Location]]:
+) -> tuple[list[Location], ScoreSource]:
     token_paths = prepared_shard_locations(layout.tokens("pool"))
-    score_paths = shard_locations(layout.scores)
-    if len(score_paths) != len(token_paths):
-        layout.require("score")  # score never finished here: the one "run score first" message
-        raise ConfigError(
-            f"{layout.scores} has {len(score_paths)} score shards for "
-            f"{len(token_paths)} token shards: run `colorfilter score` first"
-        )
+    source = score_source(config, layout, token_paths, cfg.methods)
+    if source.cascade is not None:
+        raise_problems(cascade_method_problems(cfg.methods, "evaluate.methods"))
     if not shard_locations(layout.tokens("downstream_eval")):
         if config.data.downstream_eval:  # set, but not prepared or prepared to nothing: say which
             prepared_shard_locations(layout.tokens("downstream_eval"))
@@ -130,9 +138,8 @@ def _checked_inputs(
     missing = [path for path in cfg.multiple_choice if not _is_file(path, config)]
     if missing:
         raise ConfigError(f"evaluate.multiple_choice: no such file {missing}")
-    n_chunks = _count_rows(token_paths)
-    check_pool_size(n_chunks, cfg.taus, config.selection.min_chunks, "evaluate.taus")
-    return token_paths, score_paths
+    check_pool_size(source.pool_rows, cfg.taus, config.selection.min_chunks, "evaluate.taus")
+    return token_paths, source
 
 
 def _is_file(path: str, config: Config) -> bool:
@@ -141,34 +148,21 @@ def _is_file(path: str, config: Config) -> bool:
     return storage.exists(loc) and not storage.is_dir(loc)
 
 
-def _count_rows(paths: list[Location]) -> int:
-    """Rows (chunks) of parquet shards on any backend, from their footers."""
-    total = 0
-    for path in paths:
-        with open_parquet(path) as parquet:
-            total += parquet.metadata.num_rows
-    return total
-
-
 def _curve_taus(cfg: EvaluateConfig) -> list[float]:
     return [CURVE_TAU] if cfg.random_multiples else []
 
 
 def _selections(
-    config: Config, cfg: EvaluateConfig, scores: Any
+    config: Config, cfg: EvaluateConfig, source: ScoreSource
 ) -> dict[tuple[str, float], np.ndarray]:
-    """Chosen seq_ids per (method, tau); random also at the random curve's ratios.
-
-    `scores`: the pool's score columns (an Arrow table); DSIR reads its own weight shards.
-    """
-    from colorfilter.pipeline.select import compute_selections
-
+    """Chosen seq_ids per (method, tau); random also at the random curve's ratios (each method
+    streams what it ranks, as select does)."""
     wanted = {method: list(cfg.taus) for method in cfg.methods if method != LABEL_ORACLE}
     wanted.setdefault("random", [])
     wanted["random"] = sorted(set(wanted["random"]) | set(_curve_taus(cfg)) | set(cfg.taus))
     selections = {}
     for method, taus in wanted.items():  # select's own code and settings (temperature, block_n)
-        selections.update(compute_selections(config, [method], taus, scores=scores))
+        selections.update(compute_selections(config, [method], taus, source, "evaluate"))
     return selections
 
 

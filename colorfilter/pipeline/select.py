@@ -12,17 +12,56 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from colorfilter.config import Config
+from colorfilter.config import Config, cascade_method_problems
 from colorfilter.configtools import to_dict
+from colorfilter.dataset.join import CHEAP_SCORES, LM_SCORES
+from colorfilter.distill.config import DISTILLED, lm_pass_wanted
 from colorfilter.errors import ConfigError
 from colorfilter.io import storage
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
 from colorfilter.layout import RunLayout
+
+
+@dataclass(frozen=True)
+class ScoreSource:
+    """Where the pool's scores come from: the LM pair's score shards (every chunk, or the
+    cascade's candidates and sample), or, in a run that never LM-scored the pool, the cheap
+    scorer's shards (`color_distilled` and the baselines only)."""
+
+    shards: list[Location]  # one per token shard, same names
+    pool_rows: int
+    kind: str = "lm"  # lm | cheap
+    cascade: dict | None = None  # the score stage's cascade accounting (LM scores: candidates)
+
+    @property
+    def columns(self):
+        return LM_SCORES if self.kind == "lm" else CHEAP_SCORES
+
+
+def score_source(config: Config, run: RunLayout, token_paths: Sequence[Location],
+                 methods: Sequence[str]) -> ScoreSource:  # fmt: skip
+    """The run's scores for these methods, checked to pair with the token shards."""
+    pool_rows = count_rows(token_paths)
+    lm_free = not lm_pass_wanted(False, list(methods))
+    if not run.has_run("score") and lm_free and run.has_run("distill"):
+        return ScoreSource([run.cheap_scores.join(p.name) for p in token_paths], pool_rows,
+                           kind="cheap")  # fmt: skip
+    run.require("score")
+    shards = shard_locations(run.scores)
+    if len(shards) != len(token_paths):
+        raise ConfigError(
+            f"{run.scores.url} has {len(shards)} score shards for {len(token_paths)} token "
+            "shards: the score stage did not finish; rerun `colorfilter score`"
+        )
+    stats = storage.read_json_object(run.score_stats) or {}
+    return ScoreSource([run.scores.join(p.name) for p in token_paths], pool_rows,
+                       cascade=stats.get("cascade"))  # fmt: skip
 
 
 def run_select(config: Config, overwrite: bool = False) -> dict:
@@ -31,14 +70,9 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
 
     run = RunLayout.of(config)
     token_paths = prepared_shard_locations(run.tokens("pool"))
-    run.require("score")
-    score_paths = shard_locations(run.scores)
-    if len(score_paths) != len(token_paths):
-        raise ConfigError(
-            f"{run.scores.url} has {len(score_paths)} score shards for {len(token_paths)} token "
-            "shards: the score stage did not finish; rerun `colorfilter score`"
-        )
-    check_pool_size(count_rows(token_paths), config.selection.tau, config.selection.min_chunks)
+    source = score_source(config, run, token_paths, config.selection.methods)
+    check_pool_size(source.pool_rows, config.selection.tau, config.selection.min_chunks)
+    report = _cascade_report(run, source)
     jobs = [
         SelectionJob(
             seq_ids,
@@ -51,22 +85,36 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
             threshold=_threshold(config, method),
             command=f"colorfilter select <config> (method={method}, tau={tau:g})",
             manifest_extra={"documents": _document_accounting(run)},
+            cascade=report,
         )  # fmt: skip
-        for (method, tau, name), seq_ids in plan_selections(config, token_paths).items()
+        for (method, tau, name), seq_ids in plan_selections(config, token_paths, source).items()
     ]
     inputs = PoolInputs(
-        run.tokens("pool"), run.scores, run.tokenizer, config=to_dict(config),
+        run.tokens("pool"), source.shards[0].parent, run.tokenizer, config=to_dict(config),
         model_dirs=_model_dirs(run), repo_id=config.release.repo_id,
         checksum_inputs=config.selection.output.checksum_inputs,
         histogram_bins=config.selection.output.histogram_bins,
+        score_columns=source.columns,
+        missing_reason="prefiltered" if source.cascade else "unscored",
     )  # fmt: skip
     summaries = write_selections(jobs, inputs, run.select_work, execution(config))
     return {job.out_dir.name: summary for job, summary in zip(jobs, summaries, strict=True)}
 
 
+def _cascade_report(run: RunLayout, source: ScoreSource):
+    """The cascade's part of each folder's manifest and card (None without a cascade)."""
+    if source.cascade is None:
+        return None
+    from colorfilter.distill.candidates import CascadeReport
+
+    plan = (storage.read_json_object(run.distill_stats) or {}).get("candidates") or {}
+    return CascadeReport(run, source.cascade, plan)
+
+
 def plan_selections(
-    config: Config, token_paths: Sequence[Path | Location] | None = None
-) -> dict[tuple[str, float, str], np.ndarray]:
+    config: Config, token_paths: Sequence[Path | Location] | None = None,
+    source: ScoreSource | None = None,
+) -> dict[tuple[str, float, str], np.ndarray]:  # fmt: skip
     """Every configured selection's seq_ids, keyed by (method, tau, folder name).
 
     The one place selections are computed from the config (select and evaluate both use it), so
@@ -75,9 +123,12 @@ def plan_selections(
     from colorfilter.dataset.writer import selection_dir_name
     from colorfilter.selection.documents import expand_to_documents
 
+    run = RunLayout.of(config)
     if token_paths is None:
-        token_paths = shard_locations(RunLayout.of(config).tokens("pool"))
-    chosen = compute_selections(config, config.selection.methods, config.selection.tau)
+        token_paths = shard_locations(run.tokens("pool"))
+    methods, taus = config.selection.methods, config.selection.tau
+    source = source or score_source(config, run, token_paths, methods)
+    chosen = compute_selections(config, methods, taus, source)
     plan = {}
     for (method, tau), seq_ids in chosen.items():
         name = selection_dir_name(method, tau)
@@ -88,33 +139,64 @@ def plan_selections(
 
 
 def compute_selections(
-    config: Config, methods: list[str], taus: list[float], scores=None
-) -> dict[tuple[str, float], np.ndarray]:
+    config: Config, methods: list[str], taus: list[float], source: ScoreSource,
+    key: str = "selection",
+) -> dict[tuple[str, float], np.ndarray]:  # fmt: skip
     """Chosen seq_ids per (method, tau) with the config's seed, temperature and block_n.
 
-    `scores`: the pool's score columns when the caller already holds them (an Arrow table);
-    otherwise they stream from the score shards. DSIR reads its own weight shards.
+    Each method reads what it ranks, streamed: DSIR its weight shards, `color_distilled` the
+    cheap scores, `random` any shards that list every pool chunk, the rest the score shards
+    (under the cascade, the LM-scored chunks only, while k stays N / tau of the whole pool).
     """
     from colorfilter.selection import METHODS, ParquetSource, select_many
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"selection.methods: unknown {unknown}; choose from {list(METHODS)}")
+    if source.cascade is not None:
+        _check_cascade(source.cascade, methods, taus, key)
     run = RunLayout.of(config)
-    score_paths = shard_locations(run.scores)
     selections = {}
     for method in methods:
-        if method == "dsir":
-            data = ParquetSource(dsir_weight_shards(config))
-        else:
-            data = scores if scores is not None else ParquetSource(score_paths)
+        data = ParquetSource(_method_shards(config, run, method, source))
         chosen = select_many(
             method, data, taus, seed=config.seed,
             temperature=config.selection.temperature, block_n=config.selection.block_n,
-            spill_dir=_spill_dir(run),
+            spill_dir=_spill_dir(run), pool_rows=source.pool_rows,
         )  # fmt: skip
         selections.update({(method, float(tau)): ids for tau, ids in chosen.items()})
     return selections
+
+
+def _method_shards(config: Config, run: RunLayout, method: str, source: ScoreSource
+                   ) -> list[Location]:  # fmt: skip
+    if method == "dsir":
+        return dsir_weight_shards(config)
+    if method == DISTILLED:
+        run.require("distill")
+        return [run.cheap_scores.join(s.name) for s in source.shards]
+    if method == "random" and source.cascade is not None:  # every chunk, not the candidates
+        return [run.cheap_scores.join(s.name) for s in source.shards]
+    return source.shards
+
+
+def _check_cascade(cascade: dict, methods: Sequence[str], taus: Sequence[float], key: str
+                   ) -> None:  # fmt: skip
+    """Refuse what the cascade's score shards cannot serve: a method that ranks every chunk's
+    LM scores, and a color selection at a tau below the one the candidates were sized for
+    (`key`: the config section whose methods and taus these are)."""
+    problems = cascade_method_problems(list(methods), f"{key}.methods")
+    planned = float(cascade["planned_tau"])
+    low = [t for t in taus if t < planned]
+    if low and "color" in methods:
+        problems.append(
+            f"{key} tau {', '.join(f'{t:g}' for t in low)} is below the cascade's planned tau "
+            f"{planned:g}: its candidates hold the top {cascade['keep_ratio']:g} x N/{planned:g} "
+            f"chunks by cheap score, too few for a top N/{min(low):g}; rerun `colorfilter "
+            f"distill` and `colorfilter score` with cascade.min_tau={min(low):g}"
+        )
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def execution(config: Config):
@@ -180,7 +262,11 @@ def _params(config: Config, method: str) -> dict:
 
 
 def _model_dirs(run: RunLayout) -> dict[str, Location]:
+    """The models behind the scores, for the manifest: the pair, and the cheap scorer when the
+    cascade or color_distilled used one."""
     dirs = {name: run.model(name) for name in ("prior", "conditional")}
+    if run.has_run("distill"):
+        dirs["cheap"] = run.cheap_model
     return {name: loc for name, loc in dirs.items() if storage.is_dir(loc)}
 
 

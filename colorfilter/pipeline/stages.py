@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable
 
 from colorfilter.config import Config
+from colorfilter.configtools import to_dict
+from colorfilter.distill.config import CascadeConfig, lm_pass_wanted
 from colorfilter.errors import ConfigError, NotBuiltError
 
 OPT_IN_STAGES = {"evaluate"}  # run only when asked for by name
@@ -20,17 +22,27 @@ STAGES: dict[str, str | None] = {
     "prepare": "colorfilter.pipeline.prepare:run_prepare",
     "train-prior": "colorfilter.pipeline.train:run_train_prior",
     "train-conditional": "colorfilter.pipeline.train:run_train_conditional",
+    "distill": "colorfilter.distill.stage:run_distill",
     "score": "colorfilter.pipeline.score:run_score",
     "select": "colorfilter.pipeline.select:run_select",
     "evaluate": "colorfilter.evaluation.stage:run_evaluate",
 }
 
 
-def stage_names(stages: str | None) -> list[str]:
+def stage_names(stages: str | None, config: Config | None = None) -> list[str]:
     """The stages a whole-pipeline run runs: the comma-separated `stages`, or every stage this
-    version provides except the opt-in ones."""
+    version provides except the opt-in ones (and `distill` unless the config asks for the
+    cascade or a distilled method; `score` not when the selections rank no LM score)."""
     if not stages:
-        return [s for s, target in STAGES.items() if target is not None and s not in OPT_IN_STAGES]
+        from colorfilter.distill.stage import distill_wanted
+
+        skip = set(OPT_IN_STAGES)
+        if config is None or not distill_wanted(config):
+            skip.add("distill")
+        if config is not None and not lm_pass_wanted(config.cascade.enabled,
+                                                     config.selection.methods):  # fmt: skip
+            skip.add("score")
+        return [s for s, target in STAGES.items() if target is not None and s not in skip]
     names = stages.split(",")
     unknown = [n for n in names if n not in STAGES]
     if unknown:
@@ -66,6 +78,7 @@ _RESULT_KEYS = {
     ],
     "train-prior": ["seed", "prior"],
     "train-conditional": ["conditional"],
+    "distill": ["cascade"],
     "score": ["score.backend", "score.precision"],
 }
 _RUNTIME_KEYS = {
@@ -80,6 +93,8 @@ _RUNTIME_KEYS = {
     "micro_batch_size",
     "split_bytes",  # prepare's parts: same shards however a file is split
     "gpu_memory_gb",
+    "num_workers",  # cascade: actors and their CPUs change nothing in the outputs
+    "worker_cpus",
 }
 
 
@@ -89,7 +104,9 @@ _ADDED_DEFAULTS = {
     "prepare.row_group_rows": 0,
     "prior.data_sampling": "chunks",
     "prior.block_buffer_rows": 65536,
+    **{f"cascade.{key}": value for key, value in to_dict(CascadeConfig()).items()},
 }
+_ADDED_SECTIONS = {"cascade"}  # a saved config without the section had its defaults
 
 
 def result_keys(stage: str) -> list[str]:
@@ -107,6 +124,8 @@ def config_conflicts(stage: str, previous: dict, current: dict) -> list[str]:
     conflicts = []
     for key in result_keys(stage):
         old, new = _lookup(previous, key), _lookup(current, key)
+        if key in _ADDED_SECTIONS:
+            old, new = old or {}, new or {}
         if isinstance(old, dict) and isinstance(new, dict):
             for sub in sorted(set(old) | set(new)):
                 absent = _ADDED_DEFAULTS.get(f"{key}.{sub}")
@@ -134,7 +153,6 @@ def check_output_dir(stage: str, config: Config, overwrite: bool) -> None:
     """Refuse to mix outputs of two configs in one output_dir, unless --overwrite."""
     import yaml
 
-    from colorfilter.configtools import to_dict
     from colorfilter.io import storage
     from colorfilter.layout import RunLayout
 

@@ -8,6 +8,7 @@ asked for, so the CLI starts without torch or vllm and a missing extra fails wit
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,6 +21,21 @@ _REGISTRY = {
     "torch": "colorfilter.scoring.torch_backend:TorchPairScorer",
     "vllm": "colorfilter.scoring.vllm_backend:VllmPairScorer",
 }
+
+
+@dataclass(frozen=True)
+class TokenLosses:
+    """Both models' losses on a batch and their per-position NLL [B, L-1] (0 past n - 1)."""
+
+    prior_loss: np.ndarray
+    cond_loss: np.ndarray
+    prior_nll: np.ndarray
+    cond_nll: np.ndarray
+
+    def deltas(self, n_tokens: np.ndarray) -> list[np.ndarray]:
+        """Per row: prior NLL - conditional NLL at its predicted positions (float32)."""
+        delta = self.prior_nll - self.cond_nll
+        return [delta[i, : max(int(n) - 1, 0)] for i, n in enumerate(n_tokens)]
 
 
 @runtime_checkable
@@ -39,6 +55,10 @@ class PairScorer(Protocol):
 
     def score(self, input_ids: np.ndarray, n_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(prior_loss, cond_loss) for int64 [B, L] right-padded ids with n_tokens [B] real."""
+
+    def score_tokens_prepared(self, prepared: Any) -> TokenLosses:
+        """`score_prepared`'s losses and the per-position NLLs behind them (the cascade's
+        sample teaches the cheap scorer from these)."""
 
     def memory_stats(self) -> dict[str, float]:
         """Peak memory figures in MiB (host RSS, and device memory where there is a device)."""

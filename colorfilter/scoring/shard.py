@@ -19,18 +19,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
 from colorfilter.io.commit import commit_unit, committed, file_sha256
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import pad_input_ids
-from colorfilter.io.transfer import open_parquet, write_parquet
+from colorfilter.io.transfer import open_parquet, read_parquet, write_parquet
 from colorfilter.scoring.base import PairScorer
 from colorfilter.scoring.config import ScoreConfig
 
@@ -42,6 +44,11 @@ SCORE_SCHEMA = pa.schema(
         ("score", pa.float32()),
         ("n_tokens", pa.int32()),
     ]
+)
+# The cascade's sample shards also keep each row's tokens and, per predicted position (1..n-1),
+# prior NLL - conditional NLL: what the cheap scorer learns from (colorfilter.distill).
+SAMPLE_SCHEMA = SCORE_SCHEMA.append(pa.field("input_ids", pa.list_(pa.int32()))).append(
+    pa.field("token_delta", pa.list_(pa.float32()))
 )
 RECORD_SUFFIX = ".done.json"
 OnBatch = Callable[[int, int], None]  # (rows, tokens) after each scored batch
@@ -93,7 +100,8 @@ def _trusted(
     record: dict | None, score: Location, token_path: Shard | None, fingerprint: str | None
 ) -> bool:
     """A committed record vouches for this shard: it lists the shard, has the fingerprint and
-    the token shard's row count (token shards rewritten since get rescored)."""
+    the token shard's row count (token shards rewritten since get rescored). Records of shards
+    scored whole before `token_rows` was recorded hold it as `rows`."""
     if record is None or score.name not in record["objects"]:
         return False
     meta = record.get("meta") or {}
@@ -106,7 +114,7 @@ def _trusted(
             token_rows = parquet.metadata.num_rows
     except (OSError, ValueError, pa.ArrowException):
         return False
-    return meta.get("rows") == token_rows
+    return meta.get("token_rows", meta.get("rows")) == token_rows
 
 
 def exact_batches(path: Shard, batch_size: int) -> Iterator[pa.Table]:
@@ -167,37 +175,83 @@ def prefetch(items: Iterable[Any], depth: int) -> Iterator[Any]:
         thread.join(timeout=5)
 
 
+@dataclass(frozen=True)
+class ShardScoring:
+    """What every shard of one score run shares: batch shape, padding, read-ahead, identity."""
+
+    batch_size: int
+    seq_len: int
+    pad_id: int
+    prefetch_batches: int = 2
+    fingerprint: str | None = None
+
+    def with_batch(self, batch_size: int) -> ShardScoring:
+        return replace(self, batch_size=batch_size)
+
+
+class RowPlan(Protocol):
+    """Which rows of a token shard the LM pair scores (a `ScoreTask` without one: every row).
+
+    The cascade's plans (colorfilter.distill.rows): its sample, whose shards keep each row's
+    tokens and per-position loss differences (`token_deltas`) to teach the cheap scorer; and
+    its candidates, scored now and merged with the sample's rows already scored (`merged`).
+    """
+
+    token_deltas: bool
+
+    def choose(self, seq_ids: np.ndarray, token_path: Location) -> np.ndarray:
+        """Mask of the rows to score now."""
+
+    def merged(self, token_path: Location) -> pa.Table | None:
+        """Rows scored before (SCORE_SCHEMA columns) that the score shard also holds."""
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    token_path: str | Location  # a Location from the driver; local paths are accepted too
+    score_path: str | Location
+    rows: RowPlan | None = None  # None: every row of the token shard
+
+
+def _table_batches(table: pa.Table, batch_size: int) -> Iterator[pa.Table]:
+    for start in range(0, table.num_rows, batch_size):
+        yield table.slice(start, batch_size)
+
+
+def _source(task: ScoreTask, how: ShardScoring) -> tuple[Iterator[pa.Table], int]:
+    """(seq_id, input_ids) batches of the rows to score, and the token shard's row count."""
+    token = as_location(task.token_path)
+    if task.rows is None:
+        with open_parquet(token) as parquet:
+            token_rows = parquet.metadata.num_rows
+        return exact_batches(token, how.batch_size), token_rows
+    table = read_parquet(token, columns=["seq_id", "input_ids"])
+    mask = task.rows.choose(table.column("seq_id").to_numpy().astype(np.uint64), token)
+    return _table_batches(table.filter(pa.array(mask)), how.batch_size), table.num_rows
+
+
 def _prepared_batches(
-    token_path: Location, scorer: PairScorer, batch_size: int, seq_len: int, pad_id: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, Any]]:
-    for table in exact_batches(token_path, batch_size):
-        input_ids, n_tokens = pad_input_ids(table.column("input_ids"), seq_len, pad_id)
-        seq_ids = table.column("seq_id").to_numpy()
-        yield seq_ids, n_tokens, scorer.prepare(input_ids, n_tokens)
+    tables: Iterable[pa.Table], scorer: PairScorer, how: ShardScoring
+) -> Iterator[tuple[pa.Table, np.ndarray, Any]]:
+    for table in tables:
+        input_ids, n_tokens = pad_input_ids(table.column("input_ids"), how.seq_len, how.pad_id)
+        yield table, n_tokens, scorer.prepare(input_ids, n_tokens)
 
 
 def score_token_shard(
-    token_path: Shard,
-    score_path: Shard,
-    scorer: PairScorer,
-    batch_size: int,
-    seq_len: int,
-    pad_id: int,
-    prefetch_batches: int = 2,
-    fingerprint: str | None = None,
-    on_batch: OnBatch | None = None,
+    task: ScoreTask, scorer: PairScorer, how: ShardScoring, on_batch: OnBatch | None = None
 ) -> dict[str, Any]:
-    """Score one token shard with both models; write the score shard, then its record.
+    """Score one token shard's rows with both models; write the score shard, then its record.
 
     Any older record goes first, so it never vouches for the object written after it.
     """
-    token, score = as_location(token_path), as_location(score_path)
+    score = as_location(task.score_path)
     started_at, start = time.time(), time.perf_counter()
-    parts: list[tuple[np.ndarray, ...]] = []
+    keep_tokens = task.rows is not None and task.rows.token_deltas
+    parts: list[dict[str, Any]] = []
     wait_s = 0.0
-    batches = prefetch(
-        _prepared_batches(token, scorer, batch_size, seq_len, pad_id), prefetch_batches
-    )
+    tables, token_rows = _source(task, how)
+    batches = prefetch(_prepared_batches(tables, scorer, how), how.prefetch_batches)
     with contextlib.closing(batches):  # stops the reader thread if scoring fails
         while True:
             tick = time.perf_counter()
@@ -205,20 +259,23 @@ def score_token_shard(
             wait_s += time.perf_counter() - tick
             if item is None:
                 break
-            seq_ids, n_tokens, prepared = item
-            prior_loss, cond_loss = scorer.score_prepared(prepared)
-            parts.append((seq_ids, prior_loss, cond_loss, n_tokens))
+            table, n_tokens, prepared = item
+            parts.append(_score_batch(table, n_tokens, prepared, scorer, keep_tokens))
             if on_batch is not None:
-                on_batch(len(seq_ids), int(n_tokens.sum()))
-    table = _score_table(parts)
+                on_batch(table.num_rows, int(n_tokens.sum()))
+    scored = _score_table(parts, keep_tokens)
+    merged = task.rows.merged(as_location(task.token_path)) if task.rows is not None else None
+    table = scored if merged is None else _merge(scored, merged)
     record = done_record_path(score)
     storage.remove(record)
     write_parquet(score, table)
     seconds = time.perf_counter() - start
-    tokens = int(table.column("n_tokens").to_numpy().sum())
+    tokens = int(pc.sum(scored.column("n_tokens")).as_py() or 0)
     stats = {
         "shard": score.name,
         "rows": table.num_rows,
+        "rows_scored_now": scored.num_rows,  # the rest came scored (the cascade's sample)
+        "token_rows": token_rows,
         "tokens": tokens,
         "seconds": round(seconds, 3),
         "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
@@ -228,16 +285,36 @@ def score_token_shard(
         **scorer.memory_stats(),
         "precision": scorer.precision.as_dict(),  # what ran: resumes check it
     }
-    meta = {"rows": table.num_rows, "fingerprint": fingerprint, "stats": stats}
+    meta = {"rows": table.num_rows, "token_rows": token_rows, "fingerprint": how.fingerprint,
+            "stats": stats}  # fmt: skip
     # sha256 recorded: resumes verify it, and manifests reuse it without re-reading the shard
     commit_unit(record, [score], meta=meta, sha256=True)
     return stats
 
 
-def _score_table(parts: list[tuple[np.ndarray, ...]]) -> pa.Table:
+def _score_batch(
+    table: pa.Table, n_tokens: np.ndarray, prepared: Any, scorer: PairScorer, keep_tokens: bool
+) -> dict[str, Any]:
+    """One scored batch's columns (with its tokens and per-position deltas for the sample)."""
+    part: dict[str, Any] = {"seq_id": table.column("seq_id").to_numpy(), "n_tokens": n_tokens}
+    if not keep_tokens:
+        part["prior_loss"], part["cond_loss"] = scorer.score_prepared(prepared)
+        return part
+    losses = scorer.score_tokens_prepared(prepared)
+    part["prior_loss"], part["cond_loss"] = losses.prior_loss, losses.cond_loss
+    part["input_ids"] = table.column("input_ids")
+    part["token_delta"] = losses.deltas(n_tokens)
+    return part
+
+
+def _score_table(parts: list[dict[str, Any]], keep_tokens: bool = False) -> pa.Table:
+    schema = SAMPLE_SCHEMA if keep_tokens else SCORE_SCHEMA
     if not parts:
-        return SCORE_SCHEMA.empty_table()
-    seq_ids, prior_loss, cond_loss, n_tokens = (np.concatenate(c) for c in zip(*parts))
+        return schema.empty_table()
+    seq_ids, prior_loss, cond_loss, n_tokens = (
+        np.concatenate([p[name] for p in parts])
+        for name in ("seq_id", "prior_loss", "cond_loss", "n_tokens")
+    )
     columns = [
         seq_ids.astype(np.uint64),
         prior_loss.astype(np.float32),
@@ -245,33 +322,43 @@ def _score_table(parts: list[tuple[np.ndarray, ...]]) -> pa.Table:
         (prior_loss - cond_loss).astype(np.float32),
         n_tokens.astype(np.int32),
     ]
-    return pa.Table.from_arrays([pa.array(c) for c in columns], schema=SCORE_SCHEMA)
+    arrays = [pa.array(c) for c in columns]
+    if keep_tokens:
+        ids = [chunk for p in parts for chunk in p["input_ids"].chunks]
+        arrays.append(pa.chunked_array(ids, type=pa.list_(pa.int32())).combine_chunks())
+        deltas = [d for p in parts for d in p["token_delta"]]
+        arrays.append(pa.array(deltas, type=pa.list_(pa.float32())))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _merge(scored: pa.Table, earlier: pa.Table) -> pa.Table:
+    """Rows scored now and rows scored before, by seq_id (a seq_id in both is a bug)."""
+    names = SCORE_SCHEMA.names
+    table = pa.concat_tables([scored.select(names), earlier.select(names).cast(SCORE_SCHEMA)])
+    ids = table.column("seq_id").to_numpy()
+    order = np.argsort(ids, kind="stable")
+    if ids.size > 1 and np.any(ids[order][1:] == ids[order][:-1]):
+        raise ValueError("a row was scored twice: the cascade's candidates overlap its sample")
+    return table.take(pa.array(order))
 
 
 def score_shards(
     token_paths: Sequence[Shard],
     score_dir: Shard,
     scorer: PairScorer,
-    batch_size: int,
-    seq_len: int,
-    pad_id: int,
-    prefetch_batches: int = 2,
-    fingerprint: str | None = None,
+    how: ShardScoring,
     on_batch: OnBatch | None = None,
 ) -> list[dict[str, Any]]:
     """Score every unfinished shard in order (in-process); finished ones report skipped=True."""
     score_dir = as_location(score_dir)
-    todo = {as_location(p) for p in pending_shards(token_paths, score_dir, fingerprint)}
+    todo = {as_location(p) for p in pending_shards(token_paths, score_dir, how.fingerprint)}
     all_stats = []
     for token in map(as_location, token_paths):
         score = score_dir.join(token.name)
         if token not in todo:
             all_stats.append({"shard": score.name, "skipped": True})
             continue
-        stats = score_token_shard(
-            token, score, scorer, batch_size, seq_len, pad_id, prefetch_batches, fingerprint,
-            on_batch,
-        )  # fmt: skip
+        stats = score_token_shard(ScoreTask(token, score), scorer, how, on_batch)
         all_stats.append({**stats, "skipped": False})
     return all_stats
 

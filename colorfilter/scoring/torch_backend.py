@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from colorfilter.scoring.base import (
+    TokenLosses,
     host_peak_rss_mb,
     mean_nll_from_sums,
     resolve_device,
@@ -68,8 +69,8 @@ def check_plain_head(model: Any) -> None:
         )
 
 
-def token_nll_sums(model: Any, input_ids: Any, n_tokens: Any, block_tokens: int) -> Any:
-    """Sum of next-token NLL over positions 1..n_tokens-1 of each row, float64 [B]."""
+def token_nll(model: Any, input_ids: Any, n_tokens: Any, block_tokens: int) -> Any:
+    """Next-token NLL at positions 1..L-1 of each row, fp32 [B, L-1]; 0 past n_tokens - 1."""
     import torch
     import torch.nn.functional as F
 
@@ -87,7 +88,14 @@ def token_nll_sums(model: Any, input_ids: Any, n_tokens: Any, block_tokens: int)
     nll = torch.cat(blocks).view(batch, length - 1)
     positions = torch.arange(length - 1, device=nll.device)
     valid = positions.unsqueeze(0) < (n_tokens - 1).unsqueeze(1)
-    return torch.where(valid, nll, torch.zeros_like(nll)).sum(dim=1, dtype=torch.float64)
+    return torch.where(valid, nll, torch.zeros_like(nll))
+
+
+def token_nll_sums(model: Any, input_ids: Any, n_tokens: Any, block_tokens: int) -> Any:
+    """Sum of next-token NLL over positions 1..n_tokens-1 of each row, float64 [B]."""
+    import torch
+
+    return token_nll(model, input_ids, n_tokens, block_tokens).sum(dim=1, dtype=torch.float64)
 
 
 class TorchPairScorer:
@@ -118,22 +126,26 @@ class TorchPairScorer:
             check_plain_head(model)
         self.block_tokens = logits_block_tokens(cfg, vocabs.pop(), self.device.type)
         self._nll_sums = [self._make_nll_fn(m) for m in self.models]
+        self._token_fns: list | None = None  # built when the cascade's sample asks for them
 
-    def _make_nll_fn(self, model: Any) -> Any:
+    def _make_nll_fn(self, model: Any, per_token: bool = False) -> Any:
+        """The model's per-row NLL sums (or, `per_token`, its [B, L-1] NLL matrix) under the
+        configured precision, compiled when asked."""
         import torch
 
         amp = None if self.precision.autocast == "none" else getattr(torch, self.precision.autocast)
         device_type = self.device.type
+        compute = token_nll if per_token else token_nll_sums
 
-        def nll_sums(input_ids: Any, n_tokens: Any) -> Any:
+        def nll(input_ids: Any, n_tokens: Any) -> Any:
             if amp is None:
-                return token_nll_sums(model, input_ids, n_tokens, self.block_tokens)
+                return compute(model, input_ids, n_tokens, self.block_tokens)
             with torch.autocast(device_type=device_type, dtype=amp):
-                return token_nll_sums(model, input_ids, n_tokens, self.block_tokens)
+                return compute(model, input_ids, n_tokens, self.block_tokens)
 
         if not self.cfg.compile:
-            return nll_sums
-        return torch.compile(nll_sums, dynamic=False)
+            return nll
+        return torch.compile(nll, dynamic=False)
 
     def prepare(self, input_ids: np.ndarray, n_tokens: np.ndarray) -> tuple[Any, Any, int]:
         """Host tensors (pinned for CUDA), padded to batch_size when compiled (static shapes)."""
@@ -165,6 +177,26 @@ class TorchPairScorer:
     def score(self, input_ids: np.ndarray, n_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.score_prepared(self.prepare(input_ids, n_tokens))
 
+    def score_tokens_prepared(self, prepared: tuple[Any, Any, int]) -> TokenLosses:
+        """`score_prepared`'s losses plus each model's per-position NLL [B, L-1] (0 past
+        n_tokens - 1); the losses are the same float64 row sums of the same NLL kernels."""
+        import torch
+
+        if self._token_fns is None:
+            self._token_fns = [self._make_nll_fn(m, per_token=True) for m in self.models]
+        ids, lengths, rows = prepared
+        ids = ids.to(self.device, non_blocking=True)
+        lengths_dev = lengths.to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            matrices = [fn(ids, lengths_dev)[:rows] for fn in self._token_fns]
+            sums = [m.sum(dim=1, dtype=torch.float64).cpu().numpy() for m in matrices]
+            per_token = [m.float().cpu().numpy() for m in matrices]
+        n_tokens = lengths[:rows].numpy()
+        return TokenLosses(
+            mean_nll_from_sums(sums[0], n_tokens), mean_nll_from_sums(sums[1], n_tokens),
+            per_token[0], per_token[1],
+        )  # fmt: skip
+
     def memory_stats(self) -> dict[str, float]:
         import torch
 
@@ -175,4 +207,4 @@ class TorchPairScorer:
         return stats
 
     def close(self) -> None:
-        self.models, self._nll_sums = [], []
+        self.models, self._nll_sums, self._token_fns = [], [], None

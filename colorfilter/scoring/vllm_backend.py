@@ -19,6 +19,7 @@ import numpy as np
 
 from colorfilter.errors import require
 from colorfilter.scoring.base import (
+    TokenLosses,
     host_peak_rss_mb,
     mean_nll_from_sums,
     resolve_device,
@@ -27,14 +28,20 @@ from colorfilter.scoring.config import ScoreConfig
 from colorfilter.scoring.precision import resolve_precision
 
 
-def prompt_nll_sum(prompt_logprobs: Any, token_ids: list[int]) -> float:
-    """-sum of log p(token_i | tokens_<i) over i >= 1, from one request's prompt_logprobs."""
+def prompt_nll_values(prompt_logprobs: Any, token_ids: list[int]) -> np.ndarray:
+    """-log p(token_i | tokens_<i) for i >= 1 (float64), from one request's prompt_logprobs."""
     targets = token_ids[1:]
     flat_ids = getattr(prompt_logprobs, "token_ids", None)  # FlatLogprobs: one entry a position
     if flat_ids is not None and list(flat_ids) == targets:
-        return -float(np.sum(np.asarray(prompt_logprobs.logprobs, dtype=np.float64)))
+        return -np.asarray(prompt_logprobs.logprobs, dtype=np.float64)
     positions = list(prompt_logprobs)[1:]  # position 0 predicts nothing (None)
-    return -float(sum(position[token].logprob for position, token in zip(positions, targets)))
+    return -np.array([position[token].logprob for position, token in zip(positions, targets)],
+                     dtype=np.float64)  # fmt: skip
+
+
+def prompt_nll_sum(prompt_logprobs: Any, token_ids: list[int]) -> float:
+    """-sum of log p(token_i | tokens_<i) over i >= 1, from one request's prompt_logprobs."""
+    return float(np.sum(prompt_nll_values(prompt_logprobs, token_ids)))
 
 
 def _allow_one_extra_position(model_dir: str | Path, seq_len: int) -> None:
@@ -102,17 +109,24 @@ class VllmPairScorer:
         return prompts, np.asarray(n_tokens)
 
     def score_prepared(self, prepared: tuple[list, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        losses = self.score_tokens_prepared(prepared)
+        return losses.prior_loss, losses.cond_loss
+
+    def score_tokens_prepared(self, prepared: tuple[list, np.ndarray]) -> TokenLosses:
         prompts, n_tokens = prepared
         keep = [i for i, p in enumerate(prompts) if p is not None]
-        losses = []
+        width = max(int(np.max(n_tokens, initial=1)) - 1, 0)
+        losses, matrices = [], []
         for engine in self.engines:
-            sums = np.zeros(len(prompts), dtype=np.float64)
+            matrix = np.zeros((len(prompts), width), dtype=np.float64)
             if keep:
                 outputs = engine.generate([prompts[i] for i in keep], self.params, use_tqdm=False)
                 for i, out in zip(keep, outputs):
-                    sums[i] = prompt_nll_sum(out.prompt_logprobs, out.prompt_token_ids)
-            losses.append(mean_nll_from_sums(sums, n_tokens))
-        return losses[0], losses[1]
+                    values = prompt_nll_values(out.prompt_logprobs, out.prompt_token_ids)
+                    matrix[i, : values.size] = values
+            losses.append(mean_nll_from_sums(matrix.sum(axis=1), n_tokens))
+            matrices.append(matrix.astype(np.float32))
+        return TokenLosses(losses[0], losses[1], matrices[0], matrices[1])
 
     def score(self, input_ids: np.ndarray, n_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.score_prepared(self.prepare(input_ids, n_tokens))

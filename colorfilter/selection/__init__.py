@@ -1,6 +1,7 @@
 """Data selection: CoLoR-Filter and baselines as exact, streaming top-k over per-sequence keys."""
 
 from colorfilter.selection.methods import (
+    CHEAP_SCORE,
     DEFAULT_BLOCK_N,
     DEFAULT_TAUS,
     DSIR_WEIGHT,
@@ -25,6 +26,7 @@ from colorfilter.selection.topk import (
 )
 
 __all__ = [
+    "CHEAP_SCORE",
     "DEFAULT_BLOCK_N",
     "DEFAULT_TAUS",
     "DSIR_WEIGHT",

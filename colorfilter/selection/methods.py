@@ -38,6 +38,7 @@ from colorfilter.selection.topk import (
 
 DEFAULT_TAUS = (7, 16, 32, 64)
 DSIR_WEIGHT = "dsir_weight"  # column holding dsir.log_importance weights for method "dsir"
+CHEAP_SCORE = "cheap_score"  # column of the cheap scorer's scores (colorfilter.distill)
 # Algorithm 1 picks n of every tau*n candidates, n being the target model's batch (256 sequences
 # of 512 tokens in the paper). 64 is the config's default (selection.block_n), so a call without
 # block_n selects what `colorfilter select` writes.
@@ -134,6 +135,11 @@ def _dsir(seed: int, temperature: float) -> RankingKey:
     return RankingKey(DSIR_WEIGHT, "max")
 
 
+def _color_distilled(seed: int, temperature: float) -> RankingKey:
+    """Highest cheap score (column `cheap_score`: the scorer distilled from the LM pair)."""
+    return RankingKey(CHEAP_SCORE, "max")
+
+
 _RANKINGS: dict[str, Callable[[int, float], RankingKey]] = {
     "color": _color,
     "color_softmax": _color_softmax,
@@ -141,6 +147,7 @@ _RANKINGS: dict[str, Callable[[int, float], RankingKey]] = {
     "conditional_only": _conditional_only,
     "prior_only": _prior_only,
     "dsir": _dsir,
+    "color_distilled": _color_distilled,
 }
 METHODS = ("color", "color_batchwise", *list(_RANKINGS)[1:])
 
@@ -213,10 +220,13 @@ def select_many(
     block_n: int = DEFAULT_BLOCK_N,
     max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS,
     spill_dir: str | None = None,
+    pool_rows: int | None = None,
 ) -> dict[float, np.ndarray]:
     """One selection per tau; top-k methods share their passes over `data`.
 
     `color_batchwise` spills its rows to a temporary folder under `spill_dir` (bounded memory).
+    `pool_rows`: the pool's size when `data` holds only part of it (the cascade's LM-scored
+    candidates): k stays n_selected(pool_rows, tau), the top of the rows there are.
 
     `data`: in-memory columns (mapping of arrays or Arrow table; a list for several parts) or a
     Source such as `ParquetSource(paths)`, which streams with bounded memory.
@@ -225,7 +235,7 @@ def select_many(
     for tau in taus:
         check_tau(tau)
     source = as_source(data)
-    n_rows = source.num_rows()
+    n_rows = source.num_rows() if pool_rows is None else pool_rows
     k_by_tau = {tau: n_selected(n_rows, tau) for tau in taus}
     if method == "color_batchwise":  # streamed through hash buckets: bounded memory
         _check_block_n(block_n)

@@ -12,9 +12,14 @@ import pyarrow.parquet as pq
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.stage import _selections
 from colorfilter.io.token_shards import list_shards
-from colorfilter.pipeline.select import run_select
-from colorfilter.selection import DSIR_WEIGHT, METHODS, dsir
+from colorfilter.layout import RunLayout
+from colorfilter.pipeline.select import run_select, score_source
+from colorfilter.selection import DSIR_WEIGHT, dsir
+from colorfilter.selection import METHODS as ALL_METHODS
 from tests.evaluation.test_evaluate import _config, _run_dir
+
+# color_distilled needs the cascade's distill stage: tests/distill covers it the same way
+METHODS = [m for m in ALL_METHODS if m != "color_distilled"]
 
 
 def test_evaluate_selects_what_select_writes_for_every_method(tmp_path):
@@ -28,10 +33,8 @@ def test_evaluate_selects_what_select_writes_for_every_method(tmp_path):
     )
     config.evaluate = EvaluateConfig(methods=list(METHODS), taus=[4.0], random_multiples=[])
     run_select(config)
-    scores = pq.read_table(
-        list_shards(root / "scores" / "pool"),
-        columns=["seq_id", "prior_loss", "cond_loss", "score"],
-    )
+    run = RunLayout.of(config)
+    scores = score_source(config, run, list_shards(root / "tokens" / "pool"), METHODS)
     evaluated = _selections(config, config.evaluate, scores)
     assert sorted(evaluated) == sorted((m, 4.0) for m in METHODS)
     for method in METHODS:

@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from colorfilter.pipeline.score import ScoreTask, ScoreWorker
+from colorfilter.io.location import as_location
+from colorfilter.pipeline.score import ScoreSetup, ScoreTask, ScoreWorker
 from colorfilter.scoring.config import ScoreConfig
-from colorfilter.scoring.shard import done_record_path
+from colorfilter.scoring.shard import ShardScoring, done_record_path
 from tests.scoring.conftest import PAD_ID, SEQ_LEN, random_chunks, save_pair, write_token_shard
 
 
@@ -41,8 +42,10 @@ class OomScoreWorker(ScoreWorker):
 def shard_task(tmp_path):
     prior, cond = save_pair(tmp_path / "models")
     token_path = write_token_shard(tmp_path / "tokens" / "00000-00000.parquet", random_chunks(40))
-    args = (str(prior), str(cond), ScoreConfig(batch_size=16, torch_threads=1), "cpu", SEQ_LEN,
-            PAD_ID, "fingerprint")  # fmt: skip
+    setup = ScoreSetup(as_location(str(prior)), as_location(str(cond)),
+                       ScoreConfig(batch_size=16, torch_threads=1), "cpu",
+                       ShardScoring(16, SEQ_LEN, PAD_ID, fingerprint="fingerprint"))  # fmt: skip
+    args = (setup,)
     return args, tmp_path, token_path
 
 

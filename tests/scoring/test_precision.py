@@ -14,7 +14,7 @@ from colorfilter.scoring.precision import (
     recorded_precisions,
     resolve_precision,
 )
-from colorfilter.scoring.shard import score_shards
+from colorfilter.scoring.shard import ShardScoring, score_shards
 from tests.scoring.conftest import PAD_ID, SEQ_LEN, random_chunks, write_token_shard
 
 
@@ -52,7 +52,7 @@ def test_records_say_what_ran_and_a_resume_at_another_precision_is_refused(model
     ]
     score_dir = tmp_path / "scores"
     scorer = build_scorer("torch", *model_pair, ScoreConfig(precision="bf16"), device="cpu")
-    score_shards(tokens[:1], score_dir, scorer, 4, SEQ_LEN, PAD_ID, fingerprint="f")
+    score_shards(tokens[:1], score_dir, scorer, ShardScoring(4, SEQ_LEN, PAD_ID, fingerprint="f"))
     ran = resolve_precision("bf16", "cpu")
     assert recorded_precisions(score_dir) == {ran.describe(): [tokens[0].stem]}
     check_resume_precision(score_dir, ran)  # same precision: resuming is fine

@@ -15,6 +15,8 @@ from colorfilter.scoring.config import ScoreConfig
 from colorfilter.scoring.precision import resolve_precision
 from colorfilter.scoring.shard import (
     SCORE_SCHEMA,
+    ScoreTask,
+    ShardScoring,
     done_record_path,
     exact_batches,
     is_shard_done,
@@ -32,6 +34,10 @@ from tests.scoring.conftest import (
     reference_losses,
     write_token_shard,
 )
+
+
+def how(batch_size: int, fingerprint: str | None = None) -> ShardScoring:
+    return ShardScoring(batch_size, SEQ_LEN, PAD_ID, fingerprint=fingerprint)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +60,9 @@ def test_score_shard_has_the_shared_columns_and_hf_exact_values(tmp_path, model_
     token_path = write_token_shard(tmp_path / "t.parquet", chunks, file_index=3, row_group_size=4)
     calls = []
     stats = score_token_shard(
-        token_path, tmp_path / "scores" / "t.parquet", scorer, batch_size=5, seq_len=SEQ_LEN,
-        pad_id=PAD_ID, on_batch=lambda rows, tokens: calls.append((rows, tokens)),
+        ScoreTask(token_path, tmp_path / "scores" / "t.parquet"), scorer,
+        ShardScoring(batch_size=5, seq_len=SEQ_LEN, pad_id=PAD_ID),
+        on_batch=lambda rows, tokens: calls.append((rows, tokens)),
     )  # fmt: skip
     table = pq.read_table(tmp_path / "scores" / "t.parquet")
     assert table.schema.equals(SCORE_SCHEMA)
@@ -78,7 +85,7 @@ def test_scores_do_not_depend_on_batch_size(tmp_path, scorer):
     outputs = []
     for batch_size in (2, 9):
         out = tmp_path / f"b{batch_size}" / "t.parquet"
-        score_token_shard(token_path, out, scorer, batch_size, SEQ_LEN, PAD_ID)
+        score_token_shard(ScoreTask(token_path, out), scorer, how(batch_size))
         outputs.append(pq.read_table(out))
     for name in ("prior_loss", "cond_loss"):
         a, b = (t.column(name).to_numpy() for t in outputs)
@@ -88,7 +95,7 @@ def test_scores_do_not_depend_on_batch_size(tmp_path, scorer):
 def test_rerun_skips_verified_shards_and_redoes_broken_ones(tmp_path, token_dir, scorer):
     tokens = list_shards(token_dir)
     score_dir = tmp_path / "scores" / "pool"
-    first = score_shards(tokens, score_dir, scorer, 4, SEQ_LEN, PAD_ID, fingerprint="f1")
+    first = score_shards(tokens, score_dir, scorer, how(4, fingerprint="f1"))
     assert [s["skipped"] for s in first] == [False, False, False]
     assert [s["rows"] for s in first] == [13, 7, 0]
     before = {p.name: p.read_bytes() for p in list_shards(score_dir)}
@@ -96,7 +103,7 @@ def test_rerun_skips_verified_shards_and_redoes_broken_ones(tmp_path, token_dir,
 
     (score_dir / tokens[0].name).write_bytes(b"partial garbage")  # as if killed mid-write
     Path(done_record_path(score_dir / tokens[1].name)).unlink()  # record never written
-    again = score_shards(tokens, score_dir, scorer, 4, SEQ_LEN, PAD_ID, fingerprint="f1")
+    again = score_shards(tokens, score_dir, scorer, how(4, fingerprint="f1"))
     assert [s["skipped"] for s in again] == [False, False, True]
     after = {p.name: p.read_bytes() for p in list_shards(score_dir)}
     assert after == before  # identical bytes: scores are deterministic across reruns
@@ -107,7 +114,7 @@ def test_rerun_skips_verified_shards_and_redoes_broken_ones(tmp_path, token_dir,
 def test_a_shard_whose_token_rows_changed_is_not_done(tmp_path, scorer):
     token_path = write_token_shard(tmp_path / "t.parquet", random_chunks(6))
     score_path = tmp_path / "scores" / "t.parquet"
-    score_token_shard(token_path, score_path, scorer, 4, SEQ_LEN, PAD_ID)
+    score_token_shard(ScoreTask(token_path, score_path), scorer, how(4))
     assert is_shard_done(score_path, token_path)
     write_token_shard(token_path, random_chunks(8))
     assert not is_shard_done(score_path, token_path)
@@ -126,7 +133,7 @@ def test_a_failing_scorer_leaves_no_finished_looking_file(tmp_path, token_dir):
 
     score_path = tmp_path / "scores" / "x.parquet"
     with pytest.raises(RuntimeError, match="device lost"):
-        score_token_shard(list_shards(token_dir)[0], score_path, Exploding(), 4, SEQ_LEN, PAD_ID)
+        score_token_shard(ScoreTask(list_shards(token_dir)[0], score_path), Exploding(), how(4))
     assert not score_path.exists() and not Path(done_record_path(score_path)).exists()
     assert not list(tmp_path.rglob(".tmp-*"))
 

@@ -42,6 +42,7 @@ def scored(n: int, seed: int = 0, distinct: bool = False) -> dict[str, np.ndarra
         "cond_loss": cond_loss,
         "score": score,
         "dsir_weight": rng.normal(size=n).astype(np.float32),
+        "cheap_score": (score + rng.normal(0, 0.05, n)).astype(np.float32),
         "n_tokens": np.full(n, 512, np.int32),
     }
 
@@ -104,6 +105,7 @@ def test_every_topk_method_keeps_exactly_n_selected(n, tau, method):
         ("conditional_only", "cond_loss", "min"),
         ("prior_only", "prior_loss", "min"),
         ("dsir", "dsir_weight", "max"),
+        ("color_distilled", "cheap_score", "max"),
     ],
 )
 def test_column_methods_rank_by_their_column_with_ties_by_seq_id(method, key, best):
@@ -270,7 +272,7 @@ def test_arrow_table_input():
 @pytest.mark.parametrize("method", METHODS)
 def test_nan_is_refused_with_its_count(method):
     columns = scored(100)
-    for name in ("score", "cond_loss", "prior_loss", "dsir_weight"):
+    for name in ("score", "cond_loss", "prior_loss", "dsir_weight", "cheap_score"):
         columns[name][[3, 50]] = np.nan
     if method == "random":  # random reads only seq_id: there is no key to be NaN
         assert len(select(method, columns, 7)) == n_selected(100, 7)
