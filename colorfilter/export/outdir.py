@@ -52,7 +52,9 @@ class OutState:
 
     @property
     def foreign(self) -> list[str]:
-        return sorted(n for n in self.sizes if not is_ours(n))
+        """Files no export wrote (an export.json that is not one counts too)."""
+        theirs = {EXPORT_NAME} if EXPORT_NAME in self.sizes and self.export is None else set()
+        return sorted(n for n in self.sizes if not is_ours(n) or n in theirs)
 
 
 def read_state(out: Location) -> OutState:

@@ -225,6 +225,10 @@ def test_refuses_an_out_that_holds_something_else(selection, tmp_path):
     assert code == EXIT_USAGE and "holds no colorfilter export" in line
     export(selection, foreign, "olmo", "--overwrite")
     assert (foreign / "notes.txt").read_text() == "mine"
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "export.json").write_text('{"format": "another tool"}')
+    code, line = refused(selection, tmp_path / "theirs", "olmo")
+    assert code == EXIT_USAGE and "e.g. export.json" in line
     code, line = refused(selection, selection / "export", "olmo")
     assert code == EXIT_USAGE and "inside the selection folder" in line
     code, line = refused(selection, tmp_path / "x", "parquet")
