@@ -8,11 +8,14 @@ PYTEST_ARGS ?=
 
 .PHONY: install test test-all lint demo bench test-vllm clean
 
+# install also puts the trainers' readers (megatron-core, ai2-olmo-core) into .venv, for
+# tests/export only, with --no-deps (tests/export/requirements-readers.txt says why).
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps -r tests/export/requirements-readers.txt
 	@$(BIN)/colorfilter --help >/dev/null && echo "installed: $$($(BIN)/python -c 'import torch, transformers, ray; print("torch", torch.__version__, "transformers", transformers.__version__, "ray", ray.__version__)')"
 
 # pytest exits 5 when it collects no test; that is not a failure of the code under test.

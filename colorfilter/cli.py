@@ -208,6 +208,31 @@ def release(
     typer.echo(format_release(result))
 
 
+@app.command(
+    help="Export a selected dataset folder for a trainer: OLMo-core token files (--format olmo) "
+    "or a Megatron-LM indexed dataset (--format megatron), resumable per shard."
+)
+@user_errors
+def export(
+    selection: Annotated[
+        str, typer.Argument(help="A folder under OUTPUT/selected/ (a path or an s3://, gs://, "
+                            "hf:// URL).")
+    ],
+    out: Annotated[str, typer.Argument(help="Export folder (a path or a bucket URL).")],
+    format: Annotated[str, typer.Option("--format", help="olmo or megatron.")],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an export of something else in OUT.")
+    ] = False,
+    vocab_size: Annotated[
+        int | None, typer.Option(help="Vocabulary size, when the run's tokenizer is not at hand.")
+    ] = None,
+) -> None:
+    from colorfilter.export.driver import ExportRequest, export_selection
+
+    request = ExportRequest(selection, out, format, overwrite, vocab_size)
+    typer.echo(json.dumps(export_selection(request), indent=2))
+
+
 AddressOpt = Annotated[
     str | None,
     typer.Option(
