@@ -102,7 +102,7 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
     run.require("train-conditional")
     run.require("prepare")
     prior_dir, cond_dir = run.model("prior"), run.model("conditional")
-    pad_id = _check_vocabularies(run.tokenizer, prior_dir, cond_dir)
+    pad_id = check_vocabularies(run.tokenizer, prior_dir, cond_dir)
     token_shards = prepared_shard_locations(run.tokens("pool"))
     score_dir = run.scores
     if score_dir.is_local:
@@ -180,7 +180,7 @@ def _worker_sees_cuda(ray, num_cpus: float, num_gpus: float, timeout_s: float) -
     return ray.get(ref)
 
 
-def _check_vocabularies(tokenizer_dir: Location, prior_dir: Location, cond_dir: Location) -> int:
+def check_vocabularies(tokenizer_dir: Location, prior_dir: Location, cond_dir: Location) -> int:
     """The tokenizer must fit both models' vocabularies; return the pad id."""
     from transformers import AutoTokenizer
 
