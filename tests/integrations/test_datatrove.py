@@ -112,3 +112,20 @@ def test_empty_text_is_dropped_when_filtering_and_annotated_as_none(run_dir):
     assert isinstance(docs[1].metadata["colorfilter_score"], float)
     strict = step.ColorFilterScoreFilter(str(run_dir), threshold=-1e9)
     assert strict.filter_batch(docs) == [(False, step.UNSCORED), True]
+
+
+@pytest.mark.slow
+def test_worker_processes_each_load_the_pair(run_dir, tmp_path, expected):
+    """workers=2: the step is pickled into two forkserver processes, each loads its scorer."""
+    LocalPipelineExecutor(
+        pipeline=[
+            JsonlReader(str(POOL), glob_pattern="*.json.gz", limit=LIMIT),
+            step.ColorFilterScoreFilter(str(run_dir), scorer_options={"torch_threads": 1}),
+            JsonlWriter(str(tmp_path / "kept")),
+        ],
+        tasks=2, workers=2, logging_dir=str(tmp_path / "logs"),
+    ).run()  # fmt: skip
+    kept = read_documents(tmp_path / "kept")
+    assert sorted(d["id"] for d in kept) == sorted(expected)
+    got = np.array([d["metadata"]["colorfilter_score"] for d in kept])
+    assert np.max(np.abs(got - np.array([expected[d["id"]] for d in kept]))) <= 1e-5
