@@ -14,6 +14,8 @@ import pyarrow as pa
 
 from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
 
+MIN_TAIL_TOKENS = 2  # a shorter final chunk predicts nothing (one token: no next-token loss)
+
 
 @dataclass
 class _Piece:
@@ -43,7 +45,9 @@ class Chunker:
     def full_chunks(self) -> int:
         return self.pending_tokens // self.seq_len
 
-    def take(self, max_chunks: int, final: bool = False, min_tail_tokens: int = 2) -> pa.Table:
+    def take(
+        self, max_chunks: int, final: bool = False, min_tail_tokens: int = MIN_TAIL_TOKENS
+    ) -> pa.Table:
         """Emit up to `max_chunks` full chunks; with `final`, also the short tail chunk."""
         count = min(self.full_chunks(), max_chunks)
         tail = 0
@@ -95,6 +99,26 @@ class Chunker:
             )
         self._pieces = kept
         self.pending_tokens = int(sum(len(p.tokens) for p in kept))
+
+
+def document_chunks(
+    lengths: np.ndarray, seq_len: int, min_tail_tokens: int = MIN_TAIL_TOKENS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each document's chunks lie when every document is chunked on its own: what a
+    `Chunker` emits for a file holding only that document (its tokens, EOS included, cut every
+    `seq_len`; a final piece shorter than `min_tail_tokens` dropped).
+
+    `lengths` are the documents' token counts. Returns (document index, start, end) of every
+    chunk, document by document, offsets inside the document.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    tails = lengths % seq_len
+    per_doc = lengths // seq_len + (tails >= min_tail_tokens)
+    doc = np.repeat(np.arange(len(lengths), dtype=np.int64), per_doc)
+    first = np.cumsum(per_doc) - per_doc  # each document's first chunk
+    start = (np.arange(len(doc), dtype=np.int64) - np.repeat(first, per_doc)) * seq_len
+    end = np.minimum(start + seq_len, lengths[doc])
+    return doc, start, end
 
 
 def split_long_text(text: str, max_chars: int) -> list[str]:

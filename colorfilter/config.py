@@ -6,9 +6,12 @@ Keys `output_dir`, `data.pool`, `data.downstream_train`, `data.downstream_eval`,
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from colorfilter.configtools import (
     URL_SCHEME,
@@ -175,9 +178,15 @@ class Config:
         return Path(Location.parse(self.output_dir, self.storage, key="output_dir"))
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config, apply `key.sub=value` overrides, and type-check everything."""
-    raw = load_yaml(path) if path is not None else {}
+def load_config(
+    path: str | Path | Mapping[str, Any] | None, overrides: list[str] | None = None
+) -> Config:
+    """Load a YAML config (or a dict of the same shape), apply `key.sub=value` overrides, and
+    type-check everything."""
+    if isinstance(path, Mapping):
+        raw = copy.deepcopy(dict(path))  # the overrides below must not change the caller's dict
+    else:
+        raw = load_yaml(path) if path is not None else {}
     for text in overrides or []:
         parts, value = parse_override(text)
         apply_override(Config, raw, parts, value)

@@ -129,7 +129,7 @@ def prepare_scoring(
     run.require("train-conditional")
     run.require("prepare")
     prior_dir, cond_dir = run.model("prior"), run.model("conditional")
-    pad_id = _check_vocabularies(run.tokenizer, prior_dir, cond_dir)
+    pad_id = check_vocabularies(run.tokenizer, prior_dir, cond_dir)
     ray = init_ray(config.ray) if config.executor == "ray" and config.device != "cpu" else None
     num_gpus = _gpus_per_actor(config, ray)
     device = _worker_device(config, num_gpus, ray)
@@ -230,7 +230,7 @@ def _worker_sees_cuda(ray, num_cpus: float, num_gpus: float, timeout_s: float) -
     return ray.get(ref)
 
 
-def _check_vocabularies(tokenizer_dir: Location, prior_dir: Location, cond_dir: Location) -> int:
+def check_vocabularies(tokenizer_dir: Location, prior_dir: Location, cond_dir: Location) -> int:
     """The tokenizer must fit both models' vocabularies; return the pad id."""
     from transformers import AutoTokenizer
 
