@@ -14,11 +14,14 @@ import typer
 
 from colorfilter.errors import EXIT_FAILURE, ColorFilterError
 from colorfilter.io import storage
+from colorfilter.io.faults import service_failure
 
 
 def report_error(exc: BaseException, output_dir: str | None = None) -> int:
-    """Print `exc` for the user and return the exit code."""
-    ours = find_user_error(exc)
+    """Print `exc` for the user and return the exit code: ours as they are; a service (bucket
+    endpoint, hub, cluster) that refused or did not answer as one line naming the endpoint
+    (exit 2); anything else as an unexpected failure with its traceback in a log file."""
+    ours = find_user_error(exc) or service_failure(exc)
     if ours is None:
         return report_unexpected(exc, output_dir)
     typer.echo(f"error: {ours}", err=True)

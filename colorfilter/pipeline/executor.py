@@ -12,7 +12,9 @@ ones raise the worker's own ColorFilterError (see pipeline/retry.py). With no wo
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +23,11 @@ from typing import Any
 
 from colorfilter import interrupts
 from colorfilter.config import RayConfig
-from colorfilter.errors import ColorFilterError
+from colorfilter.errors import ColorFilterError, ServiceError
+from colorfilter.io.faults import service_failure
+from colorfilter.io.location import Location
+from colorfilter.io.redact import redact
+from colorfilter.pipeline.cluster import join_cluster
 from colorfilter.pipeline.retry import FATAL, backoff_s, classify_error, is_lost_worker, one_line
 
 QUIET_RAY_ENV = {
@@ -67,8 +73,8 @@ def init_ray(ray_cfg: RayConfig) -> Any:
         os.environ.setdefault(key, value)
     address = ray_address(ray_cfg)
     with interrupts.keep_handlers():  # ray.init replaces our SIGTERM handler with its own
-        if address != "local":
-            ray.init(address=address, log_to_driver=True)
+        if address != "local":  # probed first: an address nothing answers at fails fast
+            join_cluster(ray, address, ray_cfg.connect_timeout_s)
         else:
             ray.init(
                 address="local",
@@ -142,13 +148,20 @@ def _map_local(spec: WorkerSpec, tasks: list[Any], cfg: RayConfig) -> Iterator[t
 
 
 def _check_retry(task: Any, exc: BaseException, attempt: int, cfg: RayConfig) -> None:
-    """Raise if `exc` is fatal (the worker's own error) or the task is out of attempts."""
+    """Raise if `exc` is fatal (the worker's own error) or the task is out of attempts: a
+    service that stayed down is one ServiceError naming its endpoint (exit 2)."""
     if classify_error(exc) == FATAL:
         _raise_fatal(exc)
     if attempt >= cfg.max_task_attempts:
+        service = service_failure(exc)
+        if service is not None:
+            raise ServiceError(
+                f"{describe_task(task)}: {service} (after {attempt} attempts, "
+                "ray.max_task_attempts)"
+            ) from None
         raise ColorFilterError(
-            f"{_describe(task)} failed {attempt} times (ray.max_task_attempts), last: "
-            f"{one_line(exc)}; rerun to resume"
+            f"{describe_task(task)} failed {attempt} times (ray.max_task_attempts), last: "
+            f"{redact(one_line(exc))}; rerun to resume"
         ) from exc
 
 
@@ -172,9 +185,32 @@ def _user_error(exc: BaseException) -> ColorFilterError | None:
     return None
 
 
-def _describe(task: Any) -> str:
-    text = repr(task)
-    return "task " + (text if len(text) <= 200 else text[:197] + "...")
+def describe_task(task: Any) -> str:
+    """A task named by the files it works on, as the user wrote them (paths or URLs), never
+    its repr (which would print storage options): e.g. "score task on s3://b/out/tokens/pool/
+    00003.parquet". A task may say it itself with a `describe()` method."""
+    method = getattr(task, "describe", None)
+    if callable(method):
+        return str(method())
+    kind = re.sub(r"(?<!^)(?=[A-Z])", " ", type(task).__name__).lower()
+    files = _task_files(task)
+    return f"{kind} on {', '.join(files[:2])}" if files else kind
+
+
+def _task_files(value: Any, depth: int = 0) -> list[str]:
+    """The Locations and paths in a task's fields (one level into nested dataclasses)."""
+    if isinstance(value, Location):
+        return [value.url]
+    if isinstance(value, os.PathLike):
+        return [os.fspath(value)]
+    if isinstance(value, str) and (value.startswith("/") or "://" in value):
+        return [redact(value)]
+    if not dataclasses.is_dataclass(value) or isinstance(value, type) or depth > 1:
+        return []
+    found: list[str] = []
+    for item in dataclasses.fields(value):
+        found += _task_files(getattr(value, item.name), depth + 1)
+    return found
 
 
 @dataclass
