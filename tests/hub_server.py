@@ -22,8 +22,9 @@ and, for reading through `HfFileSystem` (hf:// URLs) and `hf_hub_download`:
   GET|HEAD /[{type}s/]{repo}/resolve/{rev}/{path} -> file bytes (Range requests: 206)
 
 Write calls without an `Authorization: Bearer` header (or with a token in `refused_tokens`)
-get 401; while `outage` is set, every request gets that status (a hub that is down). Every request is recorded in
-`FakeHub.requests`; unknown routes get 404 and are listed in `FakeHub.unknown`.
+get 401; while `outage` is set, every request gets that status (a hub that is down). Every
+request is recorded in `FakeHub.requests`; unknown routes get 404 and are listed in
+`FakeHub.unknown`.
 
 Usage:
     with FakeHub() as hub:

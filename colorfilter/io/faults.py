@@ -44,6 +44,11 @@ PARQUET_DAMAGE = re.compile(
     r"invalid number of bytes|Invalid UTF8|Invalid base64|[Ss]nappy|LZ4|[Bb]rotli|"
     r"Page was smaller|Couldn't deserialize|Invalid column metadata|not a parquet file"
 )
+# serde_json's messages, which the Rust tokenizers library raises as a bare Exception
+SERDE_JSON = re.compile(
+    r"(EOF while parsing|expected|trailing characters|invalid type|key must be a string|"
+    r"control character).* at line \d+ column \d+"
+)
 SAFETENSORS_ERRORS = {"SafetensorError", "HeaderTooLarge", "HeaderTooSmall", "InvalidHeader"}
 NO_SPACE = {
     errno.ENOSPC: "no space left on device",
@@ -76,6 +81,10 @@ def damage_reason(exc: BaseException) -> str | None:
         return f"corrupt compressed data: {text}"
     if isinstance(exc, EOFError):
         return f"cut short: {text}"
+    if "YAMLError" in names and module.startswith("yaml"):
+        return f"not valid YAML: {text}"
+    if type(exc) is Exception and SERDE_JSON.search(text):  # the tokenizers library (Rust)
+        return f"not valid JSON: {text}"
     if NETWORK_WORDS.search(text):
         return None
     if isinstance(exc, OSError) and MISSING_WEIGHTS.search(text):
@@ -124,7 +133,7 @@ def out_of_space(exc: BaseException) -> str | None:
 _OWNERS = [
     (re.compile(r"/tokens/(pool|downstream_train|downstream_eval)/[^/]+$"), "token shard",
      "prepare"),
-    (re.compile(r"/tokenizer/[^/]+$"), "tokenizer file", "prepare"),
+    (re.compile(r"/tokenizer(/[^/]+)?$"), "the run's tokenizer", "prepare"),
     (re.compile(r"/models/prior(/|$)"), "prior model", "train-prior"),
     (re.compile(r"/models/conditional(/|$)"), "conditional model", "train-conditional"),
     (re.compile(r"/scores/pool/[^/]+$"), "score shard", "score"),
@@ -202,7 +211,7 @@ CONNECTION_ERRORS = {
     "ClientOSError", "ServerTimeoutError", "NewConnectionError", "MaxRetryError",
     "FSTimeoutError", "ConnectionRefusedError", "ConnectionResetError",
 }  # fmt: skip
-_PYARROW_CONNECT = re.compile(r"Failed to connect to (\S+) port (\d+)")
+_PYARROW_CONNECT = re.compile(r"Failed to connect to ([^\s:]+)(?: port |:)(\d+)")
 _BOTO_ENDPOINT = re.compile(r'endpoint URL: "([^"]+)"')
 
 
@@ -222,6 +231,8 @@ def _service_message(exc: BaseException, kind: str) -> str | None:
     text = _first_line(exc, 200)
     status = http_status(exc)
     where = _endpoint(exc)
+    if not kind and _is_s3_client_error(exc, text):
+        kind = "the S3 endpoint"
     if kind:
         where = f"{kind} at {where}" if where else kind
     if status is not None and (status >= 500 or status in (401, 403, 429)):
@@ -238,6 +249,11 @@ def _service_message(exc: BaseException, kind: str) -> str | None:
         return (f"{service} does not answer ({text}); check the address and that the service is "
                 "up, then rerun the same command to continue")
     return None
+
+
+def _is_s3_client_error(exc: BaseException, text: str) -> bool:
+    """botocore's errors (s3fs) and pyarrow's S3 ones ("AWS Error ...")."""
+    return type(exc).__module__.startswith(("botocore", "aiobotocore")) or "AWS Error" in text
 
 
 def _endpoint(exc: BaseException) -> str | None:
@@ -303,8 +319,12 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         if error is None or id(error) in seen or not isinstance(error, BaseException):
             continue
         seen.add(id(error))
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, BaseException) and type(error).__name__.startswith("RayTaskError"):
+            todo.insert(0, cause)  # the wrapper's text is the remote stack: judge the error
+            continue
         yield error
-        todo += [getattr(error, "cause", None), error.__cause__]
+        todo += [cause, error.__cause__]
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

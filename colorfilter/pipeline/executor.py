@@ -12,9 +12,7 @@ ones raise the worker's own ColorFilterError (see pipeline/retry.py). With no wo
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,10 +23,17 @@ from colorfilter import interrupts
 from colorfilter.config import RayConfig
 from colorfilter.errors import ColorFilterError, ServiceError
 from colorfilter.io.faults import service_failure
-from colorfilter.io.location import Location
 from colorfilter.io.redact import redact
 from colorfilter.pipeline.cluster import join_cluster
-from colorfilter.pipeline.retry import FATAL, backoff_s, classify_error, is_lost_worker, one_line
+from colorfilter.pipeline.retry import (
+    FATAL,
+    backoff_s,
+    classify_error,
+    describe_task,
+    is_lost_worker,
+    named_fault,
+    one_line,
+)
 
 QUIET_RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -151,7 +156,7 @@ def _check_retry(task: Any, exc: BaseException, attempt: int, cfg: RayConfig) ->
     """Raise if `exc` is fatal (the worker's own error) or the task is out of attempts: a
     service that stayed down is one ServiceError naming its endpoint (exit 2)."""
     if classify_error(exc) == FATAL:
-        _raise_fatal(exc)
+        _raise_fatal(exc, task)
     if attempt >= cfg.max_task_attempts:
         service = service_failure(exc)
         if service is not None:
@@ -165,9 +170,11 @@ def _check_retry(task: Any, exc: BaseException, attempt: int, cfg: RayConfig) ->
         ) from exc
 
 
-def _raise_fatal(exc: BaseException) -> None:
-    """Raise the worker's own ColorFilterError (one line for the user), else `exc` as it is."""
-    ours = _user_error(exc)
+def _raise_fatal(exc: BaseException, task: Any = None) -> None:
+    """Raise the worker's own ColorFilterError (one line for the user); a raw out-of-space or
+    damaged-data error (from a writer or reader that did not name its file) as one line naming
+    the task's files; else `exc` as it is."""
+    ours = _user_error(exc) or named_fault(exc, task)
     if ours is None:
         raise exc
     if ours is exc:
@@ -183,34 +190,6 @@ def _user_error(exc: BaseException) -> ColorFilterError | None:
             return exc.with_traceback(None)
         exc = getattr(exc, "cause", None) or exc.__cause__
     return None
-
-
-def describe_task(task: Any) -> str:
-    """A task named by the files it works on, as the user wrote them (paths or URLs), never
-    its repr (which would print storage options): e.g. "score task on s3://b/out/tokens/pool/
-    00003.parquet". A task may say it itself with a `describe()` method."""
-    method = getattr(task, "describe", None)
-    if callable(method):
-        return str(method())
-    kind = re.sub(r"(?<!^)(?=[A-Z])", " ", type(task).__name__).lower()
-    files = _task_files(task)
-    return f"{kind} on {', '.join(files[:2])}" if files else kind
-
-
-def _task_files(value: Any, depth: int = 0) -> list[str]:
-    """The Locations and paths in a task's fields (one level into nested dataclasses)."""
-    if isinstance(value, Location):
-        return [value.url]
-    if isinstance(value, os.PathLike):
-        return [os.fspath(value)]
-    if isinstance(value, str) and (value.startswith("/") or "://" in value):
-        return [redact(value)]
-    if not dataclasses.is_dataclass(value) or isinstance(value, type) or depth > 1:
-        return []
-    found: list[str] = []
-    for item in dataclasses.fields(value):
-        found += _task_files(getattr(value, item.name), depth + 1)
-    return found
 
 
 @dataclass

@@ -11,14 +11,20 @@ space/quota/file size, config errors, bugs; fails at once.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import os
+import re
+from typing import Any
 
-from colorfilter.errors import ColorFilterError
+from colorfilter.errors import ColorFilterError, DamagedDataError, OutOfSpaceError
 from colorfilter.io.faults import CONNECTION_ERRORS, damage_reason, http_status, out_of_space
+from colorfilter.io.location import Location
+from colorfilter.io.redact import redact
 
 __all__ = [
-    "FATAL", "OOM", "TRANSIENT", "backoff_s", "classify_error", "http_status", "is_cuda_oom",
-    "is_lost_worker", "one_line",
+    "FATAL", "OOM", "TRANSIENT", "backoff_s", "classify_error", "describe_task", "http_status",
+    "is_cuda_oom", "is_lost_worker", "named_fault", "one_line",
 ]  # fmt: skip
 
 TRANSIENT, OOM, FATAL = "transient", "oom", "fatal"
@@ -102,3 +108,50 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     line = text[0] if text else ""
     line = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def describe_task(task: Any) -> str:
+    """A task named by the files it works on, as the user wrote them (paths or URLs), never
+    its repr (which would print storage options): e.g. "score task on s3://b/out/tokens/pool/
+    00003.parquet". A task may say it itself with a `describe()` method."""
+    method = getattr(task, "describe", None)
+    if callable(method):
+        return str(method())
+    kind = re.sub(r"(?<!^)(?=[A-Z])", " ", type(task).__name__).lower()
+    files = _task_files(task)
+    return f"{kind} on {', '.join(files[:2])}" if files else kind
+
+
+def _task_files(value: Any, depth: int = 0) -> list[str]:
+    """The Locations and paths in a task's fields (one level into nested dataclasses)."""
+    if isinstance(value, Location):
+        return [value.url]
+    if isinstance(value, os.PathLike):
+        return [os.fspath(value)]
+    if isinstance(value, str) and (value.startswith("/") or "://" in value):
+        return [redact(value)]
+    if not dataclasses.is_dataclass(value) or isinstance(value, type) or depth > 1:
+        return []
+    found: list[str] = []
+    for item in dataclasses.fields(value):
+        found += _task_files(getattr(value, item.name), depth + 1)
+    return found
+
+
+def named_fault(exc: BaseException, task: Any) -> ColorFilterError | None:
+    """A raw out-of-space or damaged-data error (from a writer or reader that did not name its
+    file) as one error naming the task's files; None for anything else."""
+    cause = getattr(exc, "cause", None)
+    remote = cause if isinstance(cause, BaseException) else exc
+    where = f"the {describe_task(task)}" if task is not None else "a worker"
+    space, damage = out_of_space(remote), damage_reason(remote)
+    if space is not None:
+        return OutOfSpaceError(redact(
+            f"a write by {where} failed ({space}: {one_line(remote)}); free space (or raise "
+            "the quota or file size limit) and rerun the same command to continue"
+        ))
+    if damage is not None:
+        return DamagedDataError(redact(
+            f"{where} read damaged data ({damage}); rerun the stage that wrote its inputs"
+        ))
+    return None
