@@ -170,7 +170,8 @@ def client(address: str | None, connect_timeout_s: float = DEFAULT_CONNECT_TIMEO
             raise ClusterUnreachableError(str(exc)) from None
     try:
         return JobSubmissionClient(address)
-    except (ConnectionError, ValueError, RuntimeError) as exc:  # RuntimeError: not a Jobs API
+    except Exception as exc:  # noqa: BLE001 - refused, an HTTP error, no Jobs API: all mean
+        # "no Ray cluster at this address"
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClusterUnreachableError(
             f"no Ray cluster answers at {address or '$RAY_ADDRESS'} ({line}); give the "

@@ -181,3 +181,24 @@ def test_a_port_that_is_no_ray_cluster_fails_in_bounded_time():
                               capture_output=True, text=True, timeout=300)
     assert done.stdout.startswith(f"ray.address={address}: could not join"), done.stderr
     assert time.perf_counter() - start < 120
+
+
+def test_jobs_against_a_server_that_is_no_ray_dashboard_exit_2_naming_it():
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    address = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "colorfilter", "jobs", "status", "raysubmit_x", "--address",
+             address], env=cli_env(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.startswith(f"error: no Ray cluster answers at {address} (")
+    assert done.stderr.count("\n") == 1
