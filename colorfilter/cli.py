@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -84,6 +85,21 @@ def _load(config: Path, overrides: list[str] | None, job_driver: bool = False):
     return loaded
 
 
+@contextlib.contextmanager
+def output_lease(config: Config, command: str) -> Iterator[None]:
+    """Hold output_dir's lease while a command writes there (one writer per output dir,
+    colorfilter.io.lease); rank 0 only under torchrun, whose other ranks run inside it."""
+    from colorfilter.io.lease import held
+    from colorfilter.layout import RunLayout
+    from colorfilter.pipeline.stages import is_main_process
+
+    if not is_main_process():
+        yield
+        return
+    with held(RunLayout.of(config).root, config.lease_ttl_s, f"colorfilter {command}"):
+        yield
+
+
 def join_job_cluster(config: Config) -> None:
     """A Ray job's driver joins the job's cluster: Ray sets RAY_ADDRESS for every job, so when it
     is set and the config names no `ray.address`, use "auto" instead of starting a second, local
@@ -99,7 +115,8 @@ def _stage_command(
     from colorfilter.pipeline.stages import is_main_process, run_stage
 
     resolved = _load(config, overrides, job_driver)
-    stats = run_stage(stage, resolved, overwrite)
+    with output_lease(resolved, stage):
+        stats = run_stage(stage, resolved, overwrite)
     if not is_main_process():  # one copy of the stats under torchrun
         return
     if stage == "evaluate":  # the report's path and headline table, not its whole JSON
@@ -179,13 +196,11 @@ def run(
         str | None, typer.Option(help="Comma-separated stages to run (default: all but evaluate).")
     ] = None,
 ) -> None:
-    from colorfilter.pipeline.stages import run_stage, stage_names
+    from colorfilter.pipeline.stages import run_stages, stage_names
 
     resolved = _load(config, set, context.obj == JOB_DRIVER)
-    names = stage_names(stages, resolved)
-    for name in names:
-        typer.echo(f"== {name}", err=True)
-        run_stage(name, resolved, overwrite)
+    with output_lease(resolved, "run"):
+        run_stages(stage_names(stages, resolved), resolved, overwrite)
     typer.echo(f"done: outputs in {resolved.output_dir}", err=True)
 
 
@@ -298,6 +313,11 @@ def submit(
     typer.echo(job_id)
 
 
+ConnectTimeoutOpt = Annotated[
+    float,
+    typer.Option("--connect-timeout", help="Seconds to wait for the dashboard to answer."),
+]
+
 jobs_app = typer.Typer(
     help="Inspect or stop jobs submitted with `colorfilter submit`.", no_args_is_help=True
 )
@@ -307,10 +327,13 @@ JobIdArg = Annotated[str, typer.Argument(help="Job id (raysubmit_...).")]
 
 @jobs_app.command("status", help="Status, message and times of a job, as JSON.")
 @user_errors
-def jobs_status(job_id: JobIdArg, address: AddressOpt = None) -> None:
+def jobs_status(
+    job_id: JobIdArg, address: AddressOpt = None, connect_timeout: ConnectTimeoutOpt = 30.0
+) -> None:
     from colorfilter.jobs import job_status
 
-    typer.echo(json.dumps(job_status(address, job_id), indent=2, default=str))
+    status = job_status(address, job_id, connect_timeout_s=connect_timeout)
+    typer.echo(json.dumps(status, indent=2, default=str))
 
 
 @jobs_app.command("logs", help="A job's logs so far; --follow streams them until it ends.")
@@ -321,22 +344,26 @@ def jobs_logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream until the job ends.")
     ] = False,
+    connect_timeout: ConnectTimeoutOpt = 30.0,
 ) -> None:
     from colorfilter.jobs import follow_logs, job_logs
 
     if follow:
-        status = follow_logs(address, job_id, echo=lambda line: typer.echo(line, err=True))
+        status = follow_logs(address, job_id, echo=lambda line: typer.echo(line, err=True),
+                             connect_timeout_s=connect_timeout)
         typer.echo(f"job {job_id}: {status}", err=True)
         raise typer.Exit(0 if status == "SUCCEEDED" else 1)
-    typer.echo(job_logs(address, job_id), nl=False)
+    typer.echo(job_logs(address, job_id, connect_timeout_s=connect_timeout), nl=False)
 
 
 @jobs_app.command("stop", help="Stop a running job; prints its status afterwards.")
 @user_errors
-def jobs_stop(job_id: JobIdArg, address: AddressOpt = None) -> None:
+def jobs_stop(
+    job_id: JobIdArg, address: AddressOpt = None, connect_timeout: ConnectTimeoutOpt = 30.0
+) -> None:
     from colorfilter.jobs import stop_job
 
-    typer.echo(stop_job(address, job_id))
+    typer.echo(stop_job(address, job_id, connect_timeout_s=connect_timeout))
 
 
 def main(command: Callable[[], Any] = app) -> None:

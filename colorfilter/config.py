@@ -80,6 +80,7 @@ class RayConfig:
     capacity_wait_s: float = 300.0  # with no worker alive/placeable this long, the stage stops
     max_task_attempts: int = 4  # tries per task (transient errors, lost workers) before failing
     retry_backoff_s: float = 2.0  # first retry delay; doubles per attempt (at most 60 s)
+    connect_timeout_s: float = 30.0  # an `address` nothing answers at fails after this long
 
     def validate(self, where: str = "ray") -> list[str]:
         check = Checks(where)
@@ -90,6 +91,7 @@ class RayConfig:
         check.positive("capacity_wait_s", self.capacity_wait_s)
         check.at_least("max_task_attempts", self.max_task_attempts, 1)
         check.at_least("retry_backoff_s", self.retry_backoff_s, 0)
+        check.positive("connect_timeout_s", self.connect_timeout_s)
         return check.problems
 
 
@@ -157,6 +159,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     executor: str = "ray"  # ray (actor pools) | local (in-process, for debugging and laptops)
     tokenizer: str = "EleutherAI/gpt-neox-20b"  # HF tokenizer: local dir, hub name, or folder URL
+    lease_ttl_s: float = 60.0  # one writer per output_dir: the lease's expiry (0: no lease)
     data: DataConfig = field(default_factory=DataConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
@@ -202,6 +205,7 @@ def validate(config: Config) -> None:
     check = Checks()
     check.path("output_dir", config.output_dir, schemes=OUTPUT_SCHEMES)
     check.at_least("seq_len", config.seq_len, 2)
+    check.at_least("lease_ttl_s", config.lease_ttl_s, 0)
     if not DEVICE_PATTERN.match(config.device):
         check.add("device", f"must be {DEVICES}, got {config.device!r}")
     check.one_of("executor", config.executor, EXECUTORS)

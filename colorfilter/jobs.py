@@ -11,6 +11,7 @@ Ray is imported only inside the functions that talk to a cluster.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from colorfilter.errors import EXIT_FAILURE, EXIT_USAGE, ColorFilterError, ConfigError
+from colorfilter.pipeline.cluster import DEFAULT_CONNECT_TIMEOUT_S, check_dashboard
 
 RUN_ALL = "run"  # the whole pipeline (pipelines/run_all.py)
 
@@ -151,21 +153,30 @@ def submission_warnings(config: Any) -> list[str]:
     return notes
 
 
-def client(address: str | None) -> Any:
-    """A JobSubmissionClient for `http://HEAD:8265` (None: $RAY_ADDRESS), or a clear error."""
+def client(address: str | None, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Any:
+    """A JobSubmissionClient for `http://HEAD:8265` (None: $RAY_ADDRESS), or a clear error:
+    an address where nothing answers fails within `connect_timeout_s` naming it."""
     try:
         from ray.job_submission import JobSubmissionClient
     except ImportError as exc:
         raise JobError(
             f"the Ray Jobs client is missing ({exc}): pip install 'ray[default]'"
         ) from exc
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        try:
+            check_dashboard(target, connect_timeout_s)
+        except ConfigError as exc:
+            raise ClusterUnreachableError(str(exc)) from None
     try:
         return JobSubmissionClient(address)
-    except (ConnectionError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - refused, an HTTP error, no Jobs API: all mean
+        # "no Ray cluster at this address"
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClusterUnreachableError(
-            f"no Ray cluster answers at {address or '$RAY_ADDRESS'} ({exc}); give the "
+            f"no Ray cluster answers at {address or '$RAY_ADDRESS'} ({line}); give the "
             "dashboard address, e.g. --address http://HEAD:8265, and check that the head is up"
-        ) from exc
+        ) from None
 
 
 def _request(job_id: str, call: Callable[[], Any]) -> Any:
@@ -218,7 +229,7 @@ def submit(
     )
     for note in submission_warnings(config):
         echo(f"warning: {note}")
-    jobs = client(address)
+    jobs = client(address, config.ray.connect_timeout_s)
     job_id = _request(
         submission_id or "(new)",
         lambda: jobs.submit_job(
@@ -234,9 +245,10 @@ def submit(
     if no_wait:
         echo(f"follow it with: colorfilter jobs logs {job_id} --address {jobs.get_address()}")
         return job_id
-    status = follow_logs(address, job_id, out=out, echo=echo)
+    timeout_s = config.ray.connect_timeout_s
+    status = follow_logs(address, job_id, out=out, echo=echo, connect_timeout_s=timeout_s)
     if status != "SUCCEEDED":
-        info = job_status(address, job_id)
+        info = job_status(address, job_id, connect_timeout_s=timeout_s)
         raise JobFailedError(
             f"job {job_id} ended {status}: {info.get('message') or 'no message'} "
             f"(full logs: colorfilter jobs logs {job_id})"
@@ -251,6 +263,7 @@ def follow_logs(
     out: TextIO | None = None,
     echo: Callable[[str], None] = _stderr,
     poll_s: float = 2.0,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> str:
     """Stream a job's logs to `out` until it ends; return its final status (e.g. SUCCEEDED).
 
@@ -260,7 +273,7 @@ def follow_logs(
     import asyncio
 
     out = out or sys.stdout
-    jobs = client(address)
+    jobs = client(address, connect_timeout_s)
     _request(job_id, lambda: jobs.get_job_info(job_id))  # a clear error for an unknown id
     printed = [0]  # characters written so far, kept if the stream drops midway
     try:
@@ -295,9 +308,11 @@ def _poll_until_done(jobs: Any, job_id: str, out: TextIO, printed: int, poll_s: 
         time.sleep(poll_s)
 
 
-def job_status(address: str | None, job_id: str) -> dict[str, Any]:
+def job_status(
+    address: str | None, job_id: str, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+) -> dict[str, Any]:
     """Status, message, entrypoint and times of one job, as plain JSON-able data."""
-    jobs = client(address)
+    jobs = client(address, connect_timeout_s)
     info = _request(job_id, lambda: jobs.get_job_info(job_id))
     return {
         "job_id": job_id,
@@ -310,17 +325,20 @@ def job_status(address: str | None, job_id: str) -> dict[str, Any]:
     }
 
 
-def job_logs(address: str | None, job_id: str) -> str:
+def job_logs(
+    address: str | None, job_id: str, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+) -> str:
     """Everything the job's driver has printed so far."""
-    jobs = client(address)
+    jobs = client(address, connect_timeout_s)
     return _request(job_id, lambda: jobs.get_job_logs(job_id))
 
 
 def stop_job(
-    address: str | None, job_id: str, *, wait: bool = True, timeout_s: float = 60.0
+    address: str | None, job_id: str, *, wait: bool = True, timeout_s: float = 60.0,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> str:
     """Ask the cluster to stop a job (SIGTERM, then SIGKILL); return its status afterwards."""
-    jobs = client(address)
+    jobs = client(address, connect_timeout_s)
     _request(job_id, lambda: jobs.stop_job(job_id))
     deadline = time.monotonic() + timeout_s
     status = str(_request(job_id, lambda: jobs.get_job_status(job_id)))

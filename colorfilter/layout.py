@@ -7,6 +7,7 @@ both. Stages ask this module for their paths and for the outputs of earlier stag
 
     OUTPUT/
       config.yaml                 the resolved config of the last stage run here
+      .colorfilter-lease.json     the lease of the run writing here now (colorfilter.io.lease)
       logs/                       error logs (colorfilter.reporting.report_unexpected)
       tokenizer/                  the run's tokenizer (prepare)
       tokens/<split>/             token shards + stats.json (prepare; split = pool,
@@ -44,6 +45,7 @@ SELECT_WORK = "_work"
 MODEL_CHECKPOINT = "checkpoint"  # a model folder's resumable state (kept with keep_checkpoint)
 STATS = "stats.json"
 MODEL_RECORD = "model.done.json"  # a model folder's completion record (colorfilter.io.commit)
+LEASE_NAME = ".colorfilter-lease.json"  # the running writer's lease (colorfilter.io.lease)
 
 
 @dataclass(frozen=True)
@@ -159,11 +161,19 @@ class RunLayout:
     def has_outputs(self) -> bool:
         """Whether any stage wrote outputs here (anything but the saved config and logs)."""
         names = {loc.name for loc in storage.list_dir(self.root)}
-        return bool(names - {self.config_file.name, self.logs.name})
+        return bool(names - {self.config_file.name, self.logs.name, LEASE_NAME})
 
     def stages_run(self) -> list[str]:
         """The stages whose outputs are here, in pipeline order (for `colorfilter status`)."""
         return [stage for stage in _MARKERS if self.has_run(stage)]
+
+    def outputs_from(self, stage: str) -> list[Location]:
+        """The folders written by `stage` and every later stage: what a config change in
+        `stage` makes stale (`--overwrite` removes them, colorfilter.pipeline.replace)."""
+        if stage not in _OUTPUTS:
+            raise ValueError(f"unknown stage {stage!r}; known: {', '.join(_OUTPUTS)}")
+        names = list(_OUTPUTS)
+        return [loc for name in names[names.index(stage):] for loc in _OUTPUTS[name](self)]
 
 
 def _known(name: str, names: tuple[str, ...], what: str) -> str:
@@ -180,6 +190,16 @@ _MARKERS: dict[str, Callable[[RunLayout], list[Location]]] = {
     "distill": lambda run: [run.distill_stats],
     "score": lambda run: [run.score_stats],
     "evaluate": lambda run: [run.eval.join("report.json")],
+}
+# stage -> the folders it writes, in pipeline order (scores/dsir is a cache of the tokens)
+_OUTPUTS: dict[str, Callable[[RunLayout], list[Location]]] = {
+    "prepare": lambda run: [run.tokenizer, run.tokens_root, run.dsir],
+    "train-prior": lambda run: [run.model("prior")],
+    "train-conditional": lambda run: [run.model("conditional")],
+    "distill": lambda run: [run.sample_scores, run.cheap_model, run.cheap_scores],
+    "score": lambda run: [run.scores],
+    "select": lambda run: [run.selected_root],
+    "evaluate": lambda run: [run.eval],
 }
 _WHAT = {
     "prepare": "the run's tokenizer and pool token shards",

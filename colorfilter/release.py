@@ -27,6 +27,7 @@ from typing import Any
 
 from colorfilter.dataset.manifest import MANIFEST_NAME, list_files, read_manifest, verify_files
 from colorfilter.errors import EXIT_USAGE, ColorFilterError
+from colorfilter.io.faults import service_failure
 from colorfilter.io.location import Location
 
 LARGE_FOLDER_BYTES = 2 * 1024**3  # switch to upload_large_folder on clients without pipelining
@@ -98,10 +99,24 @@ def release(
     upload = {"repo_id": repo_id, "private": private, "revision": revision, "token": token,
               "commit_message": commit_message, "endpoint": endpoint}
     if remote is None:
-        return {**result, **_publish(plan["folder"], plan, **upload)}
+        return {**result, **_publish_or_explain(plan["folder"], plan, upload)}
     with staged_copy(remote, plan) as local:
         plan_release(local)  # sha256 of every downloaded file against the manifest
-        return {**result, **_publish(str(local), plan, **upload)}
+        return {**result, **_publish_or_explain(str(local), plan, upload)}
+
+
+def _publish_or_explain(folder: str, plan: dict[str, Any], upload: dict[str, Any]) -> dict:
+    """`_publish`, with a hub that refuses (bad token) or does not answer (down, 5xx) told in
+    one line naming its endpoint (exit 2); the token is never printed."""
+    try:
+        return _publish(folder, plan, **upload)
+    except ColorFilterError:
+        raise
+    except Exception as exc:
+        service = service_failure(exc, "the Hugging Face hub")
+        if service is None:
+            raise
+        raise service from None
 
 
 def _publish(

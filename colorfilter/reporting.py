@@ -12,17 +12,34 @@ from pathlib import Path
 
 import typer
 
-from colorfilter.errors import EXIT_FAILURE, ColorFilterError
+from colorfilter.errors import EXIT_FAILURE, ColorFilterError, OutOfSpaceError
 from colorfilter.io import storage
+from colorfilter.io.faults import out_of_space, service_failure
+from colorfilter.io.redact import redact
 
 
 def report_error(exc: BaseException, output_dir: str | None = None) -> int:
-    """Print `exc` for the user and return the exit code."""
-    ours = find_user_error(exc)
+    """Print `exc` for the user and return the exit code: ours as they are; a service (bucket
+    endpoint, hub, cluster) that refused or did not answer as one line naming the endpoint
+    (exit 2); anything else as an unexpected failure with its traceback in a log file."""
+    ours = find_user_error(exc) or service_failure(exc) or _out_of_space(exc, output_dir)
     if ours is None:
         return report_unexpected(exc, output_dir)
     typer.echo(f"error: {ours}", err=True)
     return ours.exit_code
+
+
+def _out_of_space(exc: BaseException, output_dir: str | None) -> ColorFilterError | None:
+    """A write that failed for lack of space, quota or file size, in a writer that did not
+    name its file: one line (exit 2), never a traceback to read."""
+    reason = out_of_space(exc)
+    if reason is None:
+        return None
+    where = f" under {output_dir}" if output_dir else ""
+    return OutOfSpaceError(redact(
+        f"a write{where} failed ({reason}: {str(exc).strip()[:200]}); free space (or raise the "
+        "quota or file size limit) and rerun the same command to continue"
+    ))
 
 
 def report_unexpected(exc: BaseException, output_dir: str | None = None) -> int:
@@ -32,8 +49,6 @@ def report_unexpected(exc: BaseException, output_dir: str | None = None) -> int:
     import tempfile
     import time
     import traceback
-
-    from colorfilter.io.redact import redact  # no credential in a log file or on the terminal
 
     text = redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"

@@ -21,8 +21,10 @@ and, for reading through `HfFileSystem` (hf:// URLs) and `hf_hub_download`:
   POST /api/{type}s/{repo}/paths-info/{rev}       -> entries for the form's `paths`
   GET|HEAD /[{type}s/]{repo}/resolve/{rev}/{path} -> file bytes (Range requests: 206)
 
-Write calls without an `Authorization: Bearer` header get 401. Every request is recorded in
-`FakeHub.requests`; unknown routes get 404 and are listed in `FakeHub.unknown`.
+Write calls without an `Authorization: Bearer` header (or with a token in `refused_tokens`)
+get 401; while `outage` is set, every request gets that status (a hub that is down). Every
+request is recorded in `FakeHub.requests`; unknown routes get 404 and are listed in
+`FakeHub.unknown`.
 
 Usage:
     with FakeHub() as hub:
@@ -81,6 +83,8 @@ class FakeHub:
         self.requests: list[tuple[str, str]] = []
         self.unknown: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+        self.refused_tokens: set[str] = set()  # write calls with one of these get 401
+        self.outage: int | None = None  # when set, every request gets this status (e.g. 503)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -175,7 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, {"error": message}, headers)
 
     def _authorized(self) -> bool:
-        if self.headers.get("Authorization", "").startswith("Bearer "):
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer ") and auth[len("Bearer "):] not in self.hub.refused_tokens:
             return True
         self._error(401, "Invalid credentials in Authorization header")
         return False
@@ -191,6 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._path()
         with self.hub.lock:
             self.hub.requests.append(("GET", path))
+        if self.hub.outage:
+            return self._error(self.hub.outage, "the hub is down")
         if path == "/api/whoami-v2":
             return self._send(200, {"type": "user", "name": USER, "orgs": []})
         if path == "/api/agent-harnesses":  # the client's user-agent registry: empty here
@@ -216,6 +223,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._path()
         with self.hub.lock:
             self.hub.requests.append(("HEAD", path))
+        if self.hub.outage:
+            return self._error(self.hub.outage, "the hub is down")
         match = RESOLVE.match(path)
         if match:
             return self._resolve(match, head=True)
@@ -226,6 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         with self.hub.lock:
             self.hub.requests.append(("POST", path))
+        if self.hub.outage:
+            return self._error(self.hub.outage, "the hub is down")
         if path == "/api/validate-yaml":
             return self._validate_yaml(json.loads(body))
         match = PATHS_INFO.match(path)

@@ -113,6 +113,24 @@ def _relative(info: FileInfo, loc: Location, single: bool) -> str:
     return loc.name if single else info.location.relative_to(loc)
 
 
+def source_url(path: str | Path) -> str | None:
+    """The URL a path inside a cached copy was fetched from (for messages that must name what
+    the user wrote, not the cache), or None for a path outside the cache."""
+    path = Path(path).absolute()
+    root = cache_root().absolute()
+    if root not in path.parents:
+        return None
+    top = root / path.relative_to(root).parts[0]
+    try:
+        url = json.loads((top / MARKER).read_text())["url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    rest = path.relative_to(top).as_posix()
+    if rest == "." or not isinstance(url, str):
+        return url if isinstance(url, str) else None
+    return url if url.endswith("/" + rest) else f"{url}/{rest}"
+
+
 def _key(loc: Location, files: list[FileInfo]) -> str:
     listing = [[f.location.url, f.size, f.version] for f in files]
     payload = json.dumps({"url": loc.url, "files": listing}, sort_keys=True)

@@ -62,6 +62,7 @@ from colorfilter.io.backends import (
     region,
     storage_options,
 )
+from colorfilter.io.faults import reading, writing
 from colorfilter.io.location import GLOB_CHARS, SCHEMES, Location, as_location
 
 __all__ = [
@@ -236,21 +237,24 @@ def open_write(value: str | Location, block_size: int | None = None) -> Iterator
     completed at close); if the block raises, the upload is aborted and nothing appears.
     No rename is ever used remotely (FUSE-mounted buckets and object stores have none).
     `block_size`: bytes buffered per uploaded part (remote only; S3 needs >= 5 MiB).
+    A write failing for lack of space, quota or file size is one OutOfSpaceError naming the
+    file (colorfilter.io.faults.writing): deterministic, never retried.
     """
     loc, fs, path = _fs_path(value)
-    if loc.is_local:
-        from colorfilter.io.atomic import atomic_path
+    with writing(loc):
+        if loc.is_local:
+            from colorfilter.io.atomic import atomic_path
 
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+                yield handle
+            return
+        handle = fs.open(path, "wb", **({"block_size": block_size} if block_size else {}))
+        try:
             yield handle
-        return
-    handle = fs.open(path, "wb", **({"block_size": block_size} if block_size else {}))
-    try:
-        yield handle
-    except BaseException:
-        _abandon(handle)
-        raise
-    handle.close()
+        except BaseException:
+            _abandon(handle)
+            raise
+        handle.close()
 
 
 def _abandon(handle: Any) -> None:
@@ -280,7 +284,11 @@ def write_text(value: str | Location, text: str) -> None:
 
 
 def read_json(value: str | Location) -> Any:
-    return json.loads(read_bytes(value))
+    """Parsed JSON; a torn or corrupt file is a DamagedDataError naming it (a ValueError too,
+    so `read_json_object` still treats it as absent)."""
+    data = read_bytes(value)
+    with reading(as_location(value)):
+        return json.loads(data)
 
 
 def write_json(value: str | Location, payload: Any) -> None:

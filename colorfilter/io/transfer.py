@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from colorfilter.io.backends import filesystem, parquet_filesystem
+from colorfilter.io.faults import reading
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.storage import makedirs, open_write
 
 
 def write_parquet(value: str | Location, table: Any, compression: str = "zstd",
                   **options: Any) -> None:
-    """Write an Arrow table as one parquet file or object, whole or not at all."""
+    """Write an Arrow table as one parquet file or object, whole or not at all (out of space:
+    an OutOfSpaceError naming it, see open_write)."""
     import pyarrow.parquet as pq
 
     with open_write(value) as handle:
@@ -35,29 +37,34 @@ def write_parquet(value: str | Location, table: Any, compression: str = "zstd",
 
 
 def read_parquet(value: str | Location, columns: Sequence[str] | None = None) -> Any:
-    """An Arrow table read from a local file (memory-mapped) or an object."""
+    """An Arrow table read from a local file (memory-mapped) or an object. A truncated or
+    corrupt file is one DamagedDataError naming it (colorfilter.io.faults), never a retry."""
     import pyarrow.parquet as pq
 
     loc = as_location(value)
-    if loc.is_local:
-        return pq.read_table(loc.path, columns=columns, memory_map=True)
-    fs, path = parquet_filesystem(loc)
-    return pq.read_table(path, columns=columns, filesystem=fs)
+    with reading(loc):
+        if loc.is_local:
+            return pq.read_table(loc.path, columns=columns, memory_map=True)
+        fs, path = parquet_filesystem(loc)
+        return pq.read_table(path, columns=columns, filesystem=fs)
 
 
 @contextlib.contextmanager
 def open_parquet(value: str | Location) -> Iterator[Any]:
-    """A `pyarrow.parquet.ParquetFile` (metadata, row groups, iter_batches) on any backend."""
+    """A `pyarrow.parquet.ParquetFile` (metadata, row groups, iter_batches) on any backend.
+    Damage found while opening it or reading through it in the block is one DamagedDataError
+    naming the file (colorfilter.io.faults.reading)."""
     import pyarrow.parquet as pq
 
     loc = as_location(value)
-    if loc.is_local:
-        with pq.ParquetFile(loc.path, memory_map=True) as parquet:
+    with reading(loc):
+        if loc.is_local:
+            with pq.ParquetFile(loc.path, memory_map=True) as parquet:
+                yield parquet
+            return
+        fs, path = parquet_filesystem(loc)
+        with fs.open_input_file(path) as handle, pq.ParquetFile(handle) as parquet:
             yield parquet
-        return
-    fs, path = parquet_filesystem(loc)
-    with fs.open_input_file(path) as handle, pq.ParquetFile(handle) as parquet:
-        yield parquet
 
 
 def upload_folder(local_dir: str | Path, dest: str | Location) -> list[Location]:

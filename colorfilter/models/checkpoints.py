@@ -22,7 +22,9 @@ import numpy as np
 from colorfilter.configtools import URL_SCHEME
 from colorfilter.errors import ConfigError
 from colorfilter.io.atomic import TMP_PREFIX, remove_stale_temps, write_json_atomic
+from colorfilter.io.cache import source_url
 from colorfilter.io.commit import commit_unit, is_committed
+from colorfilter.io.faults import reading
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.storage import find, list_dir, read_json, read_many, remove, stat_many
 from colorfilter.io.transfer import staged_folder, write_parquet
@@ -109,7 +111,8 @@ def load_tokenizer(tokenizer_dir: str | Path) -> tuple[Any, int]:
 
     if not Path(tokenizer_dir).is_dir():
         raise ConfigError(f"no tokenizer directory at {tokenizer_dir}: run `prepare` first")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    with reading(tokenizer_dir, name=source_url(tokenizer_dir)):  # a torn tokenizer.json
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id

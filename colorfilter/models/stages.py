@@ -26,6 +26,7 @@ import numpy as np
 from colorfilter.errors import ConfigError
 from colorfilter.io import storage
 from colorfilter.io.cache import local_copy
+from colorfilter.io.faults import reading
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
 from colorfilter.layout import MODEL_CHECKPOINT
@@ -131,7 +132,9 @@ def train_conditional(
         return stats
     tokenizer, pad_id = load_tokenizer(_fetch(tokenizer_dir, "the run's tokenizer"))
     index = read_chunk_index(train_paths)
-    model = AutoModelForCausalLM.from_pretrained(_fetch(prior, "the prior model"), dtype="float32")
+    with reading(prior):  # a truncated or missing weights file: one line naming the folder
+        model = AutoModelForCausalLM.from_pretrained(_fetch(prior, "the prior model"),
+                                                     dtype="float32")
     extra: dict[str, Any] = {"epochs": cfg.epochs, "prior_dir": prior.url}
     eval_paths = _eval_shards(eval_token_dir)
     if eval_paths is not None:
@@ -361,7 +364,8 @@ def _adopt_prior(
     started = time.perf_counter()
     source = _fetch(init, "prior.init_from")
     check_tokenizer_matches(source, tokenizer, label=cfg.init_from)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype="float32")
+    with reading(init, name=cfg.init_from):
+        model = AutoModelForCausalLM.from_pretrained(source, dtype="float32")
     if model.config.vocab_size < len(tokenizer):
         raise ConfigError(
             f"prior.init_from {cfg.init_from} has vocab {model.config.vocab_size}, "

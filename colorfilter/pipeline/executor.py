@@ -21,8 +21,19 @@ from typing import Any
 
 from colorfilter import interrupts
 from colorfilter.config import RayConfig
-from colorfilter.errors import ColorFilterError
-from colorfilter.pipeline.retry import FATAL, backoff_s, classify_error, is_lost_worker, one_line
+from colorfilter.errors import ColorFilterError, ServiceError
+from colorfilter.io.faults import service_failure
+from colorfilter.io.redact import redact
+from colorfilter.pipeline.cluster import join_cluster
+from colorfilter.pipeline.retry import (
+    FATAL,
+    backoff_s,
+    classify_error,
+    describe_task,
+    is_lost_worker,
+    named_fault,
+    one_line,
+)
 
 QUIET_RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -67,8 +78,8 @@ def init_ray(ray_cfg: RayConfig) -> Any:
         os.environ.setdefault(key, value)
     address = ray_address(ray_cfg)
     with interrupts.keep_handlers():  # ray.init replaces our SIGTERM handler with its own
-        if address != "local":
-            ray.init(address=address, log_to_driver=True)
+        if address != "local":  # probed first: an address nothing answers at fails fast
+            join_cluster(ray, address, ray_cfg.connect_timeout_s)
         else:
             ray.init(
                 address="local",
@@ -142,19 +153,28 @@ def _map_local(spec: WorkerSpec, tasks: list[Any], cfg: RayConfig) -> Iterator[t
 
 
 def _check_retry(task: Any, exc: BaseException, attempt: int, cfg: RayConfig) -> None:
-    """Raise if `exc` is fatal (the worker's own error) or the task is out of attempts."""
+    """Raise if `exc` is fatal (the worker's own error) or the task is out of attempts: a
+    service that stayed down is one ServiceError naming its endpoint (exit 2)."""
     if classify_error(exc) == FATAL:
-        _raise_fatal(exc)
+        _raise_fatal(exc, task)
     if attempt >= cfg.max_task_attempts:
+        service = service_failure(exc)
+        if service is not None:
+            raise ServiceError(
+                f"{describe_task(task)}: {service} (after {attempt} attempts, "
+                "ray.max_task_attempts)"
+            ) from None
         raise ColorFilterError(
-            f"{_describe(task)} failed {attempt} times (ray.max_task_attempts), last: "
-            f"{one_line(exc)}; rerun to resume"
+            f"{describe_task(task)} failed {attempt} times (ray.max_task_attempts), last: "
+            f"{redact(one_line(exc))}; rerun to resume"
         ) from exc
 
 
-def _raise_fatal(exc: BaseException) -> None:
-    """Raise the worker's own ColorFilterError (one line for the user), else `exc` as it is."""
-    ours = _user_error(exc)
+def _raise_fatal(exc: BaseException, task: Any = None) -> None:
+    """Raise the worker's own ColorFilterError (one line for the user); a raw out-of-space or
+    damaged-data error (from a writer or reader that did not name its file) as one line naming
+    the task's files; else `exc` as it is."""
+    ours = _user_error(exc) or named_fault(exc, task)
     if ours is None:
         raise exc
     if ours is exc:
@@ -170,11 +190,6 @@ def _user_error(exc: BaseException) -> ColorFilterError | None:
             return exc.with_traceback(None)
         exc = getattr(exc, "cause", None) or exc.__cause__
     return None
-
-
-def _describe(task: Any) -> str:
-    text = repr(task)
-    return "task " + (text if len(text) <= 200 else text[:197] + "...")
 
 
 @dataclass

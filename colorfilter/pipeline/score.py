@@ -28,6 +28,7 @@ from colorfilter.io import storage
 from colorfilter.io.atomic import remove_stale_temps
 from colorfilter.io.cache import local_copy
 from colorfilter.io.commit import committed
+from colorfilter.io.faults import reading
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import prepared_shard_locations
 from colorfilter.layout import MODEL_CHECKPOINT, RunLayout
@@ -234,7 +235,8 @@ def check_vocabularies(tokenizer_dir: Location, prior_dir: Location, cond_dir: L
     """The tokenizer must fit both models' vocabularies; return the pad id."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(local_copy(tokenizer_dir))
+    with reading(tokenizer_dir):  # a torn tokenizer.json: one line naming the run's tokenizer
+        tokenizer = AutoTokenizer.from_pretrained(local_copy(tokenizer_dir))
     sizes = {}
     for name, model_dir in (("prior", prior_dir), ("conditional", cond_dir)):
         model_config = storage.read_json(model_dir.join("config.json"))

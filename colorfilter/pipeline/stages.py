@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Callable
 
 from colorfilter.config import Config
 from colorfilter.configtools import to_dict
 from colorfilter.distill.config import CascadeConfig, lm_pass_wanted
-from colorfilter.errors import ConfigError, NotBuiltError
+from colorfilter.errors import ConfigError, DamagedDataError, NotBuiltError
+from colorfilter.io import storage
+from colorfilter.layout import RunLayout
 
 OPT_IN_STAGES = {"evaluate"}  # run only when asked for by name
 
@@ -151,16 +154,16 @@ def _lookup(data: dict, dotted: str):
 
 def check_output_dir(stage: str, config: Config, overwrite: bool) -> None:
     """Refuse to mix outputs of two configs in one output_dir, unless --overwrite."""
-    import yaml
-
-    from colorfilter.io import storage
-    from colorfilter.layout import RunLayout
-
     run = RunLayout.of(config)
     saved = run.config_file
     if overwrite or not storage.exists(saved) or not run.has_outputs():
         return  # a run that failed before writing anything leaves nothing to protect
-    previous = yaml.safe_load(storage.read_text(saved)) or {}
+    previous = _saved_config(run)
+    if previous is None:
+        raise DamagedDataError(
+            f"{saved.url} is damaged (not a YAML mapping): the config these outputs were made "
+            "with is unknown; rerun with --overwrite to replace them"
+        )
     conflicts = config_conflicts(stage, previous, to_dict(config))
     if conflicts:
         raise ConfigError(
@@ -170,16 +173,96 @@ def check_output_dir(stage: str, config: Config, overwrite: bool) -> None:
         )
 
 
-def run_stage(name: str, config: Config, overwrite: bool = False) -> dict:
-    """Run one stage after checking and saving the resolved config beside its outputs."""
+def run_stage(
+    name: str, config: Config, overwrite: bool = False, *, replace_stale: bool = True
+) -> dict:
+    """Run one stage after checking and saving the resolved config beside its outputs; with
+    `overwrite`, outputs the config change makes stale go first (`replace_stale_outputs`;
+    `run_stages` does that once for all its stages and passes replace_stale=False)."""
     from colorfilter.config import check_output_dir_usable, save_resolved
 
     function = stage_function(name)
     check_output_dir_usable(config.output_dir, config.storage)  # a clear error
     check_output_dir(name, config, overwrite)
     if is_main_process():
+        if overwrite and replace_stale:
+            replace_stale_outputs([name], config)
         save_resolved(config)
     return function(config, overwrite)
+
+
+def run_stages(names: list[str], config: Config, overwrite: bool = False) -> None:
+    """Run stages in order (`colorfilter run`): with `overwrite`, the saved config is compared
+    once, before the first stage saves the new one, so a change in a later stage's keys is
+    seen too."""
+    from colorfilter.config import check_output_dir_usable
+
+    if overwrite and is_main_process():
+        check_output_dir_usable(config.output_dir, config.storage)
+        replace_stale_outputs(names, config)
+    for name in names:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        run_stage(name, config, overwrite, replace_stale=False)
+
+
+# -- --overwrite: a clean slate for what the config changes ---------------------------------
+# Sections whose settings name and shape a stage's outputs beyond result_keys (which lists the
+# keys that make a plain rerun refuse): changing them under --overwrite replaces the outputs.
+_OWN_SECTIONS = {"select": ["selection"], "evaluate": ["selection", "evaluate"]}
+# Settings of those sections that change how fast, not what, a stage writes.
+_SPEED_KEYS = {"num_workers", "worker_cpus", "worker_gpus", "workers", "torch_threads", "progress"}
+
+
+def replace_stale_outputs(stages: list[str], config: Config) -> list[str]:
+    """Under --overwrite, before the new run writes: compare the saved config.yaml with
+    `config` stage by stage in pipeline order; from the first stage of `stages` whose outputs
+    the change affects (`stage_changes`), remove that stage's outputs and every later stage's
+    (RunLayout.outputs_from), on any backend, and say so in one line. Nothing made under the
+    old config (a `selected/<method>-tau<τ>/` of a dropped method, an `eval/` report, DSIR
+    weights of old tokens) is left looking current. Returns the URLs removed."""
+    run = RunLayout.of(config)
+    if not storage.exists(run.config_file) or not run.has_outputs():
+        return []
+    previous = _saved_config(run)
+    current = to_dict(config)
+    for stage in [s for s in STAGES if s in stages]:
+        changes = (stage_changes(stage, previous, current) if previous is not None
+                   else ["the saved config.yaml is damaged"])
+        if not changes:
+            continue
+        removed = [loc for loc in run.outputs_from(stage) if storage.exists(loc)]
+        for loc in removed:
+            storage.remove(loc, recursive=True)
+        if removed:
+            names = ", ".join(loc.relative_to(run.root) for loc in removed)
+            print(f"--overwrite: the config changed for '{stage}' ({'; '.join(changes[:3])}); "
+                  f"removed what the old one made: {names}", file=sys.stderr, flush=True)
+        return [loc.url for loc in removed]
+    return []
+
+
+def stage_changes(stage: str, previous: dict, current: dict) -> list[str]:
+    """Keys (old -> new) whose change makes `stage`'s outputs stale, earlier stages' included."""
+    changes = config_conflicts(stage, previous, current)
+    for section in _OWN_SECTIONS.get(stage, []):
+        old, new = previous.get(section) or {}, current.get(section) or {}
+        for key in sorted(set(old) | set(new)):
+            if key not in _SPEED_KEYS and old.get(key) != new.get(key):
+                changes.append(f"{section}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    return changes
+
+
+def _saved_config(run: RunLayout) -> dict | None:
+    """The saved config.yaml as a dict ({} when empty), or None when it does not parse."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(storage.read_text(run.config_file))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return None
+    if loaded is None:
+        return {}
+    return loaded if isinstance(loaded, dict) else None
 
 
 def is_main_process() -> bool:

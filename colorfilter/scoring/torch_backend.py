@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from colorfilter.io.cache import source_url
+from colorfilter.io.faults import reading
 from colorfilter.scoring.base import (
     TokenLosses,
     host_peak_rss_mb,
@@ -27,14 +29,17 @@ LOGITS_BLOCK_BYTES = {"cpu": 128 << 20, "cuda": 1 << 30}  # fp32 logits per bloc
 
 
 def load_causal_lm(model_dir: str | Path, dtype: Any, device: Any) -> Any:
-    """Load a HF causal LM for inference: eval mode, no grads, on `device`."""
+    """Load a HF causal LM for inference: eval mode, no grads, on `device`. A truncated or
+    missing weights file is one DamagedDataError naming the model folder as the user wrote it
+    (the URL, for a node-local copy of a remote one)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a bar per load floods the driver's log from actors
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+        with reading(model_dir, name=source_url(model_dir)):
+            model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
     finally:
         if bars:
             hf_logging.enable_progress_bar()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +22,7 @@ from colorfilter.io.redact import has_credentials, redact
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYPLANTEDKEY1"
 AWS_SESSION = "FQoGZXIvYXdzEPLANTEDsessionTOKENvalue42"
 HF_SECRET = "hf_PlantedFakeTokenAbCdEfGhIjKlMnOpQrSt"
+REPO = Path(__file__).resolve().parents[2]
 PLANTED = (AWS_SECRET, AWS_SESSION, HF_SECRET)
 
 
@@ -91,3 +97,71 @@ def test_planted_secrets_reach_no_object_record_or_message(s3_bucket, tmp_path, 
     for message in messages:
         for secret in PLANTED:
             assert secret not in message, message
+
+
+@pytest.fixture
+def selection_folder(tmp_path) -> Path:
+    """A finished selection folder (the release tests' template, written by the real writer)."""
+    from colorfilter.dataset.writer import write_selection
+    from tests.dataset import synthetic
+
+    pool = synthetic.build_pool(tmp_path / "pool", n_files=1)
+    out_dir = tmp_path / "selected" / "color-tau4"
+    write_selection(
+        pool.top_k(4), pool.token_dir, pool.score_dir, pool.tokenizer_dir, out_dir,
+        method="color", tau=4, rows_per_shard=8, seed=0, repo_id="org/selection",
+    )  # fmt: skip
+    return out_dir
+
+
+def release_cli(folder: Path, endpoint: str) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_ENDPOINT": endpoint, "HF_TOKEN": HF_SECRET}
+    done = subprocess.run(
+        [sys.executable, "-m", "colorfilter", "release", str(folder), "--repo-id", "org/sel"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return done.returncode, done.stderr + done.stdout
+
+
+def test_a_hub_that_refuses_or_is_down_is_one_line_naming_it_without_the_token(
+    selection_folder,
+):
+    """Refused token (401), outage (503), nothing listening: exit 2, one line naming the
+    endpoint, never the token."""
+    from tests.hub_server import FakeHub
+
+    with FakeHub() as hub:
+        hub.refused_tokens.add(HF_SECRET)
+        code, out = release_cli(selection_folder, hub.url)
+        assert code == 2 and out.count("\n") == 1, out
+        assert f"the Hugging Face hub at {hub.url} refused the credentials (HTTP 401" in out
+        hub.refused_tokens.clear()
+        hub.outage = 503
+        code, out = release_cli(selection_folder, hub.url)
+        assert code == 2 and f"the Hugging Face hub at {hub.url} failed (HTTP 503" in out, out
+        assert not hub.repos  # nothing was created
+        down = hub.url
+    code, out = release_cli(selection_folder, down)  # the server is gone
+    assert code == 2 and out.startswith(f"error: the Hugging Face hub at {down} does not answer")
+    assert HF_SECRET not in out
+
+
+def test_refused_s3_credentials_mid_run_print_no_key(s3_bucket, monkeypatch, capsys):
+    import s3fs
+
+    from colorfilter.reporting import report_error
+
+    loc = s3_bucket.join("out", "scores", "pool", "x.parquet")
+    storage.write_bytes(loc, b"x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+    s3fs.S3FileSystem.clear_instance_cache()
+    from moto import settings
+
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    try:
+        storage.read_bytes(loc)
+    except Exception as exc:  # noqa: BLE001 - what the user would see of it
+        assert report_error(exc) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the S3 endpoint") and "refused the credentials" in err
+    assert AWS_SECRET not in err and err.count("\n") == 1
