@@ -128,8 +128,6 @@ def load_selection(
 
 def _check_listed_files(loc: Location, files: Mapping[str, Any], verify_sha256: bool) -> None:
     """Every file the manifest lists is there with its size (and sha256, when asked)."""
-    from colorfilter.io.commit import file_sha256
-
     sizes = {info.location.relative_to(loc): info.size for info in storage.find(loc)}
     problems = []
     for rel, entry in sorted(files.items()):
@@ -137,7 +135,7 @@ def _check_listed_files(loc: Location, files: Mapping[str, Any], verify_sha256: 
             problems.append(f"{rel}: missing")
         elif sizes[rel] != entry.get("size"):
             problems.append(f"{rel}: size {sizes[rel]} != {entry.get('size')}")
-        elif verify_sha256 and file_sha256(loc.join(rel)) != entry.get("sha256"):
+        elif verify_sha256 and storage.file_sha256(loc.join(rel)) != entry.get("sha256"):
             problems.append(f"{rel}: sha256 differs from the manifest")
     if problems:
         raise ConfigError(

@@ -292,24 +292,16 @@ def submit(
     ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
+    from colorfilter.jobs import JobRequest
     from colorfilter.jobs import submit as submit_job
 
     pip_arg = pip[0] if pip and len(pip) == 1 and pip[0].endswith(".txt") else pip
-    job_id = submit_job(
-        config,
-        address,
-        set or [],
-        stage=stage,
-        working_dir=working_dir,
-        env_vars=_env_pairs(env),
-        pip=pip_arg,
-        python=python,
-        overwrite=overwrite,
-        no_wait=no_wait,
-        entrypoint_num_gpus=entrypoint_num_gpus,
-        entrypoint_num_cpus=entrypoint_num_cpus,
-        echo=lambda line: typer.echo(line, err=True),
-    )
+    request = JobRequest(
+        config, address, tuple(set or []), stage=stage, working_dir=working_dir,
+        env_vars=_env_pairs(env), pip=pip_arg, python=python, overwrite=overwrite,
+        entrypoint_num_gpus=entrypoint_num_gpus, entrypoint_num_cpus=entrypoint_num_cpus,
+    )  # fmt: skip
+    job_id = submit_job(request, no_wait=no_wait, echo=lambda line: typer.echo(line, err=True))
     typer.echo(job_id)
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from colorfilter.configtools import (
     URL_SCHEME,
@@ -21,8 +21,6 @@ from colorfilter.configtools import (
     load_yaml,
     parse_override,
     raise_problems,
-    stable_hash,
-    to_dict,
     to_yaml,
 )
 from colorfilter.dataset.config import OutputConfig, ReleaseConfig
@@ -97,6 +95,13 @@ class RayConfig:
 
 @dataclass
 class PrepareConfig:
+    # keys of older versions: a saved config.yaml with them still loads (a warning), --set fails
+    REMOVED_KEYS: ClassVar[dict[str, str]] = {
+        "max_restarts": "the executor replaces lost workers itself; a task's tries are "
+        "ray.max_task_attempts",
+        "max_task_retries": "a task's tries are ray.max_task_attempts",
+    }
+
     num_workers: int = 0  # tokenizer actors; 0 = one per CPU
     worker_cpus: float = 1.0  # CPUs reserved per actor
     rows_per_shard: int = 8192  # chunks per token shard
@@ -107,8 +112,6 @@ class PrepareConfig:
     max_segment_chars: int = 1_000_000  # longer documents are tokenized piecewise (memory bound)
     split_bytes: int = 256 << 20  # a bigger local parquet / plain JSON lines file is split into
     # parts of about this size, tokenized in parallel (same shards as unsplit); 0 = never split
-    max_restarts: int = 3  # unused since the executor replaces lost workers itself (ray.*)
-    max_task_retries: int = 3  # unused: see ray.max_task_attempts
 
     def validate(self, where: str = "prepare") -> list[str]:
         check = Checks(where)
@@ -124,8 +127,6 @@ class PrepareConfig:
                 f"must be <= prepare.rows_per_shard={self.rows_per_shard} (0: one row group "
                 f"per shard), got {self.row_group_rows}",
             )
-        check.at_least("max_restarts", self.max_restarts, -1)  # unused, still accepted
-        check.at_least("max_task_retries", self.max_task_retries, -1)
         return check.problems
 
 
@@ -316,8 +317,3 @@ def save_resolved(config: Config):
     storage.makedirs(path.parent)
     storage.write_text(path, to_yaml(config))
     return path
-
-
-def section_hash(*sections: object) -> str:
-    """Fingerprint of the config sections (dataclasses or plain data) a stage depends on."""
-    return stable_hash([to_dict(s) if is_dataclass(s) else s for s in sections])

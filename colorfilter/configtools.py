@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import math
 import re
 import sys
@@ -277,12 +275,21 @@ def to_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=False)
 
 
-def stable_hash(payload: Any) -> str:
-    """sha256 of the canonical JSON of `payload` (dataclasses allowed): a config fingerprint."""
-    if dataclasses.is_dataclass(payload):
-        payload = dataclasses.asdict(payload)
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+# Settings that change how a stage runs or reports, never what it writes: left out of every hash
+# of a stage's result (a model's config hash) and of the "output dir made with another config"
+# and --overwrite checks. A bare name counts in every section, `section.name` in that one only.
+RUNTIME_KEYS = frozenset({
+    "compile", "checkpoint_every", "keep_checkpoint", "eval_every", "eval_batch_size",
+    "torch_threads", "progress", "micro_batch_size", "gpu_memory_gb",
+    "split_bytes",  # prepare's parts: the same shards however a file is split
+    "num_workers", "worker_cpus", "worker_gpus", "workers",  # actors and their resources
+    "prior.eval_max_chunks", "conditional.eval_max_chunks",  # the held-out loss they report
+})  # fmt: skip
+
+
+def is_runtime(section: str, key: str) -> bool:
+    """Whether `section.key` is a RUNTIME_KEYS setting."""
+    return key in RUNTIME_KEYS or f"{section}.{key}" in RUNTIME_KEYS
 
 
 URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")

@@ -16,6 +16,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -191,22 +192,30 @@ def _request(job_id: str, call: Callable[[], Any]) -> Any:
         raise JobError(f"job {job_id}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class JobRequest:
+    """What `colorfilter submit` sends: the config (and overrides), where, which stage, and the
+    job's environment and resources."""
+
+    config_path: str | Path
+    address: str | None
+    overrides: tuple[str, ...] = ()
+    stage: str = RUN_ALL
+    working_dir: str | Path = "."
+    env_vars: dict[str, str] = field(default_factory=dict)
+    pip: list[str] | str | None = None  # packages, or a requirements.txt
+    python: str | None = None  # an interpreter already on the nodes (instead of pip)
+    excludes: list[str] | None = None
+    overwrite: bool = False
+    entrypoint_num_gpus: float = 0
+    entrypoint_num_cpus: float | None = None
+    submission_id: str | None = None
+
+
 def submit(
-    config_path: str | Path,
-    address: str | None,
-    overrides: list[str] | None = None,
+    request: JobRequest,
     *,
-    stage: str = RUN_ALL,
-    working_dir: str | Path = ".",
-    env_vars: dict[str, str] | None = None,
-    pip: list[str] | str | None = None,
-    python: str | None = None,
-    excludes: list[str] | None = None,
-    overwrite: bool = False,
     no_wait: bool = False,
-    entrypoint_num_gpus: float = 0,
-    entrypoint_num_cpus: float | None = None,
-    submission_id: str | None = None,
     echo: Callable[[str], None] = _stderr,
     out: TextIO | None = None,
 ) -> str:
@@ -218,27 +227,29 @@ def submit(
     """
     from colorfilter.config import load_config
 
-    overrides = list(overrides or [])
-    config = load_config(config_path, overrides)  # fail fast on a bad config or override
-    config_rel = config_in_working_dir(config_path, working_dir)
+    r = request
+    overrides = list(r.overrides)
+    config = load_config(r.config_path, overrides)  # fail fast on a bad config or override
+    config_rel = config_in_working_dir(r.config_path, r.working_dir)
     entrypoint = build_entrypoint(
-        config_rel, overrides, stage=stage, python=python, overwrite=overwrite
+        config_rel, overrides, stage=r.stage, python=r.python, overwrite=r.overwrite
     )
     runtime_env = build_runtime_env(
-        working_dir, env_vars=env_vars, pip=pip, python=python, excludes=excludes
+        r.working_dir, env_vars=r.env_vars, pip=r.pip, python=r.python, excludes=r.excludes
     )
     for note in submission_warnings(config):
         echo(f"warning: {note}")
+    address = r.address
     jobs = client(address, config.ray.connect_timeout_s)
     job_id = _request(
-        submission_id or "(new)",
+        r.submission_id or "(new)",
         lambda: jobs.submit_job(
             entrypoint=entrypoint,
             runtime_env=runtime_env,
-            submission_id=submission_id,
-            metadata={"colorfilter_stage": stage, "colorfilter_config": config_rel},
-            entrypoint_num_cpus=entrypoint_num_cpus,
-            entrypoint_num_gpus=entrypoint_num_gpus or None,
+            submission_id=r.submission_id,
+            metadata={"colorfilter_stage": r.stage, "colorfilter_config": config_rel},
+            entrypoint_num_cpus=r.entrypoint_num_cpus,
+            entrypoint_num_gpus=r.entrypoint_num_gpus or None,
         ),
     )
     echo(f"submitted job {job_id}: {entrypoint}")

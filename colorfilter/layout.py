@@ -7,11 +7,13 @@ both. Stages ask this module for their paths and for the outputs of earlier stag
 
     OUTPUT/
       config.yaml                 the resolved config of the last stage run here
+      <stage>.done.json           a stage's finished marker, written last (prepare, distill,
+                                  score, evaluate; the train stages' are their model records)
       .colorfilter-lease.json     the lease of the run writing here now (colorfilter.io.lease)
       logs/                       error logs (colorfilter.reporting.report_unexpected)
       tokenizer/                  the run's tokenizer (prepare)
-      tokens/<split>/             token shards + stats.json (prepare; split = pool,
-                                  downstream_train, downstream_eval)
+      tokens/<split>/             token shards, one record per input file, stats.json
+                                  (prepare; split = pool, downstream_train, downstream_eval)
       models/<prior|conditional>/ HF model folders (train-prior, train-conditional)
       scores/sample/              the cascade's sample scored by the LM pair, with tokens and
                                   per-position loss differences (distill)
@@ -26,17 +28,26 @@ both. Stages ask this module for their paths and for the outputs of earlier stag
       eval/                       report.json, runs/ (evaluate)
 
 Which settings make an output stale is `colorfilter.pipeline.stages.result_keys`; the one
-completion-record mechanism for units is `colorfilter.io.commit`.
+completion-record mechanism, for units and for stage markers alike, is `colorfilter.io.commit`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from colorfilter.errors import ConfigError
+from colorfilter.errors import ConfigError, DamagedDataError
 from colorfilter.io import storage
+from colorfilter.io.commit import (
+    Unit,
+    commit_unit,
+    is_committed,
+    parse_unit,
+    problems,
+    read_unit,
+)
 from colorfilter.io.config import StorageConfig
+from colorfilter.io.faults import damaged_error
 from colorfilter.io.location import Location
 
 SPLITS = ("pool", "downstream_train", "downstream_eval")
@@ -46,6 +57,7 @@ MODEL_CHECKPOINT = "checkpoint"  # a model folder's resumable state (kept with k
 STATS = "stats.json"
 MODEL_RECORD = "model.done.json"  # a model folder's completion record (colorfilter.io.commit)
 LEASE_NAME = ".colorfilter-lease.json"  # the running writer's lease (colorfilter.io.lease)
+MARKER_SUFFIX = ".done.json"  # OUTPUT/<stage>.done.json: a stage's finished marker
 
 
 @dataclass(frozen=True)
@@ -145,18 +157,73 @@ class RunLayout:
         return self.eval.join("runs")
 
     # -- has stage X run here? ----------------------------------------------------------------
-    def has_run(self, stage: str) -> bool:
-        """Whether `stage` finished here (its last-written output exists)."""
-        return all(storage.exists(loc) for loc in _markers(self, stage))
+    def marker(self, stage: str) -> Location:
+        """The stage's finished marker: a colorfilter.io.commit record written last, listing
+        what the stage's outputs are (its summary, its units' records) with sizes and sha256."""
+        marker = _stage(stage).marker
+        if marker is None:
+            raise ValueError(f"stage {stage!r} has no marker (each of its folders has a manifest)")
+        return marker(self)
 
-    def require(self, stage: str, what: str | None = None) -> None:
-        """ConfigError naming the missing output unless `stage` has run here."""
-        for loc in _markers(self, stage):
-            if not storage.exists(loc):
-                label = what or _WHAT[stage]
-                raise ConfigError(
-                    f"{label} not found at {loc.url}: run `colorfilter {stage}` first"
-                )
+    def stage_unit(self, stage: str) -> Unit | None:
+        """The stage's marker when it is whole (it parses, everything it lists is there with
+        its size), else None: the one answer to "has `stage` finished here?"."""
+        return is_committed(self.marker(stage))
+
+    def has_run(self, stage: str) -> bool:
+        return self.stage_unit(stage) is not None
+
+    def require(self, stage: str, what: str | None = None) -> Unit:
+        """The stage's marker when it is whole. Missing: a ConfigError, "run `colorfilter
+        STAGE` first"; cut short, or listing a file that is missing or changed since: a
+        DamagedDataError (exit 3) naming the file and the stage that makes it again."""
+        marker = self.marker(stage)
+        data = storage.read_many([marker])[marker.url]
+        if data is None:
+            label = what or _stage(stage).what
+            raise ConfigError(f"{label} not found at {marker.url}: run `colorfilter {stage}` first")
+        unit = parse_unit(marker, data)
+        if unit is None:
+            raise damaged_error(marker.url, "it does not parse as a completion record")
+        found = problems(unit, _sizes(unit), verify_sha256=False)
+        if found and len(found) == len(unit.objects) and all(r == "missing" for _, r in found):
+            label = what or _stage(stage).what  # every output gone (removed by hand, say)
+            raise ConfigError(
+                f"{label} not found at {found[0][0].url}: run `colorfilter {stage}` first"
+            )
+        if found:
+            loc, reason = found[0]
+            raise damaged_error(loc.url, reason)
+        return unit
+
+    def check_tokenizer(self) -> str:
+        """The run's tokenizer is the one prepare tokenized with (its folder's sha256, recorded
+        in prepare's marker): a swapped or damaged folder is refused naming both hashes (and
+        the first file that changed). Returns the hash."""
+        unit = read_unit(self.marker("prepare"))
+        if unit is None:
+            self.require("prepare")  # says whether prepare never ran or its record is damaged
+        recorded = unit.meta.get("tokenizer_sha256")
+        current = storage.folder_sha256(self.tokenizer)
+        if recorded and recorded != current:
+            changed = [(loc, why) for loc, why in problems(unit, _sizes(unit), False)
+                       if loc.url.startswith(self.tokenizer.url + "/")]  # fmt: skip
+            detail = f"; {changed[0][0].name}: {changed[0][1]}" if changed else ""
+            raise DamagedDataError(
+                f"the run's tokenizer in {self.tokenizer.url} (sha256 {current}) is not the one "
+                f"the pool was tokenized with (sha256 {recorded}{detail}): restore it, or rerun "
+                "`colorfilter prepare` with --overwrite and every stage after it"
+            )
+        self.require("prepare")
+        return current
+
+    def finish_stage(self, stage: str, objects: Iterable[Location], meta: dict) -> None:
+        """Write the stage's marker, last: it lists `objects` with sizes and sha256."""
+        commit_unit(self.marker(stage), objects, meta, sha256=True)
+
+    def withdraw_stage(self, stage: str) -> None:
+        """Remove the stage's marker, first, when a rerun is about to redo some of its work."""
+        storage.remove(self.marker(stage))
 
     def has_outputs(self) -> bool:
         """Whether any stage wrote outputs here (anything but the saved config and logs)."""
@@ -165,53 +232,65 @@ class RunLayout:
 
     def stages_run(self) -> list[str]:
         """The stages whose outputs are here, in pipeline order (for `colorfilter status`)."""
-        return [stage for stage in _MARKERS if self.has_run(stage)]
+        return [name for name, stage in _STAGES.items() if stage.marker and self.has_run(name)]
 
     def outputs_from(self, stage: str) -> list[Location]:
         """The folders written by `stage` and every later stage: what a config change in
-        `stage` makes stale (`--overwrite` removes them, colorfilter.pipeline.replace)."""
-        if stage not in _OUTPUTS:
-            raise ValueError(f"unknown stage {stage!r}; known: {', '.join(_OUTPUTS)}")
-        names = list(_OUTPUTS)
-        return [loc for name in names[names.index(stage):] for loc in _OUTPUTS[name](self)]
+        `stage` makes stale (`--overwrite` removes them, their markers first)."""
+        return [loc for later in self._stages_from(stage) for loc in later.folders(self)]
+
+    def markers_from(self, stage: str) -> list[Location]:
+        """The finished markers of `stage` and every later stage."""
+        return [later.marker(self) for later in self._stages_from(stage) if later.marker]
+
+    def _stages_from(self, stage: str) -> list[_Stage]:
+        names = list(_STAGES)
+        return [_STAGES[name] for name in names[names.index(_stage(stage).name):]]
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """Where one stage's outputs live: its finished marker and its folders."""
+
+    name: str
+    what: str  # named in "not found: run `colorfilter STAGE` first"
+    marker: Callable[[RunLayout], Location] | None  # None: no stage-wide marker (select)
+    folders: Callable[[RunLayout], list[Location]]
+
+
+def _root_marker(stage: str) -> Callable[[RunLayout], Location]:
+    return lambda run: run.root.join(f"{stage}{MARKER_SUFFIX}")
+
+
+# in pipeline order (scores/dsir, a cache of the tokens, goes with prepare)
+_STAGES = {stage.name: stage for stage in (
+    _Stage("prepare", "the run's tokenizer and pool token shards", _root_marker("prepare"),
+           lambda run: [run.tokenizer, run.tokens_root, run.dsir]),
+    _Stage("train-prior", "the prior model", lambda run: run.model("prior").join(MODEL_RECORD),
+           lambda run: [run.model("prior")]),
+    _Stage("train-conditional", "the conditional model",
+           lambda run: run.model("conditional").join(MODEL_RECORD),
+           lambda run: [run.model("conditional")]),
+    _Stage("distill", "the cascade's cheap scorer and cheap scores", _root_marker("distill"),
+           lambda run: [run.sample_scores, run.cheap_model, run.cheap_scores]),
+    _Stage("score", "the pool's scores", _root_marker("score"), lambda run: [run.scores]),
+    _Stage("select", "the selections", None, lambda run: [run.selected_root]),
+    _Stage("evaluate", "the evaluation report", _root_marker("evaluate"),
+           lambda run: [run.eval]),
+)}  # fmt: skip
+
+
+def _sizes(unit: Unit) -> dict[str, int | None]:
+    return storage.stat_many(unit.locations())
+
+
+def _stage(name: str) -> _Stage:
+    if name not in _STAGES:
+        raise ValueError(f"unknown stage {name!r}; known: {', '.join(_STAGES)}")
+    return _STAGES[name]
 
 
 def _known(name: str, names: tuple[str, ...], what: str) -> str:
     if name not in names:
         raise ValueError(f"unknown {what} {name!r}; known: {', '.join(names)}")
     return name
-
-
-# stage -> the outputs it writes last (their presence means it finished)
-_MARKERS: dict[str, Callable[[RunLayout], list[Location]]] = {
-    "prepare": lambda run: [run.tokenizer.join("tokenizer_config.json"), run.token_stats("pool")],
-    "train-prior": lambda run: [run.model("prior").join(MODEL_RECORD)],
-    "train-conditional": lambda run: [run.model("conditional").join(MODEL_RECORD)],
-    "distill": lambda run: [run.distill_stats],
-    "score": lambda run: [run.score_stats],
-    "evaluate": lambda run: [run.eval.join("report.json")],
-}
-# stage -> the folders it writes, in pipeline order (scores/dsir is a cache of the tokens)
-_OUTPUTS: dict[str, Callable[[RunLayout], list[Location]]] = {
-    "prepare": lambda run: [run.tokenizer, run.tokens_root, run.dsir],
-    "train-prior": lambda run: [run.model("prior")],
-    "train-conditional": lambda run: [run.model("conditional")],
-    "distill": lambda run: [run.sample_scores, run.cheap_model, run.cheap_scores],
-    "score": lambda run: [run.scores],
-    "select": lambda run: [run.selected_root],
-    "evaluate": lambda run: [run.eval],
-}
-_WHAT = {
-    "prepare": "the run's tokenizer and pool token shards",
-    "train-prior": "the prior model",
-    "train-conditional": "the conditional model",
-    "distill": "the cascade's cheap scorer and cheap scores",
-    "score": "the pool's scores",
-    "evaluate": "the evaluation report",
-}
-
-
-def _markers(run: RunLayout, stage: str) -> list[Location]:
-    if stage not in _MARKERS:
-        raise ValueError(f"no completion marker for stage {stage!r}; known: {', '.join(_MARKERS)}")
-    return _MARKERS[stage](run)

@@ -81,8 +81,7 @@ class ScorerSettings:
         layout = RunLayout.of(config)
         layout.require("train-prior")
         layout.require("train-conditional")
-        if not storage.exists(layout.tokenizer.join("tokenizer_config.json")):
-            raise ConfigError(f"no tokenizer at {layout.tokenizer.url}: run `colorfilter prepare`")
+        layout.check_tokenizer()  # the one the models were trained on
         device = device or config.device
         if not DEVICE_PATTERN.match(device):
             raise ConfigError(f"device must be {DEVICES}, got {device!r}")

@@ -42,7 +42,7 @@ def build_run(root: Path, n_rows: int, seq_len: int, rows_per_shard: int, taus: 
     """A prepared and scored run directory of `n_rows` chunks; returns its config path."""
     from tokenizers import Tokenizer
 
-    from colorfilter.dataset.manifest import sha256_file
+    from colorfilter.io.storage import file_sha256 as sha256_file
     from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
     from colorfilter.scoring.shard import SCORE_SCHEMA
 

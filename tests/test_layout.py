@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pytest
 
@@ -37,14 +39,22 @@ def test_paths_are_joined_under_the_root(root):
 def test_require_names_the_missing_output_and_the_stage(root):
     run = RunLayout.at(root)
     assert not run.has_run("score")
-    missing = r"pool.s scores not found at .*scores/pool/stats.json: run `colorfilter score` first"
+    missing = r"pool.s scores not found at .*/score.done.json: run `colorfilter score` first"
     with pytest.raises(ConfigError, match=missing):
         run.require("score")
     storage.makedirs(run.scores)
     storage.write_json(run.score_stats, {"rows": 1})
+    assert not run.has_run("score")  # the summary alone is no marker
+    run.finish_stage("score", [run.score_stats], {"rows": 1})
     assert run.has_run("score")
-    run.require("score")
+    assert run.require("score").meta == {"rows": 1}
     assert "score" in run.stages_run() and "prepare" not in run.stages_run()
+    marker = storage.read_bytes(run.marker("score"))
+    storage.write_bytes(run.marker("score"), marker[: len(marker) // 2])  # cut short
+    assert not run.has_run("score")
+    storage.write_bytes(run.marker("score"), marker)
+    storage.write_json(run.score_stats, {"rows": 12})  # a listed file changed since
+    assert not run.has_run("score")
 
 
 def test_parquet_and_staged_folders_round_trip(root, tmp_path):
@@ -92,3 +102,27 @@ def test_a_failed_first_run_does_not_block_a_corrected_one(tmp_path):
     (out / "tokens").mkdir()
     with pytest.raises(ConfigError, match="holds outputs made with a different config"):
         check_output_dir("prepare", fixed, overwrite=False)
+
+
+def test_a_swapped_tokenizer_is_refused_naming_both_hashes(tmp_path, tokenizer_dir):
+    import shutil
+
+    from colorfilter.errors import DamagedDataError
+    from tests.conftest import mark_finished
+
+    out = tmp_path / "out"
+    shutil.copytree(tokenizer_dir, out / "tokenizer")
+    mark_finished(out, "prepare")
+    run = RunLayout.at(str(out))
+    recorded = run.check_tokenizer()
+    vocab = out / "tokenizer" / "tokenizer.json"
+    data = json.loads(vocab.read_text())
+    ids = data["model"]["vocab"]
+    first, second = list(ids)[10:12]
+    ids[first], ids[second] = ids[second], ids[first]  # another vocabulary, the same size
+    vocab.write_text(json.dumps(data))
+    with pytest.raises(DamagedDataError) as refused:
+        run.check_tokenizer()
+    message = str(refused.value)
+    assert recorded in message and storage.folder_sha256(run.tokenizer) in message
+    assert str(out / "tokenizer") in message and "rerun `colorfilter prepare`" in message

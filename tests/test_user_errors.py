@@ -205,8 +205,6 @@ def test_errors_raised_in_a_real_ray_actor_are_their_one_line_message(ray_sessio
                     executor="ray",
                     num_workers=1,
                     ray_cfg=RayConfig(),
-                    max_restarts=0,
-                    max_task_retries=0,
                 )  # fmt: skip
             )
         assert str(raised.value) == message  # the worker's own error, not the remote stack
@@ -246,7 +244,7 @@ def test_config_error_inside_a_ray_actor_in_a_real_process(tmp_path, tokenizer_d
         tmp_path,
         f"tokenizer: {tokenizer_dir}\nseq_len: 16\ndata:\n  pool: [{pool}]\n"
         "ray:\n  num_cpus: 1\n  object_store_memory_mb: 100\n"
-        "prepare:\n  max_restarts: 0\n  max_task_retries: 0\n",
+        "",
     )
     result = run_module(["colorfilter", "prepare", str(config), "--set", "executor=ray"], tmp_path)
     assert result.returncode == EXIT_USAGE, result.stderr[-3000:]

@@ -101,6 +101,7 @@ class PoolInputs:
     histogram_bins: int = 100
     score_columns: ScoreColumns = LM_SCORES  # which score shard column is each output one
     missing_reason: str = "unscored"  # pool rows without a score: "prefiltered" in the cascade
+    scored_by: str = "score"  # the stage that writes the score shards (named when one is missing)
 
 
 @dataclass
@@ -231,9 +232,9 @@ def provenance(
 ) -> dict[str, Any]:
     """Hashes of the tokenizer, checkpoints and input files; package versions."""
     return {
-        "tokenizer": {"path": str(tokenizer_dir), "sha256": mf.sha256_dir(tokenizer_dir)},
+        "tokenizer": {"path": str(tokenizer_dir), "sha256": storage.folder_sha256(tokenizer_dir)},
         "models": {
-            name: {"path": str(path), "sha256": mf.sha256_dir(path)}
+            name: {"path": str(path), "sha256": storage.folder_sha256(path)}
             for name, path in sorted((model_dirs or {}).items())
         },
         "inputs": describe_inputs(inputs, checksum=checksum_inputs),

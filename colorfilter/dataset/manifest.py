@@ -7,14 +7,13 @@ Hashes are streamed sha256 of file bytes; a directory's hash covers its sorted
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from colorfilter.fingerprint import fingerprint
 from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
 from colorfilter.io.location import Location, as_location
@@ -33,42 +32,17 @@ PACKAGES = (
     "numpy",
     "huggingface_hub",
 )
-_READ_BYTES = 1 << 20
-
-
-def canonical_json(payload: Any) -> str:
-    """JSON with sorted keys and no whitespace: equal configs give equal strings."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def config_hash(resolved_config: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of a resolved config."""
-    return hashlib.sha256(canonical_json(resolved_config).encode("utf-8")).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks (bounded memory for any size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_READ_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 of the canonical JSON of a resolved config (colorfilter.fingerprint)."""
+    return fingerprint(resolved_config)
 
 
 def list_files(directory: str | Path) -> list[str]:
     """Relative POSIX paths of the regular files under `directory`, sorted."""
     directory = Path(directory)
     return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
-
-
-def sha256_dir(directory: str | Path | Location) -> str:
-    """sha256 over sorted (relative path, file sha256) of every file under `directory` (a local
-    folder, or a prefix on a bucket whose objects are streamed, not stored)."""
-    loc = as_location(directory)
-    digest = hashlib.sha256()
-    for rel, _ in _listing(loc):
-        digest.update(f"{rel}\0{_sha256(loc.join(rel))}\n".encode())
-    return digest.hexdigest()
 
 
 def _listing(folder: Location) -> list[tuple[str, int | None]]:
@@ -78,14 +52,6 @@ def _listing(folder: Location) -> list[tuple[str, int | None]]:
     found = [(i.location.relative_to(folder), i.size) for i in storage.find(folder)
              if i.location != folder]
     return sorted(found)
-
-
-def _sha256(loc: Location) -> str:
-    if loc.is_local:
-        return sha256_file(loc.path)
-    from colorfilter.io.commit import file_sha256
-
-    return file_sha256(loc)
 
 
 def describe_files(
@@ -104,7 +70,7 @@ def describe_files(
         path = Path(path)
         entry: dict[str, Any] = {"path": str(path), "size": path.stat().st_size}
         if checksum:
-            entry["sha256"] = (known(path) if known else None) or sha256_file(path)
+            entry["sha256"] = (known(path) if known else None) or storage.file_sha256(path)
         out.append(entry)
     return out
 
@@ -125,7 +91,8 @@ def folder_files(
         size = listed if listed is not None else os.path.getsize(os.path.join(loc.path, rel))
         entry = (known or {}).get(rel)
         fresh = entry is not None and entry.get("size") == size and entry.get("sha256")
-        out[rel] = {"size": size, "sha256": entry["sha256"] if fresh else _sha256(loc.join(rel))}
+        out[rel] = {"size": size,
+                    "sha256": entry["sha256"] if fresh else storage.file_sha256(loc.join(rel))}
     return out
 
 
@@ -205,6 +172,6 @@ def verify_files(folder: str | Path, manifest: Mapping[str, Any]) -> list[str]:
             problems.append(f"{rel}: missing")
         elif path.stat().st_size != expected["size"]:
             problems.append(f"{rel}: size {path.stat().st_size} != {expected['size']}")
-        elif sha256_file(path) != expected["sha256"]:
+        elif storage.file_sha256(path) != expected["sha256"]:
             problems.append(f"{rel}: sha256 differs from the manifest")
     return problems

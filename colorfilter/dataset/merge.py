@@ -68,7 +68,7 @@ def finished_reduces(tasks: Sequence[ReduceTask]) -> dict[ReduceTask, Files]:
     by_url = {reduce_record_path(t.out_dir, t.reducer).url: t for t in tasks}
     done = {}
     for url, record in commit.committed(list(by_url)).items():
-        task, meta = by_url[url], record["meta"]
+        task, meta = by_url[url], record.meta
         if meta.get("plan_hash") != task.plan_hash:
             continue
         if meta.get("shards") != [task.first_shard, task.end_shard, task.num_shards]:
@@ -76,7 +76,7 @@ def finished_reduces(tasks: Sequence[ReduceTask]) -> dict[ReduceTask, Files]:
         hashes = meta.get("sha256", {})
         done[task] = {
             rel: {"size": entry["size"], "sha256": hashes.get(rel, "")}
-            for rel, entry in record["objects"].items()
+            for rel, entry in record.objects.items()
         }
     return done
 

@@ -1,26 +1,25 @@
 """Input hashes for manifests, taken from the completion records prepare and score write.
 
-Prepare records each input file's parts (`tokens/<split>/_done/<file>.json`: part_bytes and
-part_sha256 by part name); score commits each score shard with a colorfilter.io.commit record
-(`scores/<split>/<shard>.done.json`: the object's size and sha256; older runs wrote
-`scores/<split>/_done/<shard>.json` with bytes and sha256). A hash is reused only when the
-record names the file and its size matches; otherwise (older records, a file rewritten since)
-the file is hashed again. Works on any backend: sizes come from one listing per folder and the
-records are fetched together.
+Prepare commits each input file's shards with a record beside them (`<file>.done.json`), score
+each score shard (`<shard>.done.json`); both list every object's size and sha256 (records of
+earlier versions under `_done/` too: colorfilter.io.commit reads them all). A hash is reused only
+when a record lists the file and its size still matches; otherwise the file is hashed again.
+Works on any backend: sizes come from one listing per folder and the records are fetched
+together.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from colorfilter.io import storage
+from colorfilter.io.commit import units
 from colorfilter.io.location import Location, as_location
-from colorfilter.scoring.shard import done_record_path
 
-DONE_DIR = "_done"
+LEGACY_DONE_DIR = "_done"
+RECORD_SUFFIX = ".done.json"
 
 
 def recorded_sha256(path: str | Path | Location) -> str | None:
@@ -33,8 +32,6 @@ def recorded_sha256(path: str | Path | Location) -> str | None:
 def describe_inputs(paths: Sequence[str | Path | Location], checksum: bool) -> list[dict]:
     """Path (URL), size and (with `checksum`) sha256 of each input, in the given order; the
     hashes come from the stages' records where they still describe the file."""
-    from colorfilter.dataset.manifest import _sha256
-
     locs = [as_location(p) for p in paths]
     sizes = storage.stat_many(locs)
     missing = [loc.url for loc in locs if sizes[loc.url] is None]
@@ -45,44 +42,38 @@ def describe_inputs(paths: Sequence[str | Path | Location], checksum: bool) -> l
     for loc in locs:
         entry: dict[str, Any] = {"path": loc.url, "size": sizes[loc.url]}
         if checksum:
-            entry["sha256"] = known[loc.url] or _sha256(loc)
+            entry["sha256"] = known[loc.url] or storage.file_sha256(loc)
         out.append(entry)
     return out
 
 
-def _candidates(loc: Location) -> tuple[Location, Location, Location]:
-    """The records that may describe `loc`: the score stage's (this and the older format) and
-    the prepare stage's."""
-    done, stem = loc.parent.join(DONE_DIR), loc.name.rsplit(".", 1)[0]
-    return (done_record_path(loc), done.join(f"{stem}.json"),
-            done.join(f"{stem.split('-')[0]}.json"))  # fmt: skip
+def _candidates(loc: Location) -> list[Location]:
+    """The records that may list `loc`: its own (a score shard's), its input file's (a token
+    shard's, `<file>-<part>.parquet` -> `<file>`), and both as earlier versions named them."""
+    stem = loc.name.rsplit(".", 1)[0]
+    head = stem.split("-")[0]
+    done = loc.parent.join(LEGACY_DONE_DIR)
+    return [loc.parent.join(stem + RECORD_SUFFIX), loc.parent.join(head + RECORD_SUFFIX),
+            done.join(f"{stem}.json"), done.join(f"{head}.json")]  # fmt: skip
+
+
+def recorded_entries(locs: Sequence[Location]) -> dict[str, Mapping[str, Any] | None]:
+    """{url: what the completion record of the stage that wrote it says of the file (size,
+    sha256), or None when no record lists it}: read shards are checked against these."""
+    records = units({r.url: r for loc in locs for r in _candidates(loc)}.values())
+    out: dict[str, Mapping[str, Any] | None] = {}
+    for loc in locs:
+        found = (records[c.url].entry(loc) for c in _candidates(loc) if c.url in records)
+        out[loc.url] = next((entry for entry in found if entry), None)
+    return out
 
 
 def _recorded(locs: list[Location], sizes: dict[str, int | None]) -> dict[str, str | None]:
-    records = storage.read_many({r.url: r for loc in locs for r in _candidates(loc)}.values())
-    return {loc.url: _hash_in(loc, sizes[loc.url], records) for loc in locs}
-
-
-def _hash_in(loc: Location, size: int | None, records: dict[str, bytes | None]) -> str | None:
-    unit, score, prepare = (_parse(records.get(r.url)) for r in _candidates(loc))
-    if score is not None and score.get("bytes") == size and isinstance(score.get("sha256"), str):
-        return score["sha256"]
-    for record in (unit, score, prepare):
-        entry = ((record or {}).get("objects") or {}).get(loc.name)  # an io.commit record
-        if isinstance(entry, dict) and entry.get("size") == size and entry.get("sha256"):
-            return str(entry["sha256"])
-    if prepare is not None:
-        part_sizes, hashes = prepare.get("part_bytes"), prepare.get("part_sha256")
-        if isinstance(part_sizes, dict) and isinstance(hashes, dict):
-            if part_sizes.get(loc.name) == size:
-                value = hashes.get(loc.name)
-                return value if isinstance(value, str) else None
-    return None
-
-
-def _parse(data: bytes | None) -> dict | None:
-    try:
-        value = json.loads(data) if data is not None else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+    """{url: the recorded sha256, when the record's size still matches the file}."""
+    entries = recorded_entries(locs)
+    out: dict[str, str | None] = {}
+    for loc in locs:
+        entry = entries[loc.url]
+        fits = entry is not None and entry.get("sha256") and entry.get("size") == sizes[loc.url]
+        out[loc.url] = str(entry["sha256"]) if fits else None
+    return out

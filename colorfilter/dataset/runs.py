@@ -19,7 +19,7 @@ their own I/O on any node.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,8 @@ class MapTask:
     index: int  # the token shard's position in the sorted listing: names its run files
     token_path: Location
     score_path: Location
+    token_entry: Mapping[str, Any] | None = None  # what prepare's record says of the shard
+    score_entry: Mapping[str, Any] | None = None  # what score's record says of its shard
 
 
 def index_paths(work_dir: Location, key: str) -> tuple[Location, Location]:
@@ -98,7 +100,7 @@ def finished_maps(
     records = {map_record_path(work_dir, task.index).url: task.index for task in tasks}
     done = {}
     for url, record in commit.committed(list(records)).items():
-        meta = record["meta"]
+        meta = record.meta
         covered = all(key in meta.get("selections", {}) for key in keys)
         if meta.get("plan_hash") == plan_hash and covered:
             done[records[url]] = meta
@@ -124,10 +126,10 @@ def map_shard(task: MapTask, settings: MapSettings, decode: Decoder) -> dict[str
     token_path, score_path = task.token_path, task.score_path
     shard_columns = [column for _, column in settings.score_columns]
     scores = ScoreLookup.from_table(
-        read_parquet(score_path, ["seq_id", *shard_columns]), score_path.name,
+        read_parquet(score_path, ["seq_id", *shard_columns], task.score_entry), score_path.name,
         settings.score_columns,
     )  # fmt: skip
-    table = read_parquet(token_path)
+    table = read_parquet(token_path, expected=task.token_entry)  # checked against its record
     ids = table.column("seq_id").to_numpy().astype(np.uint64)
     has_score, score_row = scores.lookup(ids)
     if int(has_score.sum()) != len(scores):

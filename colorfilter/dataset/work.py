@@ -9,73 +9,40 @@ bucket alike (a Location); tasks' completion records are colorfilter.io.commit r
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, Protocol
 
-from colorfilter.config import RayConfig
 from colorfilter.dataset.merge import ReduceTask, finished_reduces, reduce_range
 from colorfilter.dataset.runs import MapSettings, MapTask, MapWorker, finished_maps
 from colorfilter.io import storage
 from colorfilter.io.atomic import remove_stale_temps
+from colorfilter.io.commit import read_unit, write_unit
 from colorfilter.io.location import Location
 from colorfilter.progress import Progress
 
-PLAN_NAME = "plan.json"
+PLAN_NAME = "plan.done.json"  # the plan's record (colorfilter.io.commit), written first
 
 
-@dataclass(frozen=True)
-class Execution:
-    """Where map and reduce tasks run: in this process, or on a Ray actor pool."""
+class Mapper(Protocol):
+    """Where map and reduce tasks run (colorfilter.pipeline.execution.Execution)."""
 
-    executor: str = "local"  # local | ray
-    num_workers: int = 0  # actors (0: one per CPU); reducers per selection = 2 x workers
-    worker_cpus: float = 1.0
-    ray: RayConfig = field(default_factory=RayConfig)
+    def workers(self) -> int: ...
 
-    def workers(self) -> int:
-        if self.executor == "local":
-            return 1
-        return self.num_workers or max(1, int((os.cpu_count() or 1) // max(self.worker_cpus, 1e-6)))
-
-    def map(self, factory: Any, args: tuple, tasks: list) -> Iterable[tuple[Any, Any]]:
-        from colorfilter.pipeline.executor import WorkerSpec, map_tasks
-
-        threads = str(max(1, math.ceil(self.worker_cpus)))
-        env = {"RAYON_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "true"}
-        if self.executor != "local":  # set in the actor, not as a runtime env: a runtime env
-            factory, args = WithEnv, (factory, args, env)  # needs new worker processes
-        spec = WorkerSpec(factory, args, num_cpus=self.worker_cpus)
-        return map_tasks(
-            spec, tasks, executor=self.executor, num_workers=self.num_workers, ray_cfg=self.ray
-        )
-
-
-class WithEnv:
-    """A worker built after setting environment variables in its process (before the tokenizer
-    starts its thread pool), so an actor can use one of Ray's already started worker processes."""
-
-    def __init__(self, factory: Any, args: tuple, env: dict[str, str]):
-        os.environ.update(env)
-        self.worker = factory(*args)
-
-    def __call__(self, task: Any) -> Any:
-        return self.worker(task)
+    def map(self, factory: Any, args: tuple, tasks: list) -> Iterable[tuple[Any, Any]]: ...
 
 
 def open_work_dir(work_dir: Location, plan_hash: str) -> bool:
     """Make `work_dir` this plan's; True when it resumes an earlier run of the same plan."""
-    plan = storage.read_json_object(work_dir.join(PLAN_NAME))
-    if plan is not None and plan.get("plan_hash") == plan_hash:
+    plan = read_unit(work_dir.join(PLAN_NAME))
+    if plan is not None and plan.meta.get("plan_hash") == plan_hash:
         if work_dir.is_local:  # on a bucket an aborted write leaves nothing to clean
             remove_stale_temps(work_dir.path)
         return True
     storage.remove(work_dir, recursive=True)
     storage.makedirs(work_dir)
-    storage.write_json(work_dir.join(PLAN_NAME), {"plan_hash": plan_hash})
+    write_unit(work_dir.join(PLAN_NAME), {}, meta={"plan_hash": plan_hash})
     return False
 
 
@@ -97,7 +64,7 @@ def run_phases(
     maps: Sequence[MapTask],
     settings: MapSettings,
     reduces: Sequence[ReduceTask],
-    execution: Execution,
+    execution: Mapper,
     on_mapped: Callable[[list[dict]], dict[str, list[str]]],
     on_done: Callable[[ReduceTask, dict[str, dict]], None],
 ) -> None:

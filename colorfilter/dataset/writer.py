@@ -58,6 +58,7 @@ from colorfilter.dataset.merge import (
     reduce_record_path,
     reducer_ranges,
 )
+from colorfilter.dataset.provenance import recorded_entries
 from colorfilter.dataset.runfiles import load_array
 from colorfilter.dataset.runs import (
     MapSettings,
@@ -74,12 +75,12 @@ from colorfilter.dataset.schema import (  # noqa: F401 - re-exported
     selection_dir_name,
     shard_name,
 )
-from colorfilter.dataset.work import Execution, open_work_dir, run_phases
+from colorfilter.dataset.work import Mapper, open_work_dir, run_phases
 from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
 from colorfilter.io.location import Location, as_location
-from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
+from colorfilter.io.token_shards import paired_shards, prepared_shard_locations
 from colorfilter.io.transfer import read_parquet
 
 log = logging.getLogger(__name__)
@@ -87,57 +88,24 @@ log = logging.getLogger(__name__)
 WORK_DIR = TMP_PREFIX + "select"  # inside the folder (one selection) or beside the folders
 
 
-def write_selection(
-    selected_seq_ids: np.ndarray,
-    token_dir: str | Path | Location,
-    score_dir: str | Path | Location,
-    tokenizer_dir: str | Path | Location,
-    out_dir: str | Path | Location,
-    *,
-    method: str,
-    tau: float,
-    params: Mapping[str, Any] | None = None,
-    rows_per_shard: int = 100_000,
-    seed: int = 0,
-    manifest_extra: Mapping[str, Any] | None = None,
-    config: Mapping[str, Any] | None = None,
-    skipped: Mapping[str, int] | None = None,
-    model_dirs: Mapping[str, str | Path] | None = None,
-    extra_inputs: Sequence[str | Path] = (),
-    threshold: Threshold = "min_selected",
-    command: str | None = None,
-    repo_id: str | None = None,
-    checksum_inputs: bool = True,
-    histogram_bins: int = 100,
-    execution: Execution | None = None,
-) -> dict[str, Any]:
-    """Write the released dataset folder for `selected_seq_ids`; return a summary.
+def write_selection(job: SelectionJob, inputs: PoolInputs, execution: Mapper) -> dict[str, Any]:
+    """Write one selection's folder (its work directory inside it); return its summary.
 
-    `config` is the run's resolved config (recorded and hashed); `skipped` counts candidate chunks
-    dropped upstream before the pool token shards were written (reason -> count): the writer adds
-    pool rows without a score (`unscored`) and unselected rows with a non-finite score.
-    `threshold` is the line drawn on the histogram: the lowest selected score by default (right
-    for top-k), a number, or None for none. A rerun over a complete folder with the same config
-    hash and selection is a no-op; an interrupted one resumes; anything else is redone.
+    `inputs.config` is the run's resolved config (recorded and hashed); `inputs.skipped` counts
+    candidate chunks dropped upstream before the pool token shards were written (reason ->
+    count): the writer adds pool rows without a score (`inputs.missing_reason`) and unselected
+    rows with a non-finite score. A rerun over a complete folder with the same config hash and
+    selection is a no-op; an interrupted one resumes; anything else is redone.
     """
-    out_dir = as_location(out_dir)
-    job = SelectionJob(
-        selected_seq_ids, out_dir, method, tau, dict(params or {}), seed, rows_per_shard,
-        threshold, command, manifest_extra,
-    )  # fmt: skip
-    inputs = PoolInputs(
-        token_dir, score_dir, tokenizer_dir, config, skipped, model_dirs,
-        tuple(extra_inputs), repo_id, checksum_inputs, histogram_bins,
-    )  # fmt: skip
-    work_dir = out_dir.join(WORK_DIR)
-    return write_selections([job], inputs, work_dir, execution or Execution())[0]
+    work_dir = as_location(job.out_dir).join(WORK_DIR)
+    return write_selections([job], inputs, work_dir, execution)[0]
 
 
 def write_selections(
     jobs: Sequence[SelectionJob],
     inputs: PoolInputs,
     work_dir: str | Path | Location,
-    execution: Execution | None = None,
+    execution: Mapper,
 ) -> list[dict[str, Any]]:
     """Write every job's folder in one pass over the pool; return their summaries, in order.
 
@@ -145,7 +113,6 @@ def write_selections(
     one map pass and are finished one by one as their reducers end. Paths may be local or on
     a bucket (Locations); the jobs' folders are taken as Locations.
     """
-    execution = execution or Execution()
     for job in jobs:
         if job.rows_per_shard < 1:
             raise ConfigError(f"rows_per_shard must be >= 1, got {job.rows_per_shard}")
@@ -155,7 +122,8 @@ def write_selections(
         inputs, token_dir=as_location(inputs.token_dir), score_dir=as_location(inputs.score_dir),
         tokenizer_dir=as_location(inputs.tokenizer_dir),
     )  # fmt: skip
-    token_paths, score_paths = _input_shards(inputs.token_dir, inputs.score_dir)
+    token_paths = prepared_shard_locations(inputs.token_dir)
+    score_paths = paired_shards(token_paths, inputs.score_dir, inputs.scored_by)
     fingerprint = _inputs_fingerprint(
         token_paths, score_paths, inputs.tokenizer_dir, inputs.skipped
     )
@@ -203,7 +171,7 @@ def _write_pending(
     inputs: PoolInputs,
     work_dir: Location,
     plan: str,
-    execution: Execution,
+    execution: Mapper,
     token_paths: list[Location],
     score_paths: list[Location],
 ) -> None:
@@ -222,7 +190,9 @@ def _write_pending(
         tuple(float(e) for e in edges), plan, inputs.score_columns,
         partial_scores=inputs.missing_reason != "unscored",
     )  # fmt: skip
-    tasks = [MapTask(i, t, s) for i, (t, s) in enumerate(zip(token_paths, score_paths))]
+    entries = recorded_entries([*token_paths, *score_paths])  # each read shard is checked
+    tasks = [MapTask(i, t, s, entries[t.url], entries[s.url])
+             for i, (t, s) in enumerate(zip(token_paths, score_paths))]  # fmt: skip
     workers = execution.workers()
     reduce_tasks = [t for p in pending for t in _reduce_tasks(p, plan, workers)]
     by_key = {item.key: item for item in pending}
@@ -312,25 +282,6 @@ def _histogram_edges(score_paths: Sequence[Location], bins: int, column: str = "
     return ScoreHistogram.from_range(low, high, bins).edges
 
 
-def _input_shards(
-    token_dir: Location, score_dir: Location
-) -> tuple[list[Location], list[Location]]:
-    """Token shards and their score shards (same file name); every token shard needs one."""
-    token_paths = prepared_shard_locations(token_dir)
-    listed = {loc.name for loc in shard_locations(score_dir)}
-    score_paths = [score_dir.join(p.name) for p in token_paths]
-    missing = [p.name for p in score_paths if p.name not in listed]
-    if missing:
-        raise ConfigError(
-            f"{len(missing)} token shards have no score shard in {score_dir} "
-            f"(e.g. {missing[:3]}): run the score stage first"
-        )
-    extra = listed - {p.name for p in token_paths}
-    if extra:
-        log.warning("ignoring %d score shards without a token shard in %s", len(extra), score_dir)
-    return token_paths, score_paths
-
-
 def _inputs_fingerprint(
     token_paths: Sequence[Location],
     score_paths: Sequence[Location],
@@ -343,7 +294,7 @@ def _inputs_fingerprint(
     listing = [(p.parent.name, p.name, sizes[p.url]) for p in paths]
     payload = {
         "shards": listing,
-        "tokenizer": mf.sha256_dir(tokenizer_dir),
+        "tokenizer": storage.folder_sha256(tokenizer_dir),
         "skipped": dict(sorted((skipped or {}).items())),
     }
     return mf.config_hash(payload)

@@ -62,7 +62,7 @@ def plan_candidates(
 def _sample_rows(run: RunLayout, cheap_shards: Sequence[Location]) -> int:
     """Rows of the sample's score shards (one per token shard), from their records."""
     records = [done_record_path(run.sample_scores.join(s.name)) for s in cheap_shards]
-    return sum(int(r["meta"]["rows"]) for r in committed(records).values())
+    return sum(int(r.meta["rows"]) for r in committed(records).values())
 
 
 def planned_recall(run: RunLayout, plan: dict, taus: Sequence[float],

@@ -10,6 +10,7 @@ shards whose record vouches for them and redoes the rest.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ def load_cheap_model(folder: Location) -> CheapModel:
 class CheapTask:
     token_path: Location
     cheap_path: Location
+    token_entry: Mapping[str, Any] | None = None  # prepare's record of the token shard: checked
 
 
 class CheapWorker:
@@ -64,7 +66,7 @@ class CheapWorker:
 def score_cheap_shard(task: CheapTask, model: CheapModel) -> dict[str, Any]:
     """Cheap-score one token shard; write its cheap shard, then the record (last)."""
     start = time.perf_counter()
-    table = read_parquet(task.token_path, columns=["seq_id", "input_ids"])
+    table = read_parquet(task.token_path, ["seq_id", "input_ids"], task.token_entry)
     chunks = Chunks.from_arrow(table.column("input_ids"))
     cpu = time.process_time()
     scores = model.predict(chunks).astype(np.float32)

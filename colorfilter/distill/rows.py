@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from colorfilter.dataset.provenance import recorded_entries
 from colorfilter.dataset.runfiles import sorted_slice
 from colorfilter.distill.sample import SampleSpec
 from colorfilter.errors import ConfigError
-from colorfilter.io import storage
 from colorfilter.io.location import Location
 from colorfilter.io.transfer import read_parquet
 from colorfilter.layout import RunLayout
@@ -55,7 +55,8 @@ class CandidateRows:
         return chosen & ~self.sample.in_sample(seq_ids)
 
     def merged(self, token_path: Location) -> pa.Table:
-        return read_parquet(self.sample_scores, columns=SCORE_SCHEMA.names)
+        expected = recorded_entries([self.sample_scores])[self.sample_scores.url]
+        return read_parquet(self.sample_scores, SCORE_SCHEMA.names, expected)
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,7 @@ class CandidatePlan:
 def candidate_plan(config, run: RunLayout) -> CandidatePlan:
     """The candidates `distill` planned for this config; refused when `distill` has not run
     or planned for other settings (naming them)."""
-    run.require("distill")
-    stats = storage.read_json_object(run.distill_stats) or {}
+    stats = dict(run.require("distill").meta)
     planned = stats.get("candidates")
     if not planned:
         raise ConfigError(

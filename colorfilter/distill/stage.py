@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from colorfilter.config import Config
-from colorfilter.configtools import stable_hash
+from colorfilter.dataset.provenance import recorded_entries
 from colorfilter.distill.candidates import plan_candidates, planned_recall
 from colorfilter.distill.cheap import CheapTask, CheapWorker
 from colorfilter.distill.config import DISTILLED
@@ -30,15 +30,16 @@ from colorfilter.distill.rows import SampleRows
 from colorfilter.distill.sample import SampleSpec
 from colorfilter.distill.train import TrainInputs, train_cheap_model
 from colorfilter.errors import ConfigError
+from colorfilter.fingerprint import fingerprint
 from colorfilter.io import storage
 from colorfilter.io.location import Location
 from colorfilter.io.token_shards import prepared_shard_locations
-from colorfilter.layout import RunLayout
+from colorfilter.layout import MODEL_RECORD, RunLayout
 from colorfilter.pipeline import executor
 from colorfilter.pipeline.executor import WorkerSpec
 from colorfilter.pipeline.score import ScoreTask, prepare_scoring, score_tasks
 from colorfilter.progress import Progress
-from colorfilter.scoring.shard import pending_shards
+from colorfilter.scoring.shard import done_record_path, pending_shards
 
 
 def distill_wanted(config: Config) -> bool:
@@ -65,12 +66,14 @@ def run_distill(config: Config, overwrite: bool = False) -> dict[str, Any]:
     target_shards = prepared_shard_locations(run.tokens("downstream_train"))
     sample = SampleSpec.of(config)
     setup = prepare_scoring(config, run, run.sample_scores, overwrite)
-    setup = setup.with_fingerprint("cascade-sample", stable_hash(sample.as_dict()))
+    setup = setup.with_fingerprint("cascade-sample", fingerprint(sample.as_dict()))
     todo = token_shards if overwrite else pending_shards(
         token_shards, run.sample_scores, setup.shard.fingerprint
     )
-    storage.remove(run.distill_stats)  # first: until the end, this stage has not finished
-    tasks = [ScoreTask(t, run.sample_scores.join(t.name), SampleRows(sample)) for t in todo]
+    run.withdraw_stage("distill")  # first: until the end, this stage has not finished
+    entries = recorded_entries(token_shards)  # token shards are checked against their records
+    tasks = [ScoreTask(t, run.sample_scores.join(t.name), SampleRows(sample), entries[t.url])
+             for t in todo]  # fmt: skip
     sample_stats = score_tasks(config, setup, tasks, "distill: sample",
                                len(token_shards) - len(tasks))  # fmt: skip
     tick = time.perf_counter()
@@ -80,7 +83,7 @@ def run_distill(config: Config, overwrite: bool = False) -> dict[str, Any]:
     )  # fmt: skip
     model, report = train_cheap_model(inputs, run.cheap_model)
     train_s = time.perf_counter() - tick
-    cheap = cheap_score_pool(config, run, model, token_shards, overwrite)
+    cheap = cheap_score_pool(config, run, model, token_shards, overwrite, entries)
     stats: dict[str, Any] = {
         "sample": {"shards_scored_now": len(sample_stats),
                    "tokens_scored_now": sum(s["tokens"] for s in sample_stats)},
@@ -96,17 +99,24 @@ def run_distill(config: Config, overwrite: bool = False) -> dict[str, Any]:
         stats["candidates"] = plan
     stats["seconds"] = round(time.perf_counter() - started, 2)
     storage.write_json(run.distill_stats, stats)
+    listed = [run.distill_stats, run.cheap_model.join(MODEL_RECORD)]
+    listed += [done_record_path(folder.join(t.name)) for t in token_shards
+               for folder in (run.sample_scores, run.cheap_scores)]  # fmt: skip
+    if "candidates" in stats:
+        listed.append(run.candidates)
+    run.finish_stage("distill", listed, {"candidates": stats.get("candidates")})
     return stats
 
 
 def cheap_score_pool(config: Config, run: RunLayout, model: CheapModel,
-                     token_shards: list[Location], overwrite: bool) -> dict[str, Any]:  # fmt: skip
+                     token_shards: list[Location], overwrite: bool,
+                     entries: dict) -> dict[str, Any]:  # fmt: skip
     """Cheap scores for every token shard (the unfinished ones as executor tasks)."""
     fingerprint = model.digest[:16]
     todo = token_shards if overwrite else pending_shards(
         token_shards, run.cheap_scores, fingerprint
     )
-    tasks = [CheapTask(t, run.cheap_scores.join(t.name)) for t in todo]
+    tasks = [CheapTask(t, run.cheap_scores.join(t.name), entries.get(t.url)) for t in todo]
     cfg = config.cascade
     spec = WorkerSpec(CheapWorker, (run.cheap_model, model.digest), num_cpus=cfg.worker_cpus)
     progress = Progress("distill: cheap scores", len(tasks), unit="tokens")

@@ -25,7 +25,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from colorfilter.configtools import stable_hash
 from colorfilter.distill.cheap import load_cheap_model
 from colorfilter.distill.config import CascadeConfig
 from colorfilter.distill.features import Chunks, FeatureSpec, log_ratio, ngram_counts
@@ -33,6 +32,7 @@ from colorfilter.distill.fidelity import fidelity, plot_fidelity
 from colorfilter.distill.model import CheapModel, TrainingSet, fit
 from colorfilter.distill.sample import SampleSpec
 from colorfilter.errors import BadDataError
+from colorfilter.fingerprint import fingerprint
 from colorfilter.hashing import seeded_keys
 from colorfilter.io import storage
 from colorfilter.io.commit import committed, is_committed, write_unit
@@ -66,9 +66,9 @@ class TrainInputs:
         sizes = storage.stat_many(self.target_shards)
         records = committed(done_record_path(s) for s in self.sample_shards)
         sample_bytes = sorted(
-            entry["sha256"] for record in records.values() for entry in record["objects"].values()
+            entry["sha256"] for record in records.values() for entry in record.objects.values()
         )
-        return stable_hash({
+        return fingerprint({
             "sample": self.sample_fingerprint,
             "sample_shards": sample_bytes,
             "features": self.spec.as_dict(),
@@ -84,7 +84,7 @@ def train_cheap_model(inputs: TrainInputs, folder: Location) -> tuple[CheapModel
     its fidelity report."""
     identity = inputs.identity()
     record = is_committed(folder.join(MODEL_RECORD), verify_sha256=True)
-    if record is not None and record["meta"].get("identity") == identity:
+    if record is not None and record.meta.get("identity") == identity:
         return load_cheap_model(folder), storage.read_json(folder.join(FIDELITY_FILE))
     storage.remove(folder.join(MODEL_RECORD))
     train = read_training_set(inputs.sample_shards, inputs.sample,

@@ -113,7 +113,7 @@ def write_reports(
         _plot_scores_by_source(
             by_source, pool_scores["score"], eval_dir.join("scores_by_source.png")
         )
-    # last: report.json is the stage's completion marker (colorfilter.layout), so an evaluation
+    # last: the stage's marker (colorfilter.layout) lists these files, so an evaluation
     # killed while writing the other files does not look finished
     storage.write_json(eval_dir.join("report.json"), report)
     return report

@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 
 from colorfilter.config import RayConfig
-from colorfilter.configtools import stable_hash
-from colorfilter.errors import BadDataError
+from colorfilter.errors import BadDataError, DamagedDataError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.plan import (
     Pool,
@@ -37,6 +36,7 @@ from colorfilter.evaluation.plan import (
     repeated_order,
     selection_digest,
 )
+from colorfilter.fingerprint import fingerprint
 from colorfilter.io import storage
 from colorfilter.io.location import Location, as_location
 from colorfilter.models.data import ChunkIndex
@@ -110,7 +110,7 @@ def run_hash_of(spec: RunSpec, digest: str, cfg: EvaluateConfig, setup: Any) -> 
     }
     if setup.mc_digest:  # absent without items, so runs made before the option still match
         decided_by["multiple_choice"] = setup.mc_digest
-    return stable_hash(decided_by)
+    return fingerprint(decided_by)
 
 
 def run_all(
@@ -281,7 +281,7 @@ def check_heldout(paths: Sequence[Path | Location]) -> None:
         try:
             with open_parquet(path) as parquet:
                 parquet.metadata  # noqa: B018 - reading the footer is the check
-        except (pa.ArrowException, OSError) as error:
+        except (pa.ArrowException, OSError, DamagedDataError) as error:
             raise BadDataError(
                 f"held-out shard {path} is not readable parquet ({error}): rerun "
                 "`colorfilter prepare` for data.downstream_eval"

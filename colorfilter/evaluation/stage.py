@@ -74,8 +74,9 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
         plan_run(spec, selections[(spec.method, spec.tau)], pool, cfg, setup)
         for spec in dict.fromkeys(method_specs + curve_specs)
     ]
+    layout.withdraw_stage("evaluate")  # first: the old report no longer stands for the runs
     records = run_all(runs, cfg, setup, runs_dir, overwrite, config.executor, config.ray)
-    return write_reports(
+    report = write_reports(
         layout.eval,
         cfg,
         pool,
@@ -88,6 +89,9 @@ def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
         time.perf_counter() - started,
         pool_scores,
     )
+    written = [info.location for info in storage.find(layout.eval)]
+    layout.finish_stage("evaluate", written, {"runs": len(records)})
+    return report
 
 
 def _read_scores(source: ScoreSource, pool: Pool) -> Any:
@@ -246,11 +250,8 @@ def target_setup(config: Config) -> Any:
     from colorfilter.models.checkpoints import load_tokenizer
 
     layout = RunLayout.of(config)
-    try:
-        tokenizer_dir = local_copy(layout.tokenizer)  # a remote one is fetched once per node
-    except FileNotFoundError:
-        layout.require("prepare", "the run's tokenizer")
-        raise
+    layout.check_tokenizer()
+    tokenizer_dir = local_copy(layout.tokenizer)  # a remote one is fetched once per node
     tokenizer, pad_id = load_tokenizer(tokenizer_dir)
     mc_items, mc_digest = (), ""
     if config.evaluate.multiple_choice:

@@ -32,7 +32,7 @@ from colorfilter.export.outputs import check_lengths, typed_tokens, write_file
 from colorfilter.export.source import ExportError, Selection, Shard, open_selection, read_shard
 from colorfilter.export.vocab import Vocabulary, find_vocabulary
 from colorfilter.io import storage
-from colorfilter.io.commit import commit_unit, committed
+from colorfilter.io.commit import Unit, commit_unit, committed
 from colorfilter.io.location import Location
 from colorfilter.io.preflight import check_readable, check_writable
 
@@ -119,13 +119,13 @@ def export_selection(request: ExportRequest) -> dict[str, Any]:
     return _summary(plan, manifest, reused, noop=False, seconds=time.perf_counter() - started)
 
 
-def _trusted_meta(record: dict | None, plan: Plan) -> dict[str, Any] | None:
-    meta = (record or {}).get("meta")
-    if not isinstance(meta, dict) or meta.get("identity") != plan.identity:
+def _trusted_meta(record: Unit | None, plan: Plan) -> dict[str, Any] | None:
+    meta = record.meta if record is not None else None
+    if meta is None or meta.get("identity") != plan.identity:
         return None
-    if sorted(meta.get("files", {})) != sorted(record["objects"]):
+    if sorted(meta.get("files", {})) != sorted(record.objects):
         return None
-    return meta
+    return dict(meta)
 
 
 def export_shard(plan: Plan, shard: Shard, record: Location) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from colorfilter.dataset.manifest import MANIFEST_FORMAT, MANIFEST_NAME, sha256_file
+from colorfilter.dataset.manifest import MANIFEST_FORMAT, MANIFEST_NAME
 from colorfilter.errors import EXIT_USAGE, BadDataError, ColorFilterError
 from colorfilter.io import storage
 from colorfilter.io.location import Location, as_location
@@ -153,7 +153,7 @@ def read_shard(selection: Selection, shard: Shard) -> ShardTokens:
 
     loc = selection.location.join(shard.rel)
     if loc.is_local:  # hash the file, then memory-map it (page-cached: no second disk read)
-        digest = sha256_file(loc.path)
+        digest = storage.file_sha256(loc)
         source: Any = loc.path
     else:
         data = storage.read_bytes(loc)

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from colorfilter.dataset.manifest import sha256_dir
 from colorfilter.errors import ColorFilterError
 from colorfilter.export.source import ExportError, Selection
 from colorfilter.io import storage
@@ -50,7 +49,7 @@ def find_vocabulary(selection: Selection, vocab_size: int | None = None) -> Voca
     tried = []
     for candidate in _candidates(selection, recorded.get("path")):
         tried.append(candidate.url)
-        if expected and _has_tokenizer(candidate) and sha256_dir(candidate) == expected:
+        if expected and _has_tokenizer(candidate) and storage.folder_sha256(candidate) == expected:
             return _read_tokenizer(candidate)
     where = ", ".join(tried) if tried else "no tokenizer path in its manifest"
     raise ExportError(

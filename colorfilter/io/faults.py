@@ -131,6 +131,8 @@ def out_of_space(exc: BaseException) -> str | None:
 # Trailing path patterns of colorfilter.layout.RunLayout (tests/io/test_faults.py checks that
 # every layout path maps to its stage): (pattern, what it is, the stage that writes it).
 _OWNERS = [
+    *((re.compile(rf"/{stage}\.done\.json$"), f"the {stage} stage's record", stage)
+      for stage in ("prepare", "distill", "score", "evaluate")),
     (re.compile(r"/tokens/(pool|downstream_train|downstream_eval)/[^/]+$"), "token shard",
      "prepare"),
     (re.compile(r"/tokenizer(/[^/]+)?$"), "the run's tokenizer", "prepare"),

@@ -49,12 +49,14 @@ them apart (e.g. a file URL has a `datasets/` prefix or a file suffix).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from colorfilter.fingerprint import sha256_stream
 from colorfilter.io.backends import (
     endpoint_url,
     filesystem,
@@ -67,8 +69,8 @@ from colorfilter.io.location import GLOB_CHARS, SCHEMES, Location, as_location
 
 __all__ = [
     "GLOB_CHARS", "SCHEMES", "FileInfo", "Location", "as_location", "endpoint_url", "exists",
-    "filesystem", "find", "glob", "glob_files", "is_dir", "list_dir", "makedirs", "open_read",
-    "open_write",
+    "file_sha256", "filesystem", "find", "folder_sha256", "glob", "glob_files", "is_dir",
+    "list_dir", "makedirs", "open_read", "open_write",
     "parquet_filesystem", "read_bytes", "read_json", "read_json_object", "read_many", "read_text",
     "region",
     "remove", "size", "stat_many", "storage_options", "write_bytes", "write_json", "write_text",
@@ -263,6 +265,24 @@ def _abandon(handle: Any) -> None:
         handle.discard()  # s3fs: aborts a started multipart upload
     handle.buffer = None
     handle.closed = True  # so close() (also on garbage collection) uploads nothing
+
+
+def file_sha256(value: str | Location) -> str:
+    """Streamed sha256 of one file or object (the one file hash: records, manifests, caches)."""
+    with open_read(value) as handle:
+        return sha256_stream(handle)
+
+
+def folder_sha256(value: str | Location) -> str:
+    """sha256 over the sorted (relative path, file sha256) of every file under a folder or
+    prefix: its identity, whatever the backend, the listing order or the files' times."""
+    loc = as_location(value)
+    digest = hashlib.sha256()
+    for info in find(loc):
+        if info.location != loc:
+            rel = info.location.relative_to(loc)
+            digest.update(f"{rel}\0{file_sha256(info.location)}\n".encode())
+    return digest.hexdigest()
 
 
 def read_bytes(value: str | Location) -> bytes:

@@ -82,6 +82,21 @@ def prepared_shard_locations(split_dir: str | Path | Location) -> list[Location]
     raise ConfigError(no_shards_message(split_dir))
 
 
+def paired_shards(
+    token_paths: Sequence[Location], folder: Location, stage: str = "score"
+) -> list[Location]:
+    """Each token shard's shard in `folder` (the same name: its scores, its cheap scores); a
+    ConfigError names the token shards that have none and the stage that writes them."""
+    listed = {loc.name for loc in shard_locations(folder)}
+    missing = [p.name for p in token_paths if p.name not in listed]
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} of {len(token_paths)} token shards have no score shard in "
+            f"{folder.url} (e.g. {missing[:3]}): rerun `colorfilter {stage}`"
+        )
+    return [folder.join(p.name) for p in token_paths]
+
+
 def no_shards_message(split_dir: str | Path | Location) -> str:
     """Why OUTPUT/tokens/<split>/ has no shards: prepare never ran there, or it ran and found
     no usable chunk (its stats.json then holds the error naming the input files)."""

@@ -13,17 +13,18 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from colorfilter.io.backends import filesystem, parquet_filesystem
-from colorfilter.io.faults import reading
+from colorfilter.io.faults import damaged_error, reading
 from colorfilter.io.location import Location, as_location
-from colorfilter.io.storage import makedirs, open_write
+from colorfilter.io.storage import makedirs, open_write, read_bytes
 
 
 def write_parquet(value: str | Location, table: Any, compression: str = "zstd",
@@ -36,28 +37,56 @@ def write_parquet(value: str | Location, table: Any, compression: str = "zstd",
         pq.write_table(table, handle, compression=compression, **options)
 
 
-def read_parquet(value: str | Location, columns: Sequence[str] | None = None) -> Any:
+def read_parquet(
+    value: str | Location, columns: Sequence[str] | None = None,
+    expected: Mapping[str, Any] | None = None,
+) -> Any:  # fmt: skip
     """An Arrow table read from a local file (memory-mapped) or an object. A truncated or
-    corrupt file is one DamagedDataError naming it (colorfilter.io.faults), never a retry."""
+    corrupt file is one DamagedDataError naming it (colorfilter.io.faults), never a retry.
+    `expected`: what the file's completion record says of it (size, sha256): its bytes are
+    checked against it before they are trusted (`read_verified`)."""
     import pyarrow.parquet as pq
 
     loc = as_location(value)
     with reading(loc):
+        if expected is not None:
+            return pq.read_table(read_verified(loc, expected), columns=columns)
         if loc.is_local:
             return pq.read_table(loc.path, columns=columns, memory_map=True)
         fs, path = parquet_filesystem(loc)
         return pq.read_table(path, columns=columns, filesystem=fs)
 
 
+def read_verified(value: str | Location, expected: Mapping[str, Any]) -> Any:
+    """The file's bytes (a pyarrow buffer reader) once they match its record's size and sha256
+    (the sha256 only when the record has one); else a DamagedDataError naming the file and the
+    stage that writes it. One read: the bytes checked are the bytes used."""
+    import pyarrow as pa
+
+    loc = as_location(value)
+    data = read_bytes(loc)
+    if len(data) != expected.get("size", len(data)):
+        reason = f"{len(data)} bytes, its record says {expected['size']}"
+        raise damaged_error(loc.url, reason)
+    if expected.get("sha256") and hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        raise damaged_error(loc.url, "its bytes differ from its record's sha256")
+    return pa.BufferReader(data)
+
+
 @contextlib.contextmanager
-def open_parquet(value: str | Location) -> Iterator[Any]:
+def open_parquet(value: str | Location, expected: Mapping[str, Any] | None = None
+                 ) -> Iterator[Any]:  # fmt: skip
     """A `pyarrow.parquet.ParquetFile` (metadata, row groups, iter_batches) on any backend.
     Damage found while opening it or reading through it in the block is one DamagedDataError
-    naming the file (colorfilter.io.faults.reading)."""
+    naming the file (colorfilter.io.faults.reading); `expected` as in read_parquet."""
     import pyarrow.parquet as pq
 
     loc = as_location(value)
     with reading(loc):
+        if expected is not None:
+            with pq.ParquetFile(read_verified(loc, expected)) as parquet:
+                yield parquet
+            return
         if loc.is_local:
             with pq.ParquetFile(loc.path, memory_map=True) as parquet:
                 yield parquet

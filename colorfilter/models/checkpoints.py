@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -21,6 +20,7 @@ import numpy as np
 
 from colorfilter.configtools import URL_SCHEME
 from colorfilter.errors import ConfigError
+from colorfilter.fingerprint import LEGACY_SEPARATORS, fingerprint
 from colorfilter.io.atomic import TMP_PREFIX, remove_stale_temps, write_json_atomic
 from colorfilter.io.cache import source_url
 from colorfilter.io.commit import commit_unit, is_committed
@@ -38,7 +38,7 @@ CURVE_CSV, CURVE_PNG = "loss_curve.csv", "loss_curve.png"
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin*")
 
 
-def fingerprint(target: str | Path | Location | list | None) -> Any:
+def input_identity(target: str | Path | Location | list | None) -> Any:
     """A cheap identity for input files: content hash of small files, name and size of big ones.
 
     Files on a bucket (URLs or remote Locations) are identified the same way, from a listing.
@@ -47,7 +47,7 @@ def fingerprint(target: str | Path | Location | list | None) -> Any:
         return None
     targets = [target] if isinstance(target, (str, Path, Location)) else list(target)
     if any(_is_remote(t) for t in targets):
-        return _remote_fingerprint([as_location(t) for t in targets], target)
+        return _remote_identity([as_location(t) for t in targets], target)
     paths = [Path(t) for t in targets]
     if len(paths) == 1 and not paths[0].exists():
         return str(target)
@@ -73,7 +73,7 @@ def _is_remote(value: Any) -> bool:
     )
 
 
-def _remote_fingerprint(locs: list[Location], target: Any) -> Any:
+def _remote_identity(locs: list[Location], target: Any) -> Any:
     """`fingerprint` from listings: a folder's files (one listing), or the given files (one
     listing per folder); the small ones are read, concurrently."""
     if isinstance(target, (str, Path, Location)):
@@ -92,17 +92,16 @@ def _remote_fingerprint(locs: list[Location], target: Any) -> Any:
 
 
 def stage_hash(stage: str, cfg: Any, seq_len: int, seed: int, inputs: dict[str, Any]) -> str:
-    """A hash of everything that decides a stage's weights (runtime-only fields left out)."""
-    settings = hashed_settings(dataclasses.asdict(cfg))
+    """A hash of everything that decides a stage's weights (runtime-only fields left out), in
+    the JSON layout model records have always used (another would retrain every model)."""
     payload = {
         "stage": stage,
-        "settings": settings,
+        "settings": hashed_settings(dataclasses.asdict(cfg), stage),
         "seq_len": seq_len,
         "seed": seed,
-        "inputs": {name: fingerprint(value) for name, value in inputs.items()},
+        "inputs": {name: input_identity(value) for name, value in inputs.items()},
     }
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return fingerprint(payload, 16, LEGACY_SEPARATORS)
 
 
 def load_tokenizer(tokenizer_dir: str | Path) -> tuple[Any, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from colorfilter.configtools import Checks
+from colorfilter.configtools import Checks, is_runtime
 from colorfilter.io.location import SCHEMES
 from colorfilter.models.presets import PRESETS
 from colorfilter.names import DATA_SAMPLINGS
@@ -111,31 +111,15 @@ class ConditionalConfig(TrainConfig):
         return check.problems
 
 
-# Fields that change how a run is executed or reported, not which weights it produces: they are
-# left out of the config hash, so changing them neither retrains nor invalidates a checkpoint.
-RUNTIME_FIELDS = frozenset(
-    {
-        "compile",
-        "checkpoint_every",
-        "keep_checkpoint",
-        "eval_every",
-        "eval_batch_size",
-        "eval_max_chunks",
-        "torch_threads",
-        "progress",
-        "micro_batch_size",
-        "gpu_memory_gb",
-    }
-)
-
 # Prior fields that only matter under `data_sampling: blocks`: left out of the config hash while
 # chunks are sampled (with data_sampling itself), so runs from before they existed keep theirs.
 BLOCK_FIELDS = ("data_sampling", "block_buffer_rows")
 
 
-def hashed_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a stage's settings (asdict) that decide its weights."""
-    kept = {k: v for k, v in settings.items() if k not in RUNTIME_FIELDS}
+def hashed_settings(settings: dict[str, Any], section: str) -> dict[str, Any]:
+    """The fields of a stage's settings (asdict; `section`: prior or conditional) that decide
+    its weights: everything but configtools.RUNTIME_KEYS."""
+    kept = {k: v for k, v in settings.items() if not is_runtime(section, k)}
     if kept.get("data_sampling") == "chunks":
         kept = {k: v for k, v in kept.items() if k not in BLOCK_FIELDS}
     return kept

@@ -122,8 +122,8 @@ def train_conditional(
 
     train_paths = prepared_shard_locations(train_token_dir)
     prior = as_location(prior_dir)
-    prior_record = committed_model(prior) or {}  # the hash it was trained with, once complete
-    prior_identity = prior_record.get("meta", {}).get("config_hash") or prior
+    prior_record = committed_model(prior)  # the hash it was trained with, once complete
+    prior_identity = (prior_record.meta.get("config_hash") if prior_record else None) or prior
     inputs = {"train": train_paths, "tokenizer": tokenizer_dir, "prior": prior_identity}
     config_hash = stage_hash("conditional", cfg, seq_len, seed, inputs)
     out = as_location(out_dir)
@@ -153,7 +153,7 @@ def finished_stats(out_dir: Place, config_hash: str) -> dict[str, Any] | None:
     written) and was trained with `config_hash`."""
     out = as_location(out_dir)
     record = committed_model(out)
-    if record is None or record["meta"].get("config_hash") != config_hash:
+    if record is None or record.meta.get("config_hash") != config_hash:
         return None
     return storage.read_json_object(out.join(STATS_FILE))
 

@@ -132,7 +132,7 @@ def load_checkpoint(
     record = is_committed(checkpoint_record(loc))
     if record is None:
         return None
-    if record["meta"].get("config_hash") != config_hash:
+    if record.meta.get("config_hash") != config_hash:
         log.warning("ignoring checkpoint %s: written for another config", loc.url)
         return None
     with tempfile.TemporaryDirectory(prefix="colorfilter-ckpt-") as tmp:

@@ -117,16 +117,10 @@ def map_tasks(
     executor: str,
     num_workers: int,
     ray_cfg: RayConfig,
-    max_restarts: int = 3,
-    max_task_retries: int = 3,
 ) -> Iterator[tuple[Any, Any]]:
-    """Yield (task, result) pairs as tasks finish.
-
-    `max_restarts` and `max_task_retries` are accepted for old callers and unused: lost actors
-    are replaced while capacity exists (`ray_cfg.capacity_wait_s`) and every task gets
-    `ray_cfg.max_task_attempts` tries.
+    """Yield (task, result) pairs as tasks finish. Lost actors are replaced while capacity
+    exists (`ray_cfg.capacity_wait_s`) and every task gets `ray_cfg.max_task_attempts` tries.
     """
-    del max_restarts, max_task_retries
     if not tasks:
         return
     if executor == "local":

@@ -6,10 +6,13 @@ is tokenized as several part tasks, then chunked by one cheap task per file into
 
 Output (colorfilter.layout.RunLayout; a local folder or a bucket prefix, written only through
 colorfilter.io.storage, by the workers themselves): OUTPUT/tokenizer (pipeline.prepare_tokenizer),
-OUTPUT/tokens/<split>/<file_index>-<part>.parquet, a completion record per input file in
-OUTPUT/tokens/<split>/_done/ written after its shards, and OUTPUT/tokens/<split>/stats.json with
-counts by reason. A rerun skips files whose record matches (same input, same settings, every part
-present with the recorded size) and redoes the rest (pipeline.prepare_records).
+OUTPUT/tokens/<split>/<file_index>-<part>.parquet, a completion record per input file
+(<file_index>.done.json, colorfilter.io.commit) written after its shards, OUTPUT/tokens/<split>/
+stats.json with counts by reason, and last the stage's marker OUTPUT/prepare.done.json, which
+lists the tokenizer's files, the splits' stats and the file records, and names the tokenizer's
+hash (every later stage checks the tokenizer against it). A rerun skips files whose record
+matches (same input, settings and tokenizer, every part present with the recorded size) and
+redoes the rest (pipeline.prepare_records).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from colorfilter.config import Config, section_hash
+from colorfilter.config import Config
 from colorfilter.errors import BadDataError, ConfigError
+from colorfilter.fingerprint import fingerprint
+from colorfilter.io import storage
 from colorfilter.io.atomic import remove_stale_temps
 from colorfilter.io.cache import CACHE_ENV, local_copy
 from colorfilter.io.config import StorageConfig
@@ -34,14 +39,14 @@ from colorfilter.pipeline.prepare_parts import (
     ShardWriter,
     _count_bad,
     assemble_file,
-    done_path,  # noqa: F401  (re-exported: the records' names)
+    done_path,
     mark_empty,
     part_name,  # noqa: F401  (re-exported: shard names)
     pending_parts,
     prepare_part,
     write_done_record,
 )
-from colorfilter.pipeline.prepare_records import finish_split, resume_split
+from colorfilter.pipeline.prepare_records import STATS_NAME, finish_split, resume_split
 from colorfilter.pipeline.prepare_tokenizer import save_tokenizer
 
 SPLITS = ("pool", "downstream_train", "downstream_eval")
@@ -62,6 +67,7 @@ class PrepareSettings:
     settings_hash: str
     storage: StorageConfig = field(default_factory=StorageConfig)  # to read bucket inputs
     row_group_rows: int = 0  # rows per row group of a shard; 0 = one row group per shard
+    tokenizer_sha256: str = ""  # the run's tokenizer folder (sha256_dir): every record names it
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -
     _tokenize_batch(batch, tokenizer, chunker, stats)
     shards.flush(final=True)
     stats.seconds = time.perf_counter() - start
-    return write_done_record(task, settings.settings_hash, stats, shards)
+    return write_done_record(task, settings, stats, shards)
 
 
 def _tokenize_batch(batch: list, tokenizer: Any, chunker: Any, stats: FileStats) -> None:
@@ -143,8 +149,10 @@ def run_prepare(config: Config, overwrite: bool = False) -> dict:
     layout = RunLayout.of(config)
     inputs = list_all_inputs(config)  # checks every input (buckets too) before any work
     tokenizer_dir = save_tokenizer(config.tokenizer, layout.tokenizer)
-    settings = make_settings(config, tokenizer_dir)
+    settings = make_settings(config, tokenizer_dir, storage.folder_sha256(layout.tokenizer))
     plan = plan_tasks(config, layout.tokens_root, settings, overwrite, inputs)
+    if plan.todo or plan.assemble or not layout.has_run("prepare"):
+        layout.withdraw_stage("prepare")  # first: not finished until this run says so
     spec = WorkerSpec(
         PrepareWorker,
         (settings,),
@@ -166,18 +174,27 @@ def run_prepare(config: Config, overwrite: bool = False) -> dict:
         ):
             progress.update(1, 0 if task.kind == "assemble" else record["stats"]["tokens"])
     progress.close(f"({plan.skipped} files already done, skipped)")
-    return finish_splits(layout, plan.files_per_split, config.data.max_bad_fraction)
+    return finish_splits(layout, plan.files_per_split, config.data.max_bad_fraction, settings)
 
 
-def finish_splits(layout: RunLayout, files: dict[str, int], max_bad_fraction: float) -> dict:
-    """Every split's stats.json, the pool's last (with the tokenizer, it tells later stages
-    that prepare finished: colorfilter.layout); then the first split's error, if any."""
+def finish_splits(layout: RunLayout, files: dict[str, int], max_bad_fraction: float,
+                  settings: PrepareSettings) -> dict:  # fmt: skip
+    """Every split's stats.json, then the stage's marker (the splits' errors included: later
+    stages repeat a split's error instead of "run prepare first"); then the first error."""
     stats, errors = {}, {}
-    for split in sorted(files, key=lambda name: name == "pool"):
+    for split in files:
         try:
             stats[split] = finish_split(layout.tokens(split), files[split], max_bad_fraction)
         except BadDataError as exc:
             errors[split] = exc
+    listed = [info.location for info in storage.find(layout.tokenizer)]
+    for split, count in files.items():
+        split_dir = layout.tokens(split)
+        listed += [split_dir.join(STATS_NAME), *(done_path(split_dir, i) for i in range(count))]
+    layout.finish_stage("prepare", listed, {
+        "tokenizer_sha256": settings.tokenizer_sha256, "settings_hash": settings.settings_hash,
+        "files": files, "errors": {split: str(exc) for split, exc in errors.items()},
+    })  # fmt: skip
     for split in files:
         if split in errors:
             raise errors[split]
@@ -191,10 +208,12 @@ def cache_env() -> dict[str, str]:
     return {CACHE_ENV: value} if value else {}
 
 
-def make_settings(config: Config, tokenizer_dir: str) -> PrepareSettings:
+def make_settings(
+    config: Config, tokenizer_dir: str, tokenizer_sha256: str = ""
+) -> PrepareSettings:
     p, d = config.prepare, config.data
-    fingerprint = section_hash(
-        {
+    settings_hash = fingerprint(
+        [{
             "tokenizer": config.tokenizer,
             "seq_len": config.seq_len,
             "text_field": d.text_field,
@@ -206,7 +225,7 @@ def make_settings(config: Config, tokenizer_dir: str) -> PrepareSettings:
             # the shards' layout: in the hash only when set, so shards prepared before the key
             # existed (one row group each, as 0 writes) stay done
             **({"row_group_rows": p.row_group_rows} if p.row_group_rows else {}),
-        }
+        }]
     )
     return PrepareSettings(
         tokenizer_dir,
@@ -217,9 +236,10 @@ def make_settings(config: Config, tokenizer_dir: str) -> PrepareSettings:
         p.rows_per_shard,
         p.tokenize_batch_docs,
         p.max_segment_chars,
-        fingerprint,
+        settings_hash,
         config.storage,
         p.row_group_rows,
+        tokenizer_sha256,
     )
 
 
@@ -269,7 +289,7 @@ def plan_tasks(
         split_dir = out.join(split)
         if split_dir.is_local:
             remove_stale_temps(split_dir.path)  # buckets: an aborted upload leaves nothing
-        done = resume_split(split_dir, items, settings.settings_hash, overwrite)
+        done = resume_split(split_dir, items, settings, overwrite)
         counts[split] = len(items)
         tasks = []
         for index, item in enumerate(items):

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from colorfilter.io import storage
-from colorfilter.io.commit import commit_unit, committed, discard_unit, read_record
+from colorfilter.io.commit import Unit, commit_unit, committed, discard_unit, read_unit
 from colorfilter.io.location import Location
 from colorfilter.io.redact import redact_obj
 from colorfilter.io.transfer import open_parquet, write_parquet
@@ -58,12 +58,21 @@ def part_name(file_index: int, part: int) -> str:
     return f"{file_index:05d}-{part:05d}.parquet"
 
 
+FILE_RECORD = "{:05d}.done.json"  # an input file's completion record, beside its shards
+LEGACY_DONE_DIR = "_done"  # where earlier versions kept it: _done/<file>.json
+
+
 def done_path(split_dir: Path | Location, file_index: int) -> Path | Location:
     """A file's completion record (a Path for a Path, a Location for a Location)."""
-    name = f"{file_index:05d}.json"
+    name = FILE_RECORD.format(file_index)
     if isinstance(split_dir, Location):
-        return split_dir.join("_done", name)
-    return Path(split_dir) / "_done" / name
+        return split_dir.join(name)
+    return Path(split_dir) / name
+
+
+def legacy_done_path(split_dir: Location, file_index: int) -> Location:
+    """The record an earlier version wrote for the file (read once, to resume, then replaced)."""
+    return split_dir.join(LEGACY_DONE_DIR, f"{file_index:05d}.json")
 
 
 def piece_path(split_dir: Location, file_index: int, part: int) -> Location:
@@ -136,18 +145,19 @@ def mark_empty(stats: FileStats, uri: str) -> None:
         stats.bad_samples.append(f"{uri}: {EMPTY_FILE} (no records; skipped)")
 
 
-def write_done_record(task: Any, settings_hash: str, stats: FileStats, shards: ShardWriter) -> dict:
-    """The file's completion record, written after its shards: its input, settings, every
-    shard's size and sha256 (reused by colorfilter.dataset.provenance)."""
-    record = {
+def write_done_record(task: Any, settings: Any, stats: FileStats, shards: ShardWriter) -> dict:
+    """The file's completion record (colorfilter.io.commit), written after its shards: every
+    shard's size and sha256 (hashed from the bytes written; reused by manifests), its input,
+    the settings and the tokenizer it was tokenized with, and its counts."""
+    meta = {
         "input": asdict(task.item),
-        "settings_hash": settings_hash,
-        "part_bytes": {name: shards.sizes[name] for name in stats.parts},
-        "part_sha256": {name: shards.sha256[name] for name in stats.parts},
+        "settings_hash": settings.settings_hash,
+        "tokenizer_sha256": settings.tokenizer_sha256,
         "stats": asdict(stats),
     }
-    storage.write_json(done_path(task.split_dir, task.file_index), record)
-    return record
+    shard_locs = [task.split_dir.join(name) for name in stats.parts]
+    commit_unit(done_path(task.split_dir, task.file_index), shard_locs, meta, sha256=shards.sha256)
+    return meta
 
 
 def _count_bad(stats: FileStats, uri: str, index: int, reason: str, detail: str) -> None:
@@ -239,8 +249,8 @@ def pending_parts(tasks: list[Any], settings_hash: str) -> list[Any]:
     ]
 
 
-def _part_matches(record: dict | None, task: Any, settings_hash: str) -> bool:
-    meta = (record or {}).get("meta", {})
+def _part_matches(record: Unit | None, task: Any, settings_hash: str) -> bool:
+    meta = record.meta if record is not None else {}
     return (
         record is not None
         and meta.get("input") == redact_obj(asdict(task.item))  # as commit_unit stored it
@@ -259,10 +269,10 @@ def assemble_file(task: Any, settings: Any) -> dict:
     records = [piece_record(split_dir, task.file_index, p) for p in parts]
     for part, record_loc in zip(parts, records):
         path = piece_path(split_dir, task.file_index, part)
-        unit = read_record(record_loc)
+        unit = read_unit(record_loc)
         if unit is None:
             raise RuntimeError(f"{task.item.uri}: part {path.name} has no record; rerun prepare")
-        record = unit["meta"]
+        record = unit.meta
         offset = stats.records
         for at, reason, detail in record["bad"]:
             _count_bad(stats, task.item.uri, offset + at, reason, detail)
@@ -281,7 +291,7 @@ def assemble_file(task: Any, settings: Any) -> dict:
     mark_empty(stats, task.item.uri)
     shards.flush(final=True)
     stats.seconds = time.perf_counter() - start
-    record = write_done_record(task, settings.settings_hash, stats, shards)
+    record = write_done_record(task, settings, stats, shards)
     for record_loc in records:
         discard_unit(record_loc)  # the part's record first, then its data
     return record

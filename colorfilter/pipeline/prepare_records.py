@@ -1,123 +1,138 @@
 """What a prepare rerun trusts, what it clears, and the split's stats.json, on any backend.
 
-A file's completion record `tokens/<split>/_done/<file>.json` is written after its shards and
-lists each shard's size (`part_bytes`) and sha256 (`part_sha256`, reused by manifests). A rerun
-trusts a record only when it names this input and settings and every listed shard is there with
-its size; checked for all files of a split at once by the driver (one listing of the records,
-fetched concurrently, and one of the split folder for the shards' sizes), which also clears what
-unfinished files left, so resuming thousands of files on a bucket stays cheap.
+A file's completion record `tokens/<split>/<file>.done.json` (colorfilter.io.commit) is written
+after its shards and lists each shard's size and sha256 (reused by manifests), with the input,
+the settings hash and the tokenizer's hash as meta. A rerun trusts a record only when it names
+this input, settings and tokenizer and every listed shard is there with its size; checked for all
+files of a split at once by the driver (one listing of the records, fetched concurrently, and one
+of the split folder for the shards' sizes), which also clears what unfinished files left, so
+resuming thousands of files on a bucket stays cheap. Records of earlier versions
+(`_done/<file>.json`) are read the same way and, when they still describe their shards, replaced
+by this version's record (no shard is read or written again).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
 from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.io import storage
+from colorfilter.io.commit import Unit, commit_unit, committed, units
 from colorfilter.io.files import InputFile
 from colorfilter.io.location import Location
 from colorfilter.io.token_shards import shard_locations
-from colorfilter.pipeline.prepare_parts import BAD_SAMPLE_LIMIT, done_path
+from colorfilter.pipeline.prepare_parts import (
+    BAD_SAMPLE_LIMIT,
+    LEGACY_DONE_DIR,
+    done_path,
+    legacy_done_path,
+)
 
 TOTALS = ("records", "documents", "bytes_text", "tokens", "chunks", "tail_tokens_dropped")
+STATS_NAME = "stats.json"  # the split's summary (listed in prepare's stage marker)
 
 
-def read_records(split_dir: Location, indices: range) -> dict[int, dict | None]:
-    """{file index: its record (a dict), or None when missing, torn or not an object}."""
+def read_records(split_dir: Location, indices: range) -> dict[int, Unit | None]:
+    """{file index: its record, or None when missing or cut short}."""
     locs = {index: done_path(split_dir, index) for index in indices}
-    data = storage.read_many(locs.values())
-    return {index: _object(data[loc.url]) for index, loc in locs.items()}
+    found = units(locs.values())
+    return {index: found.get(loc.url) for index, loc in locs.items()}
 
 
-def _object(data: bytes | None) -> dict | None:
-    try:
-        value = json.loads(data) if data is not None else None
-    except ValueError:  # a torn record
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def resume_split(
-    split_dir: Location, items: list[InputFile], settings_hash: str, overwrite: bool
-) -> set[int]:
+def resume_split(split_dir: Location, items: list[InputFile], settings: Any, overwrite: bool
+                 ) -> set[int]:  # fmt: skip
     """The indices of the split's files a rerun keeps; everything else of theirs is cleared.
 
-    Refuses (or with `overwrite`, clears) shards of other settings. A file is kept when its
-    record matches this input and settings and every shard it lists is there, whole (the size it
-    records). The records and shards of the other files, and of inputs past the end (the inputs
-    shrank), are removed here, records first (so no rerun trusts a file whose shards go next):
-    a worker then writes all of a file's shards afresh, without listing the folder itself.
+    Refuses (or with `overwrite`, clears) shards of other settings or of another tokenizer. A
+    file is kept when its record matches this input, settings and tokenizer and every shard it
+    lists is there, whole (the size it records). The records and shards of the other files, and
+    of inputs past the end (the inputs shrank), are removed here, records first (so no rerun
+    trusts a file whose shards go next): a worker then writes all of a file's shards afresh,
+    without listing the folder itself.
     """
-    found = [r for r in storage.glob(split_dir.join("_done", "*.json")) if _index(r) is not None]
-    records = {_index(r): _object(data) for r, data in zip(found, _read(found))}
-    mismatched = [
-        r for r in found
-        if (record := records[_index(r)]) is not None
-        and record.get("settings_hash") != settings_hash
-    ]  # fmt: skip
-    if mismatched and not overwrite:
+    found = _found_records(split_dir)
+    records = units(found)
+    stale = [r for r in found if (u := records.get(r.url)) is not None
+             and u.meta.get("settings_hash") != settings.settings_hash]  # fmt: skip
+    if stale and not overwrite:
         raise ConfigError(
             f"{split_dir} holds shards made with different prepare settings "
-            f"(e.g. {mismatched[0].name}); use another output_dir or pass --overwrite"
+            f"(e.g. {stale[0].name}); use another output_dir or pass --overwrite"
         )
-    if mismatched or overwrite:
+    _check_tokenizer(split_dir, records.values(), settings.tokenizer_sha256, overwrite)
+    if stale or overwrite:
         storage.remove(split_dir, recursive=True)
         return set()
-    done = _intact(split_dir, records, items, settings_hash)
-    if len(done) < len(items) or len(done) < len(found):
-        storage.remove(split_dir.join(STATS_NAME))  # not finished until this run says so
+    done = _intact(split_dir, found, items, settings)
     for record in found:
-        if _index(record) not in done:
-            storage.remove(record)
-    for stale in shard_locations(split_dir):
-        if _index(stale) not in done:
-            storage.remove(stale)
+        if _index(record) not in done or record.parent.name == LEGACY_DONE_DIR:
+            storage.remove(record)  # a migrated one's new record is in place already
+    for shard in shard_locations(split_dir):
+        if _index(shard) not in done:
+            storage.remove(shard)
     return done
 
 
-STATS_NAME = "stats.json"  # the split's summary, written last: the "prepare ran" marker
+def _found_records(split_dir: Location) -> list[Location]:
+    """This version's file records, then any of an earlier version."""
+    found = storage.glob(split_dir.join("*.done.json"))
+    found += storage.glob(split_dir.join(LEGACY_DONE_DIR, "*.json"))
+    return [r for r in found if _index(r) is not None]
+
+
+def _check_tokenizer(split_dir: Location, records: Any, current: str, overwrite: bool) -> None:
+    """Shards tokenized with another tokenizer than the run's are refused, naming both."""
+    others = {u.meta["tokenizer_sha256"] for u in records
+              if u.meta.get("tokenizer_sha256") not in (None, current)}  # fmt: skip
+    if others and not overwrite:
+        raise ConfigError(
+            f"{split_dir.url} holds shards tokenized with tokenizer sha256 {sorted(others)[0]}, "
+            f"but the run's tokenizer ({split_dir.parent.parent.join('tokenizer').url}) is now "
+            f"sha256 {current}: restore that tokenizer, or pass --overwrite to tokenize again"
+        )
 
 
 def _index(loc: Location) -> int | None:
-    """The input file index in a record's or shard's name (00012.json, 00012-00003.parquet)."""
+    """The input file index in a record's or shard's name (00012.done.json, 00012-00003.parquet,
+    _done/00012.json)."""
     head = loc.name.split(".")[0].split("-")[0]
     return int(head) if head.isdigit() else None
 
 
-def _read(locs: list[Location]) -> list[bytes | None]:
-    data = storage.read_many(locs)
-    return [data[loc.url] for loc in locs]
+def _intact(split_dir: Location, found: list[Location], items: list[InputFile], settings: Any
+            ) -> set[int]:  # fmt: skip
+    """Files whose record (this version's, else a migrated earlier one) is whole and matches."""
+    complete = committed(found)
+    done: set[int] = set()
+    for record in found:  # this version's first: an earlier record is only a fallback
+        index, unit = _index(record), complete.get(record.url)
+        if index in done or index >= len(items) or unit is None:
+            continue
+        if not _matches(unit, items[index], settings):
+            continue
+        if unit.kind == "prepare-file":
+            _migrate(split_dir, index, unit, settings)
+        done.add(index)
+    return done
 
 
-def _intact(
-    split_dir: Location, records: dict[int, dict | None], items: list[InputFile],
-    settings_hash: str,
-) -> set[int]:
-    listed = {
-        index: record for index, record in records.items()
-        if index < len(items) and record is not None
-        and _matches(record, items[index], settings_hash)
-    }  # fmt: skip
-    shards = [split_dir.join(name) for r in listed.values() for name in r["part_bytes"]]
-    sizes = storage.stat_many(shards)
-    return {
-        index for index, record in listed.items()
-        if all(sizes[split_dir.join(name).url] == size
-               for name, size in record["part_bytes"].items())
-    }  # fmt: skip
-
-
-def _matches(record: dict, item: InputFile, settings_hash: str) -> bool:
-    part_bytes, source = record.get("part_bytes"), record.get("input")
-    stats = record.get("stats")
+def _matches(unit: Unit, item: InputFile, settings: Any) -> bool:
+    source, stats = unit.meta.get("input"), unit.meta.get("stats")
     return (
-        isinstance(part_bytes, dict) and isinstance(source, dict) and isinstance(stats, dict)
-        and sorted(part_bytes) == sorted(stats.get("parts", []))
+        isinstance(source, dict) and isinstance(stats, dict)
+        and sorted(unit.objects) == sorted(stats.get("parts", []))
         and source.get("uri") == item.uri and source.get("size") == item.size
-        and record.get("settings_hash") == settings_hash
+        and unit.meta.get("settings_hash") == settings.settings_hash
     )  # fmt: skip
+
+
+def _migrate(split_dir: Location, index: int, unit: Unit, settings: Any) -> None:
+    """Replace an earlier version's record by this version's (same shards, hashes kept)."""
+    hashes = {name: e["sha256"] for name, e in unit.objects.items() if e.get("sha256")}
+    meta = {**unit.meta, "tokenizer_sha256": settings.tokenizer_sha256}
+    commit_unit(done_path(split_dir, index), unit.locations(), meta, sha256=hashes)
+    storage.remove(legacy_done_path(split_dir, index))
 
 
 def finish_split(split_dir: Location, n_files: int, max_bad_fraction: float) -> dict:
@@ -133,8 +148,8 @@ def finish_split(split_dir: Location, n_files: int, max_bad_fraction: float) -> 
         record = records[index]
         if record is None:
             raise RuntimeError(f"{done_path(split_dir, index)}: missing after prepare finished")
-        stats = record["stats"]
-        inputs.append(record["input"]["uri"])
+        stats = record.meta["stats"]
+        inputs.append(record.meta["input"]["uri"])
         for key in TOTALS:
             totals[key] += stats[key]
         skipped.update(stats["skipped"])
@@ -151,7 +166,7 @@ def finish_split(split_dir: Location, n_files: int, max_bad_fraction: float) -> 
     error = split_error(split_dir.name, summary, inputs, max_bad_fraction)
     if error:
         summary["error"] = error  # later stages repeat it instead of "run prepare first"
-    storage.write_json(split_dir.join("stats.json"), summary)
+    storage.write_json(split_dir.join(STATS_NAME), summary)
     if error:
         raise BadDataError(error)
     return summary

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from colorfilter.config import Config
+from colorfilter.dataset.provenance import recorded_entries
 from colorfilter.distill.rows import candidate_plan
 from colorfilter.errors import ColorFilterError, ConfigError
 from colorfilter.io import storage
@@ -128,7 +129,7 @@ def prepare_scoring(
     """
     run.require("train-prior")
     run.require("train-conditional")
-    run.require("prepare")
+    run.check_tokenizer()
     prior_dir, cond_dir = run.model("prior"), run.model("conditional")
     pad_id = check_vocabularies(run.tokenizer, prior_dir, cond_dir)
     ray = init_ray(config.ray) if config.executor == "ray" and config.device != "cpu" else None
@@ -178,15 +179,22 @@ def run_score(config: Config, overwrite: bool = False) -> dict:
     todo = token_shards if overwrite else pending_shards(
         token_shards, score_dir, setup.shard.fingerprint
     )
-    tasks = [ScoreTask(t, score_dir.join(t.name), plan.rows(t) if plan else None) for t in todo]
-    if tasks:  # select and evaluate `require("score")`: no old stats beside half-new shards
-        storage.remove(run.score_stats)
+    entries = recorded_entries(todo)  # each token shard is checked against prepare's record
+    tasks = [ScoreTask(t, score_dir.join(t.name), plan.rows(t) if plan else None, entries[t.url])
+             for t in todo]  # fmt: skip
+    if tasks or not run.has_run("score"):  # first: no old marker beside half-new shards
+        run.withdraw_stage("score")
     start = time.perf_counter()
     shard_stats = score_tasks(config, setup, tasks, "score", len(token_shards) - len(tasks))
     summary = _summary(run, token_shards, shard_stats, time.perf_counter() - start)
     if plan is not None:
         summary["cascade"] = plan.accounting(summary)
     storage.write_json(run.score_stats, summary)
+    records = [done_record_path(score_dir.join(t.name)) for t in token_shards]
+    run.finish_stage("score", [run.score_stats, *records], {
+        "fingerprint": setup.shard.fingerprint, "rows": summary["rows"],
+        "pool_rows": summary["pool_rows"], "cascade": summary.get("cascade"),
+    })  # fmt: skip
     return {k: v for k, v in summary.items() if k != "per_shard"}
 
 
@@ -265,7 +273,7 @@ def _summary(
     missing = [r.url for r in records if r.url not in complete]
     if missing:
         raise ColorFilterError(f"score shard record {missing[0]} is missing after scoring")
-    metas = [complete[r.url]["meta"] for r in records]
+    metas = [complete[r.url].meta for r in records]
     rows = sum(int(meta["rows"]) for meta in metas)
     tokens = sum(s["tokens"] for s in shard_stats)
     return {

@@ -24,8 +24,13 @@ from colorfilter.distill.config import DISTILLED, lm_pass_wanted
 from colorfilter.errors import ConfigError
 from colorfilter.io import storage
 from colorfilter.io.location import Location, as_location
-from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
+from colorfilter.io.token_shards import (
+    paired_shards,
+    prepared_shard_locations,
+    shard_locations,
+)
 from colorfilter.layout import RunLayout
+from colorfilter.pipeline.execution import Execution
 
 
 @dataclass(frozen=True)
@@ -50,18 +55,11 @@ def score_source(config: Config, run: RunLayout, token_paths: Sequence[Location]
     pool_rows = count_rows(token_paths)
     lm_free = not lm_pass_wanted(False, list(methods))
     if not run.has_run("score") and lm_free and run.has_run("distill"):
-        return ScoreSource([run.cheap_scores.join(p.name) for p in token_paths], pool_rows,
-                           kind="cheap")  # fmt: skip
-    run.require("score")
-    shards = shard_locations(run.scores)
-    if len(shards) != len(token_paths):
-        raise ConfigError(
-            f"{run.scores.url} has {len(shards)} score shards for {len(token_paths)} token "
-            "shards: the score stage did not finish; rerun `colorfilter score`"
-        )
-    stats = storage.read_json_object(run.score_stats) or {}
-    return ScoreSource([run.scores.join(p.name) for p in token_paths], pool_rows,
-                       cascade=stats.get("cascade"))  # fmt: skip
+        cheap = paired_shards(token_paths, run.cheap_scores, "distill")
+        return ScoreSource(cheap, pool_rows, kind="cheap")
+    marker = run.require("score")
+    shards = paired_shards(token_paths, run.scores, "score")
+    return ScoreSource(shards, pool_rows, cascade=marker.meta.get("cascade"))
 
 
 def run_select(config: Config, overwrite: bool = False) -> dict:
@@ -70,6 +68,7 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
 
     run = RunLayout.of(config)
     token_paths = prepared_shard_locations(run.tokens("pool"))
+    run.check_tokenizer()  # the released text is decoded with it
     source = score_source(config, run, token_paths, config.selection.methods)
     check_pool_size(source.pool_rows, config.selection.tau, config.selection.min_chunks)
     report = _cascade_report(run, source)
@@ -96,6 +95,7 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
         histogram_bins=config.selection.output.histogram_bins,
         score_columns=source.columns,
         missing_reason="prefiltered" if source.cascade else "unscored",
+        scored_by="score" if source.kind == "lm" else "distill",
     )  # fmt: skip
     summaries = write_selections(jobs, inputs, run.select_work, execution(config))
     return {job.out_dir.name: summary for job, summary in zip(jobs, summaries, strict=True)}
@@ -107,7 +107,7 @@ def _cascade_report(run: RunLayout, source: ScoreSource):
         return None
     from colorfilter.distill.candidates import CascadeReport
 
-    plan = (storage.read_json_object(run.distill_stats) or {}).get("candidates") or {}
+    plan = run.require("distill").meta.get("candidates") or {}
     return CascadeReport(run, source.cascade, plan)
 
 
@@ -148,7 +148,7 @@ def compute_selections(
     cheap scores, `random` any shards that list every pool chunk, the rest the score shards
     (under the cascade, the LM-scored chunks only, while k stays N / tau of the whole pool).
     """
-    from colorfilter.selection import METHODS, ParquetSource, select_many
+    from colorfilter.selection import METHODS, Memory, ParquetSource, select_many
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -162,7 +162,7 @@ def compute_selections(
         chosen = select_many(
             method, data, taus, seed=config.seed,
             temperature=config.selection.temperature, block_n=config.selection.block_n,
-            spill_dir=_spill_dir(run), pool_rows=source.pool_rows,
+            memory=Memory(spill_dir=_spill_dir(run)), pool_rows=source.pool_rows,
         )  # fmt: skip
         selections.update({(method, float(tau)): ids for tau, ids in chosen.items()})
     return selections
@@ -201,8 +201,6 @@ def _check_cascade(cascade: dict, methods: Sequence[str], taus: Sequence[float],
 
 def execution(config: Config):
     """Where select's map and reduce tasks run (the run's executor, select's worker sizes)."""
-    from colorfilter.dataset.work import Execution
-
     return Execution(
         config.executor, config.selection.num_workers, config.selection.worker_cpus, config.ray
     )

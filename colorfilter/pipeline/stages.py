@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 from colorfilter.config import Config
-from colorfilter.configtools import to_dict
+from colorfilter.configtools import is_runtime, to_dict
 from colorfilter.distill.config import CascadeConfig, lm_pass_wanted
 from colorfilter.errors import ConfigError, DamagedDataError, NotBuiltError
 from colorfilter.io import storage
@@ -84,21 +84,6 @@ _RESULT_KEYS = {
     "distill": ["cascade"],
     "score": ["score.backend", "score.precision"],
 }
-_RUNTIME_KEYS = {
-    "compile",
-    "checkpoint_every",
-    "keep_checkpoint",
-    "eval_every",
-    "eval_batch_size",
-    "eval_max_chunks",
-    "torch_threads",
-    "progress",
-    "micro_batch_size",
-    "split_bytes",  # prepare's parts: same shards however a file is split
-    "gpu_memory_gb",
-    "num_workers",  # cascade: actors and their CPUs change nothing in the outputs
-    "worker_cpus",
-}
 
 
 # Result keys added after configs were first saved, with the value that their absence meant: a
@@ -133,7 +118,7 @@ def config_conflicts(stage: str, previous: dict, current: dict) -> list[str]:
             for sub in sorted(set(old) | set(new)):
                 absent = _ADDED_DEFAULTS.get(f"{key}.{sub}")
                 before, after = old.get(sub, absent), new.get(sub, absent)
-                if sub not in _RUNTIME_KEYS and before != after:
+                if not is_runtime(key, sub) and before != after:
                     conflicts.append(f"{key}.{sub}: {before!r} -> {after!r}")
             continue
         if key in _ADDED_DEFAULTS:
@@ -209,8 +194,6 @@ def run_stages(names: list[str], config: Config, overwrite: bool = False) -> Non
 # Sections whose settings name and shape a stage's outputs beyond result_keys (which lists the
 # keys that make a plain rerun refuse): changing them under --overwrite replaces the outputs.
 _OWN_SECTIONS = {"select": ["selection"], "evaluate": ["selection", "evaluate"]}
-# Settings of those sections that change how fast, not what, a stage writes.
-_SPEED_KEYS = {"num_workers", "worker_cpus", "worker_gpus", "workers", "torch_threads", "progress"}
 
 
 def replace_stale_outputs(stages: list[str], config: Config) -> list[str]:
@@ -230,6 +213,8 @@ def replace_stale_outputs(stages: list[str], config: Config) -> list[str]:
                    else ["the saved config.yaml is damaged"])
         if not changes:
             continue
+        for marker in run.markers_from(stage):  # first: nothing looks finished meanwhile
+            storage.remove(marker)
         removed = [loc for loc in run.outputs_from(stage) if storage.exists(loc)]
         for loc in removed:
             storage.remove(loc, recursive=True)
@@ -247,7 +232,7 @@ def stage_changes(stage: str, previous: dict, current: dict) -> list[str]:
     for section in _OWN_SECTIONS.get(stage, []):
         old, new = previous.get(section) or {}, current.get(section) or {}
         for key in sorted(set(old) | set(new)):
-            if key not in _SPEED_KEYS and old.get(key) != new.get(key):
+            if not is_runtime(section, key) and old.get(key) != new.get(key):
                 changes.append(f"{section}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
     return changes
 

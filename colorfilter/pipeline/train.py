@@ -24,7 +24,7 @@ def run_train_prior(config: Config, overwrite: bool = False) -> dict:
     from colorfilter.models.stages import train_prior
 
     run = RunLayout.of(config)
-    run.require("prepare")
+    run.check_tokenizer()
     return train_prior(
         run.tokens("pool"),
         run.model("prior"),
@@ -46,6 +46,7 @@ def run_train_conditional(config: Config, overwrite: bool = False) -> dict:
         raise ConfigError("data.downstream_train is empty: the conditional model needs target data")
     target = run.tokens("downstream_train")
     prepared_shard_locations(target)  # before the prior: "run prepare" or which files gave none
+    run.check_tokenizer()
     run.require("train-prior")
     return train_conditional(
         run.model("prior"),

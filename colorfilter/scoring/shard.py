@@ -13,12 +13,10 @@ next batches while the models run on the current one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,9 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from colorfilter.fingerprint import LEGACY_SEPARATORS, Digest
 from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
-from colorfilter.io.commit import commit_unit, committed, file_sha256
+from colorfilter.io.commit import Unit, commit_unit, committed
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import pad_input_ids
 from colorfilter.io.transfer import open_parquet, read_parquet, write_parquet
@@ -97,14 +96,14 @@ def pending_shards(
 
 
 def _trusted(
-    record: dict | None, score: Location, token_path: Shard | None, fingerprint: str | None
+    record: Unit | None, score: Location, token_path: Shard | None, fingerprint: str | None
 ) -> bool:
     """A committed record vouches for this shard: it lists the shard, has the fingerprint and
     the token shard's row count (token shards rewritten since get rescored). Records of shards
     scored whole before `token_rows` was recorded hold it as `rows`."""
-    if record is None or score.name not in record["objects"]:
+    if record is None or score.name not in record.objects:
         return False
-    meta = record.get("meta") or {}
+    meta = record.meta
     if fingerprint is not None and meta.get("fingerprint") != fingerprint:
         return False
     if token_path is None:
@@ -117,14 +116,16 @@ def _trusted(
     return meta.get("token_rows", meta.get("rows")) == token_rows
 
 
-def exact_batches(path: Shard, batch_size: int) -> Iterator[pa.Table]:
+def exact_batches(path: Shard, batch_size: int, expected: Mapping[str, Any] | None = None
+                  ) -> Iterator[pa.Table]:  # fmt: skip
     """(seq_id, input_ids) tables of exactly batch_size rows (the last may be short).
 
-    Parquet readers cut batches at row-group ends; static shapes want full batches.
+    Parquet readers cut batches at row-group ends; static shapes want full batches. `expected`:
+    the shard's record (size, sha256), checked before any row is used.
     """
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
-    with open_parquet(path) as parquet:
+    with open_parquet(path, expected) as parquet:
         for batch in parquet.iter_batches(batch_size=batch_size, columns=["seq_id", "input_ids"]):
             pending.append(batch)
             pending_rows += batch.num_rows
@@ -211,6 +212,7 @@ class ScoreTask:
     token_path: str | Location  # a Location from the driver; local paths are accepted too
     score_path: str | Location
     rows: RowPlan | None = None  # None: every row of the token shard
+    token_entry: Mapping[str, Any] | None = None  # prepare's record of the token shard: checked
 
 
 def _table_batches(table: pa.Table, batch_size: int) -> Iterator[pa.Table]:
@@ -222,10 +224,10 @@ def _source(task: ScoreTask, how: ShardScoring) -> tuple[Iterator[pa.Table], int
     """(seq_id, input_ids) batches of the rows to score, and the token shard's row count."""
     token = as_location(task.token_path)
     if task.rows is None:
-        with open_parquet(token) as parquet:
+        with open_parquet(token, task.token_entry) as parquet:
             token_rows = parquet.metadata.num_rows
-        return exact_batches(token, how.batch_size), token_rows
-    table = read_parquet(token, columns=["seq_id", "input_ids"])
+        return exact_batches(token, how.batch_size, task.token_entry), token_rows
+    table = read_parquet(token, columns=["seq_id", "input_ids"], expected=task.token_entry)
     mask = task.rows.choose(table.column("seq_id").to_numpy().astype(np.uint64), token)
     return _table_batches(table.filter(pa.array(mask)), how.batch_size), table.num_rows
 
@@ -372,13 +374,11 @@ def scoring_fingerprint(
     weights dtype, autocast dtype and device type. The model folders may be on a bucket: their
     files are hashed as streamed from the store (the same hash as of a local copy).
     """
-    digest = hashlib.sha256()
     settings = {"backend": cfg.backend, "precision": precision.as_dict(), "seq_len": seq_len}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest = Digest().json(settings, LEGACY_SEPARATORS)  # the layout existing shards recorded
     for model_dir in map(as_location, (prior_dir, cond_dir)):
         files = [f.location for f in storage.find(model_dir) if f.location.parent == model_dir]
         for loc in files:  # sorted by name
             if Path(loc.name).suffix in {".json", ".safetensors", ".bin"}:
-                digest.update(loc.name.encode())
-                digest.update(file_sha256(loc).encode())
-    return digest.hexdigest()[:16]
+                digest.text(loc.name).text(storage.file_sha256(loc))
+    return digest.hexdigest(16)

@@ -210,6 +210,15 @@ def _refuse_nan(values: np.ndarray, name: str) -> None:
 # ----------------------------------------------------------------------------- entry points
 
 
+@dataclass(frozen=True)
+class Memory:
+    """How selections stay in bounded memory: the boundary rows a top-k pass buffers, and where
+    `color_batchwise` spills its rows (a temporary folder made there and removed)."""
+
+    max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS
+    spill_dir: str | None = None
+
+
 def select_many(
     method: str,
     data: Source | Columns | Sequence[Columns],
@@ -218,13 +227,11 @@ def select_many(
     seed: int = 0,
     temperature: float = 1.0,
     block_n: int = DEFAULT_BLOCK_N,
-    max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS,
-    spill_dir: str | None = None,
+    memory: Memory = Memory(),
     pool_rows: int | None = None,
 ) -> dict[float, np.ndarray]:
     """One selection per tau; top-k methods share their passes over `data`.
 
-    `color_batchwise` spills its rows to a temporary folder under `spill_dir` (bounded memory).
     `pool_rows`: the pool's size when `data` holds only part of it (the cascade's LM-scored
     candidates): k stays n_selected(pool_rows, tau), the top of the rows there are.
 
@@ -244,9 +251,9 @@ def select_many(
             taus,
             block_n=block_n,
             seed=seed,
-            max_buffer_rows=max_buffer_rows,
+            max_buffer_rows=memory.max_buffer_rows,
             permutation_hash=lambda ids: seeded_hash(ids, seed, _STREAM_PERMUTATION),
-            spill_dir=spill_dir,
+            spill_dir=memory.spill_dir,
         )
     ranking = ranking_key(method, seed=seed, temperature=temperature)
     result = topk(
@@ -254,7 +261,7 @@ def select_many(
         k_by_tau.values(),
         key=ranking.key,
         direction=ranking.direction,
-        max_buffer_rows=max_buffer_rows,
+        max_buffer_rows=memory.max_buffer_rows,
     )
     return {tau: result.seq_ids[k] for tau, k in k_by_tau.items()}
 
@@ -277,5 +284,5 @@ def select(
         seed=seed,
         temperature=temperature,
         block_n=block_n,
-        max_buffer_rows=max_buffer_rows,
+        memory=Memory(max_buffer_rows),
     )[tau]

@@ -10,7 +10,6 @@ import pytest
 
 import colorfilter as cf
 from colorfilter.errors import ConfigError
-from colorfilter.io import storage
 from colorfilter.io.transfer import upload_folder
 from tests.conftest import sample_documents
 
@@ -56,12 +55,7 @@ def shard_of(folder):
 
 def test_selection_and_scorer_from_a_bucket(run_dir, s3_bucket, quiet_disk, tmp_path):
     remote = s3_bucket.join("out")
-    for part in ("config.yaml", "tokenizer", "models", "selected/color-tau4"):
-        source = run_dir / part
-        if source.is_dir():
-            upload_folder(source, remote.join(part))
-        else:
-            storage.write_bytes(remote.join(part), source.read_bytes())
+    upload_folder(run_dir, remote)  # the whole run: the scorer checks the tokenizer's record
     local = cf.load_selection(run_dir / "selected" / "color-tau4", cache_dir=str(tmp_path))
     ds = cf.load_selection(remote.join("selected", "color-tau4").url, cache_dir=str(tmp_path))
     assert ds["seq_id"] == local["seq_id"] and ds["score"] == local["score"]

@@ -65,7 +65,7 @@ def test_bad_override_fails_before_contacting_any_cluster(tmp_path):
     config.write_text("seed: 1\n")
     address = f"http://127.0.0.1:{free_port()}"  # nothing listens: would fail differently
     with pytest.raises(ConfigError):
-        jobs.submit(config, address, ["no_such_key=1"], working_dir=tmp_path)
+        jobs.submit(jobs.JobRequest(config, address, ("no_such_key=1",), working_dir=tmp_path))
 
 
 def test_unreachable_cluster_is_a_clear_usage_error(tmp_path):
@@ -73,7 +73,7 @@ def test_unreachable_cluster_is_a_clear_usage_error(tmp_path):
     config.write_text(f"output_dir: {tmp_path / 'out'}\n")
     address = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(jobs.ClusterUnreachableError, match="no Ray cluster answers") as caught:
-        jobs.submit(config, address, [], working_dir=tmp_path, echo=lambda _: None)
+        jobs.submit(jobs.JobRequest(config, address, working_dir=tmp_path), echo=lambda _: None)
     assert caught.value.exit_code == EXIT_USAGE
     with pytest.raises(jobs.ClusterUnreachableError):
         jobs.job_status(address, "raysubmit_x")

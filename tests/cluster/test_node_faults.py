@@ -26,7 +26,7 @@ from tests.cluster.nodes import (
     run_killing_node,
 )
 from tests.pipeline import test_resume
-from tests.pipeline.test_faults import copy_run, finished, score_table
+from tests.pipeline.test_faults import copy_run, file_records, score_table
 from tests.pipeline.test_prepare import make_config, shard_digests
 from tests.pipeline.test_resume import mtimes
 
@@ -129,9 +129,10 @@ def test_node_lost_without_replacement_stops_then_rerun_completes(
         r"\(1 CPU\).*finished units are kept, rerun to resume",
         str(error),
     )
-    records = finished(pool / "_done")
+    records = file_records(pool)
     assert len(records) >= 2  # the files done before the kill have their records
-    kept = mtimes([q for p in records for q in pool.glob(f"{p.stem}-*.parquet")] + records)
+    kept = mtimes([q for p in records for q in pool.glob(f"{p.name.split('.')[0]}-*.parquet")]
+                  + records)
     cluster.add_worker()
     monkeypatch.setattr(prepare, "PrepareWorker", PrepareWorker)  # the rerun at full speed
     start = time.monotonic()

@@ -66,11 +66,11 @@ def reduced_demo_overrides(tmp_path: Path) -> list[str]:
 
 def test_submit_reduced_demo_pipeline_and_check_the_selection(ray_head, tmp_path):
     logs = io.StringIO()
-    job_id = jobs.submit(
-        REPO / "configs" / "demo.yaml", ray_head, reduced_demo_overrides(tmp_path),
-        working_dir=REPO, env_vars={"TOKENIZERS_PARALLELISM": "false"}, out=logs,
-        echo=lambda line: print(line, file=sys.stderr),
+    request = jobs.JobRequest(
+        REPO / "configs" / "demo.yaml", ray_head, tuple(reduced_demo_overrides(tmp_path)),
+        working_dir=REPO, env_vars={"TOKENIZERS_PARALLELISM": "false"},
     )  # fmt: skip
+    job_id = jobs.submit(request, out=logs, echo=lambda line: print(line, file=sys.stderr))
     assert jobs.job_status(ray_head, job_id)["status"] == "SUCCEEDED"
     assert "== select" in logs.getvalue() and "done: outputs in" in logs.getvalue()
     assert jobs.job_logs(ray_head, job_id).strip() == logs.getvalue().strip()
@@ -94,20 +94,21 @@ def test_submit_reduced_demo_pipeline_and_check_the_selection(ray_head, tmp_path
 def test_a_failing_stage_fails_the_job_with_its_message(ray_head, tmp_path):
     logs = io.StringIO()
     with pytest.raises(jobs.JobFailedError, match="FAILED") as caught:
-        jobs.submit(
-            REPO / "configs" / "demo.yaml", ray_head, [f"output_dir={tmp_path / 'empty'}"],
-            stage="score", working_dir=REPO, python=sys.executable, out=logs,
-            echo=lambda _: None,
+        request = jobs.JobRequest(
+            REPO / "configs" / "demo.yaml", ray_head, (f"output_dir={tmp_path / 'empty'}",),
+            stage="score", working_dir=REPO, python=sys.executable,
         )  # fmt: skip
+        jobs.submit(request, out=logs, echo=lambda _: None)
     assert caught.value.exit_code == 1
     assert "error:" in logs.getvalue() and "run `colorfilter" in logs.getvalue()
 
 
 def test_status_logs_and_stop_of_a_job(ray_head, tmp_path):
-    job_id = jobs.submit(
-        REPO / "configs" / "demo.yaml", ray_head, reduced_demo_overrides(tmp_path),
-        working_dir=REPO, no_wait=True, echo=lambda _: None,
+    request = jobs.JobRequest(
+        REPO / "configs" / "demo.yaml", ray_head, tuple(reduced_demo_overrides(tmp_path)),
+        working_dir=REPO,
     )  # fmt: skip
+    job_id = jobs.submit(request, no_wait=True, echo=lambda _: None)
     assert jobs.job_status(ray_head, job_id)["status"] in ("PENDING", "RUNNING")
     assert jobs.stop_job(ray_head, job_id) == "STOPPED"
     assert isinstance(jobs.job_logs(ray_head, job_id), str)

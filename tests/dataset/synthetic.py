@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
+from tests.conftest import mark_finished
 
 EOS = "<|endoftext|>"
 WORDS = (
@@ -119,7 +120,7 @@ def build_pool(
         unscored += sorted(skip_score)
         non_finite += sorted(nan_score)
         n_rows += len(chunks)
-    (score_dir / "stats.json").write_text("{}")  # the score stage's completion marker
+    mark_finished(root, "prepare", "score")
     return Pool(tokenizer_dir, token_dir, score_dir, seq_len, n_rows, unscored, non_finite)
 
 
@@ -163,3 +164,21 @@ def _write_score_shard(
         }
     )
     pq.write_table(table, path)
+
+
+def write_one(seq_ids, token_dir, score_dir, tokenizer_dir, out_dir, **fields) -> dict:
+    """The selection writer for one folder, in this process, as the tests call it: the fields
+    of SelectionJob and of PoolInputs by name."""
+    from dataclasses import fields as dataclass_fields
+
+    from colorfilter.dataset.writer import PoolInputs, SelectionJob, write_selection
+    from colorfilter.io.location import as_location
+    from colorfilter.pipeline.execution import Execution
+
+    job_names = {f.name for f in dataclass_fields(SelectionJob)}
+    execution = fields.pop("execution", None) or Execution()
+    job = SelectionJob(seq_ids, as_location(out_dir),
+                       **{k: v for k, v in fields.items() if k in job_names})  # fmt: skip
+    inputs = PoolInputs(token_dir, score_dir, tokenizer_dir,
+                        **{k: v for k, v in fields.items() if k not in job_names})  # fmt: skip
+    return write_selection(job, inputs, execution)

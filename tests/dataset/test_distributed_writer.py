@@ -10,9 +10,11 @@ import pytest
 from colorfilter.config import RayConfig
 from colorfilter.dataset import manifest as mf
 from colorfilter.dataset.merge import reducer_ranges
-from colorfilter.dataset.work import Execution
-from colorfilter.dataset.writer import PoolInputs, SelectionJob, write_selection, write_selections
+from colorfilter.dataset.writer import PoolInputs, SelectionJob, write_selections
+from colorfilter.io import storage
+from colorfilter.pipeline.execution import Execution
 from colorfilter.selection import random_key
+from tests.dataset.synthetic import write_one
 
 ROWS_PER_SHARD = 5
 
@@ -57,7 +59,7 @@ def alone(pool, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("alone")
     states = {}
     for job in jobs_for(pool, root):
-        write_selection(
+        write_one(
             job.seq_ids, pool.token_dir, pool.score_dir, pool.tokenizer_dir, job.out_dir,
             method=job.method, tau=job.tau, seed=job.seed, rows_per_shard=job.rows_per_shard,
             threshold=job.threshold, config={"run": 1}, skipped={"empty_document": 2},
@@ -72,19 +74,19 @@ def test_one_pass_local_equals_each_alone(pool, alone, tmp_path, monkeypatch):
 
     reads = []
 
-    def counting_read(loc, columns=None):  # the map tasks' whole-file reads, counted
+    def counting_read(loc, columns=None, expected=None):  # the map tasks' reads, counted
         reads.append(loc.path)
-        return read_parquet(loc, columns)
+        return read_parquet(loc, columns, expected)
 
     monkeypatch.setattr(runs, "read_parquet", counting_read)
     jobs = jobs_for(pool, tmp_path)
-    summaries = write_selections(jobs, inputs_for(pool), tmp_path / ".tmp-select")
+    summaries = write_selections(jobs, inputs_for(pool), tmp_path / ".tmp-select", Execution())
     assert [s["noop"] for s in summaries] == [False] * 3
     inputs = sorted(str(p) for d in (pool.token_dir, pool.score_dir) for p in d.glob("*.parquet"))
     assert sorted(reads) == inputs  # every token and score shard read once for all selections
     assert {job.out_dir.name: folder_state(job.out_dir) for job in jobs} == alone
     assert not (tmp_path / ".tmp-select").exists()
-    again = write_selections(jobs, inputs_for(pool), tmp_path / ".tmp-select")
+    again = write_selections(jobs, inputs_for(pool), tmp_path / ".tmp-select", Execution())
     assert [s["noop"] for s in again] == [True] * 3
 
 
@@ -125,4 +127,4 @@ def test_recorded_hashes_only_while_they_describe_the_file(tmp_path):
     part.write_bytes(b"rewritten since")
     assert recorded_sha256(part) is None
     entry = mf.describe_files([part], known=recorded_sha256)[0]
-    assert entry["sha256"] == mf.sha256_file(part)
+    assert entry["sha256"] == storage.file_sha256(part)

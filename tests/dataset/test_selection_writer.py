@@ -13,8 +13,10 @@ import pytest
 
 from colorfilter.dataset import manifest as mf
 from colorfilter.dataset.order import shuffled_order
-from colorfilter.dataset.writer import OUTPUT_SCHEMA, write_selection
+from colorfilter.dataset.writer import OUTPUT_SCHEMA
 from colorfilter.errors import BadDataError, ConfigError
+from colorfilter.io import storage
+from tests.dataset.synthetic import write_one
 
 TAU = 4
 ROWS_PER_SHARD = 7
@@ -33,7 +35,7 @@ def write(pool, out_dir, selected=None, **overrides):
     )
     kwargs.update(overrides)
     selected = pool.top_k(TAU) if selected is None else selected
-    return write_selection(
+    return write_one(
         selected, pool.token_dir, pool.score_dir, pool.tokenizer_dir, out_dir, **kwargs
     )
 
@@ -120,10 +122,10 @@ def test_manifest_counts_and_hashes(pool, written):
     assert manifest["config"]["run"] == {"run": {"seq_len": pool.seq_len}}
     assert set(manifest["files"]) == set(mf.list_files(out_dir)) - {"manifest.json"}
     assert mf.verify_files(out_dir, manifest) == []
-    assert manifest["tokenizer"]["sha256"] == mf.sha256_dir(pool.tokenizer_dir)
+    assert manifest["tokenizer"]["sha256"] == storage.folder_sha256(pool.tokenizer_dir)
     assert len(manifest["inputs"]) == 6  # 3 token shards + 3 score shards
     for entry in manifest["inputs"]:
-        assert entry["sha256"] == mf.sha256_file(entry["path"])
+        assert entry["sha256"] == storage.file_sha256(entry["path"])
     assert manifest["packages"]["numpy"] == np.__version__
     assert manifest["selection"]["threshold"] == pytest.approx(
         float(min(pool.scores()[int(i)][0] for i in pool.top_k(TAU)))
@@ -160,7 +162,7 @@ def test_order_independent_of_listing_and_input_order(pool, written, tmp_path):
         for i, path in enumerate(sorted(src.glob("*.parquet"))):
             shutil.copy(path, renamed / sub / f"{'zyx'[i]}-{path.name}")  # reversed listing
     reversed_ids = pool.top_k(TAU)[::-1].copy()
-    write_selection(
+    write_one(
         reversed_ids, renamed / "tokens", renamed / "scores", pool.tokenizer_dir, tmp_path / "b",
         method="color", tau=TAU, params={"k": "N/tau"}, rows_per_shard=ROWS_PER_SHARD, seed=1,
         skipped={"empty_document": 2}, config={"run": {"seq_len": pool.seq_len}},
@@ -225,7 +227,7 @@ def test_rejects_bad_selections_and_inputs(pool, tmp_path):
         if path is None:
             first.unlink()
             with pytest.raises(ConfigError, match="no score shard"):
-                write_selection(
+                write_one(
                     selected, pool.token_dir, scores, pool.tokenizer_dir, tmp_path / name,
                     method="color", tau=TAU,
                 )  # fmt: skip
@@ -234,7 +236,7 @@ def test_rejects_bad_selections_and_inputs(pool, tmp_path):
             extra = table.slice(0, 1).set_column(0, "seq_id", pa.array([12345], pa.uint64()))
             pq.write_table(pa.concat_tables([table, extra]), first)
             with pytest.raises(BadDataError, match="not in token shard"):
-                write_selection(
+                write_one(
                     selected, pool.token_dir, scores, pool.tokenizer_dir, tmp_path / name,
                     method="color", tau=TAU,
                 )  # fmt: skip

@@ -25,6 +25,7 @@ from colorfilter.config import load_config, to_yaml
 from colorfilter.distill.sample import SampleSpec
 from colorfilter.errors import ConfigError
 from colorfilter.io.token_shards import list_shards
+from colorfilter.layout import RunLayout
 from colorfilter.pipeline.stages import run_stage, stage_names
 from tests.conftest import save_random_models, write_c4_inputs
 
@@ -229,7 +230,7 @@ def test_kill_9_during_cheap_and_candidate_scoring_reruns_to_the_same_selection(
     assert len(list(cheap_dir.glob("*.done.json"))) == 2  # the 3rd shard's record never came
     run_stage("distill", config)
     kill_mid_stage(config, "score", "colorfilter.scoring.shard", tmp_path)
-    assert not (config.output_path / "scores" / "pool" / "stats.json").exists()
+    assert not RunLayout.of(config).has_run("score")
     run_stage("score", config)
     run_stage("select", config)
     assert outputs(config) == outputs(reference)

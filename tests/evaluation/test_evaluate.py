@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from colorfilter.config import Config
-from colorfilter.errors import BadDataError, ConfigError
+from colorfilter.errors import BadDataError, ConfigError, DamagedDataError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.curve import data_multiplier
 from colorfilter.evaluation.report import summary
@@ -19,6 +19,7 @@ from colorfilter.evaluation.stage import run_evaluate
 from colorfilter.io.atomic import write_parquet_atomic
 from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
 from colorfilter.scoring.shard import SCORE_SCHEMA
+from tests.conftest import mark_finished
 
 VOCAB = 32
 SEQ_LEN = 16
@@ -96,7 +97,6 @@ def _run_dir(root: Path) -> Path:
         name = f"{file_index:05d}-00000.parquet"
         _shard(root / "tokens" / "pool" / name, file_index, books, rng, short_last=True)
         _scores(root / "scores" / "pool" / name, file_index, books, rng)
-    (root / "scores" / "pool" / "stats.json").write_text("{}")  # score's completion marker
     _shard(
         root / "tokens" / "downstream_eval" / "00000.parquet",
         9,
@@ -105,6 +105,7 @@ def _run_dir(root: Path) -> Path:
         short_last=False,
     )
     _tokenizer(root / "tokenizer")
+    mark_finished(root, "prepare", "score")
     return root
 
 
@@ -366,7 +367,10 @@ def test_a_run_failing_in_an_actor_raises_its_error_and_writes_no_record(
     runs_dir.mkdir(parents=True)
     with pytest.raises(Exception, match="(?i)parquet") as raised:
         run_all(runs, config.evaluate, setup, runs_dir, False, "ray", config.ray)
-    assert type(raised.value).__name__.startswith("RayTaskError")  # raised in an actor's run
+    # raised in an actor's run, and told as damage: one line naming the shard and the stage
+    assert isinstance(raised.value, DamagedDataError)
+    assert re.search(r"token shard .*/tokens/pool/0000\d-\d+\.parquet is damaged .*rerun "
+                     r"`colorfilter prepare`", str(raised.value))
     assert not list(runs_dir.glob("*.json"))
 
 

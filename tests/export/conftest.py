@@ -22,11 +22,11 @@ ROWS_PER_SHARD = 16
 
 def build_selection(root: Path, tau: int = 1) -> Path:
     """A finished selection folder at root/selected/color-tau<tau>, its run beside it."""
-    from colorfilter.dataset.writer import write_selection
+    from tests.dataset.synthetic import write_one
 
     pool = synthetic.build_pool(root)
     out_dir = root / "selected" / f"color-tau{tau}"
-    write_selection(
+    write_one(
         pool.top_k(tau), pool.token_dir, pool.score_dir, pool.tokenizer_dir, out_dir,
         method="color", tau=tau, rows_per_shard=ROWS_PER_SHARD, seed=3,
         config={"seq_len": pool.seq_len}, checksum_inputs=False,

@@ -16,8 +16,7 @@ from colorfilter.io.commit import (
     committed,
     discard_unit,
     is_committed,
-    objects_of,
-    read_record,
+    read_unit,
     write_unit,
 )
 from colorfilter.io.storage import Location
@@ -38,8 +37,8 @@ def test_committed_unit_is_trusted_with_sizes(unit_dir):
     assert payload["objects"] == {
         "shard-00000.parquet": {"size": 100}, "extra/idx.npy": {"size": 7}}
     trusted = is_committed(record)
-    assert trusted is not None and trusted["meta"] == {"rows": 3}
-    assert [o.relative_to(unit_dir) for o in objects_of(record, trusted)] == [
+    assert trusted is not None and trusted.meta == {"rows": 3}
+    assert [o.relative_to(unit_dir) for o in trusted.locations()] == [
         "extra/idx.npy", "shard-00000.parquet"]
 
 
@@ -57,7 +56,7 @@ def test_size_mismatch_missing_object_or_torn_record_is_not_trusted(unit_dir):
     storage.remove(unit_dir.join("b.bin"))
     assert is_committed(record) is None
     storage.write_bytes(record, b'{"format": "colorfilter.unit/1", "objects": {"a.bin": {"si')
-    assert is_committed(record) is None and read_record(record) is None
+    assert is_committed(record) is None and read_unit(record) is None
     storage.write_json(record, {"format": "other/9", "objects": {}})
     assert is_committed(record) is None
 
@@ -91,7 +90,7 @@ def test_batch_check_over_many_units_in_one_folder(unit_dir):
     storage.write_bytes(records[9], b"{not json")
     trusted = committed(records + [unit_dir.join("shard-99999.done.json")])
     assert sorted(trusted) == [r.url for i, r in enumerate(records) if i not in (3, 7, 9)]
-    assert trusted[records[11].url]["meta"] == {"i": 11}
+    assert trusted[records[11].url].meta == {"i": 11}
 
 
 def test_record_meta_is_redacted(unit_dir):

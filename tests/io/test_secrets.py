@@ -102,12 +102,12 @@ def test_planted_secrets_reach_no_object_record_or_message(s3_bucket, tmp_path, 
 @pytest.fixture
 def selection_folder(tmp_path) -> Path:
     """A finished selection folder (the release tests' template, written by the real writer)."""
-    from colorfilter.dataset.writer import write_selection
     from tests.dataset import synthetic
+    from tests.dataset.synthetic import write_one
 
     pool = synthetic.build_pool(tmp_path / "pool", n_files=1)
     out_dir = tmp_path / "selected" / "color-tau4"
-    write_selection(
+    write_one(
         pool.top_k(4), pool.token_dir, pool.score_dir, pool.tokenizer_dir, out_dir,
         method="color", tau=4, rows_per_shard=8, seed=0, repo_id="org/selection",
     )  # fmt: skip

@@ -130,7 +130,7 @@ def test_both_stages_on_a_bucket_equal_local_disk(local_run, s3_bucket, quiet_di
         assert stats["config_hash"] == local_stats["config_hash"]
     for name in ("prior", "conditional"):
         record = is_committed(run.model(name).join(MODEL_RECORD))
-        assert set(record["objects"]) >= {"train_stats.json", "loss_curve.png", *FILES[:2]}
+        assert set(record.objects) >= {"train_stats.json", "loss_curve.png", *FILES[:2]}
         assert not storage.exists(run.model(name).join("checkpoint", "state.pt"))
     assert conditional["prior_dir"] == run.model("prior").url
     assert conditional["prior_eval_loss"] == pytest.approx(prior["eval_loss"], rel=1e-6)
@@ -162,7 +162,7 @@ def test_kill_mid_training_on_a_bucket_resumes_to_the_same_weights(
     with pytest.raises(Killed):
         train(kill_at(5))
     assert not run.has_run("train-prior")
-    assert is_committed(model.join("checkpoint", "state.done.json"))["meta"]["step"] == 4
+    assert is_committed(model.join("checkpoint", "state.done.json")).meta["step"] == 4
     assert train()["resumed_from_steps"] == [4]
     local_prior = Path(RunLayout.of(local_run.config).model("prior").path)
     assert_same_model(local_prior, model)

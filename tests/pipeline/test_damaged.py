@@ -98,16 +98,17 @@ def test_truncated_token_shard_fails_score_naming_it_and_prepare_repairs_it(run_
     truncate(shard)
     code, err, _ = cli("score", path, "--overwrite")
     assert code == EXIT_BAD_DATA
-    assert_one_line(err, f"token shard {shard} is damaged", "Parquet magic bytes",
+    # checked against prepare's record before pyarrow reads it: the size says it
+    assert_one_line(err, f"token shard {shard} is damaged", "its record says",
                     "rerun `colorfilter prepare`")
     assert cli("prepare", path)[0] == 0  # the unit's record no longer matches: redone
     assert cli("score", path, "--overwrite")[0] == 0
 
 
-@pytest.mark.parametrize("name, damage, reason", [
-    ("model.safetensors", truncate, "not a whole safetensors file"),
-    ("model.safetensors", Path.unlink, "no weights file"),
-    ("config.json", truncate, "not valid JSON"),
+@pytest.mark.parametrize("name, damage, reason", [  # the model's record tells, before loading
+    ("model.safetensors", truncate, "its record says"),
+    ("model.safetensors", Path.unlink, "missing"),
+    ("config.json", truncate, "its record says"),
 ])  # fmt: skip
 def test_damaged_model_fails_score_naming_the_model(run_copy, name, damage, reason):
     config, path = run_copy
@@ -125,7 +126,7 @@ def test_damaged_tokenizer_fails_score_and_select_naming_it(run_copy):
         code, err, _ = cli(stage, path, "--overwrite")
         assert code == EXIT_BAD_DATA, err
         assert_one_line(err, "the run's tokenizer", str(config.output_path / "tokenizer"),
-                        "not valid JSON", "rerun `colorfilter prepare`")
+                        "its record says", "rerun `colorfilter prepare`")
 
 
 def test_damaged_saved_config_is_named_and_overwrite_replaces_it(run_copy):

@@ -95,6 +95,11 @@ def finished(done_dir: Path) -> list[Path]:
     return [p for p in done_dir.glob("*.json") if not p.name.startswith(".tmp-")]
 
 
+def file_records(split_dir: Path) -> list[Path]:
+    """Prepare's per-file completion records in place (<file>.done.json beside the shards)."""
+    return sorted(p for p in split_dir.glob("*.done.json") if not p.name.startswith(".tmp-"))
+
+
 def score_records(score_dir: Path) -> list[Path]:
     """Score shards' completion records in place (a temp file's name ends otherwise)."""
     return sorted(score_dir.glob("*.done.json"))

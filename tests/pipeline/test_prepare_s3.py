@@ -71,9 +71,9 @@ def assert_nothing_local(root: Path, cwd: Path) -> None:
 def records(split_dir) -> dict[str, dict]:
     """A split's completion records by name, without their timings."""
     found = {}
-    for loc in storage.glob(storage.as_location(split_dir).join("_done", "*.json")):
+    for loc in storage.glob(storage.as_location(split_dir).join("*.done.json")):
         record = storage.read_json(loc)
-        record["stats"].pop("seconds")
+        record["meta"]["stats"].pop("seconds")
         found[loc.name] = record
     return found
 
@@ -113,7 +113,7 @@ def test_prepare_to_a_bucket_equals_local_disk(
     stats = run_stage("prepare", config)
     assert_same_run(local, config)
     assert storage.read_json(RunLayout.of(config).token_stats("pool")) == stats["pool"]
-    done = RunLayout.of(config).tokens("pool").join("_done", "*.json")
+    done = RunLayout.of(config).tokens("pool").join("*.done.json")
     before = {loc.name: storage.read_bytes(loc) for loc in storage.glob(done)}
     assert run_stage("prepare", config) == stats  # a rerun trusts every record: nothing redone
     assert {loc.name: storage.read_bytes(loc) for loc in storage.glob(done)} == before  # timings
@@ -157,15 +157,15 @@ def test_killed_prepare_on_a_bucket_resumes_to_the_same_shards(
 
     # Killed mid-file: file 0 done, file 1's first shards written, its record not.
     kill_when_frozen(saved, f"{pool.url}/00001-00002.parquet", tmp_path / "kill-1")
-    assert sorted(records(pool)) == ["00000.json"]
+    assert sorted(records(pool)) == ["00000.done.json"]
     names = [loc.name for loc in shard_locations(pool)]
     assert "00001-00001.parquet" in names and "00001-00002.parquet" not in names
     assert not storage.exists(run.token_stats("pool")) and not run.has_run("prepare")
-    first = storage.read_bytes(pool.join("_done", "00000.json"))
+    first = storage.read_bytes(pool.join("00000.done.json"))
 
     # Killed again among file 2's parts: two parts committed, the third's data without record.
     kill_when_frozen(saved, f"{parts.url}/00002-00002.json", tmp_path / "kill-2")
-    assert sorted(records(pool)) == ["00000.json", "00001.json"]
+    assert sorted(records(pool)) == ["00000.done.json", "00001.done.json"]
     assert [loc.name for loc in storage.glob(parts.join("*"))] == [
         f"00002-0000{i}.{ext}" for i in range(2) for ext in ("json", "parquet")
     ] + ["00002-00002.parquet"]
@@ -177,7 +177,7 @@ def test_killed_prepare_on_a_bucket_resumes_to_the_same_shards(
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     tasks = len(spans) - 2 + 2 + 1  # the parts not committed, the two target files, assembly
     assert f"{tasks}/{tasks} done" in rerun.stderr and "(2 files already done" in rerun.stderr
-    assert storage.read_bytes(pool.join("_done", "00000.json")) == first  # not redone
+    assert storage.read_bytes(pool.join("00000.done.json")) == first  # not redone
     assert_same_run(local, config)
     seq_ids = np.concatenate([t.column("seq_id").to_numpy() for t in split_tables(pool).values()])
     assert np.unique(seq_ids).size == seq_ids.size  # no row written twice

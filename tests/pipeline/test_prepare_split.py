@@ -45,9 +45,9 @@ def big_inputs(tmp_path) -> dict:
 
 def done_stats(split_dir: Path) -> list[dict]:
     out = []
-    for path in sorted((split_dir / "_done").glob("*.json")):
+    for path in sorted(split_dir.glob("*.done.json")):
         record = json.loads(path.read_text())
-        record["stats"].pop("seconds")
+        record["meta"]["stats"].pop("seconds")
         out.append(record)
     return out
 

@@ -26,13 +26,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from colorfilter.config import Config, save_resolved
+from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX, read_json
 from colorfilter.io.token_shards import list_shards
 from colorfilter.pipeline.prepare import SPLITS, done_path
 from colorfilter.pipeline.stages import run_stage
 from colorfilter.scoring.shard import done_record_path, is_shard_done
 from tests.conftest import sample_documents, save_random_models, write_jsonl
-from tests.pipeline.test_faults import finished, score_table
+from tests.pipeline.test_faults import file_records, score_table
 from tests.pipeline.test_prepare import make_config, shard_digests
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,11 +159,11 @@ def test_killed_prepare_driver_resumes_to_the_same_shards(tmp_path, tokenizer_di
     writing = kill_when_frozen(command, "*/tokens/pool/00003-00002.parquet", 1, tmp_path)
     # What the kill left: files 0-2 finished, file 3 half written (parts 0-1 in place, part 2 a
     # temp file) with no completion record, files 4-7 and the target splits not started.
-    assert sorted(p.name for p in finished(pool / "_done")) == [f"{i:05d}.json" for i in range(3)]
+    assert [p.name for p in file_records(pool)] == [f"{i:05d}.done.json" for i in range(3)]
     assert writing.exists() and writing.parent == pool and writing.name.startswith(TMP_PREFIX)
     assert (pool / "00003-00001.parquet").exists() and not done_path(pool, 3).exists()
     assert not (tokens / "downstream_train").exists()
-    done_before = mtimes([*pool.glob("0000[0-2]-*.parquet"), *finished(pool / "_done")])
+    done_before = mtimes([*pool.glob("0000[0-2]-*.parquet"), *file_records(pool)])
 
     rerun = subprocess.run(command, env=cli_env(), capture_output=True, text=True, check=True)
     assert "(3 files already done, skipped)" in rerun.stderr
@@ -180,13 +181,12 @@ def test_killed_prepare_driver_resumes_to_the_same_shards(tmp_path, tokenizer_di
 
 
 def test_killed_select_driver_resumes_to_the_same_datasets(scored_run, tmp_path, monkeypatch):
-    from colorfilter.dataset import manifest as mf
 
     reference = replace(scored_run, output_dir=str(tmp_path / "reference"))
     shutil.copytree(scored_run.output_path, reference.output_path)
     hashed = []
-    sha256_file = mf.sha256_file
-    monkeypatch.setattr(mf, "sha256_file", lambda p: hashed.append(Path(p)) or sha256_file(p))
+    sha256_file = storage.file_sha256
+    monkeypatch.setattr(storage, "file_sha256", lambda p: hashed.append(Path(p)) or sha256_file(p))
     run_stage("select", reference)
     monkeypatch.undo()
     # The manifests' input hashes come from prepare's and score's records: no shard is re-read.
@@ -263,7 +263,7 @@ def test_prepare_redoes_partial_and_corrupt_outputs(tmp_path, tokenizer_dir, c4_
     truncate(pool / "00001-00002.parquet")
     # pool file 2: done and whole, with the temp files of a killed rewrite beside it
     (pool / f"{TMP_PREFIX}00002-00000.parquet.k1ll3d").write_bytes(b"PAR1 partial")
-    (pool / "_done" / f"{TMP_PREFIX}00002.json.k1ll3d").write_text('{"input": ')
+    (pool / f"{TMP_PREFIX}00002.done.json.k1ll3d").write_text('{"input": ')
     # the target split's only file: a torn completion record
     done_path(train, 0).write_text('{"input": {"uri": ')
     capsys.readouterr()
@@ -328,7 +328,7 @@ def test_a_rerun_that_redoes_work_withdraws_the_stage_marker_until_it_finishes(
         run_stage("score", scored_run)
     assert not run.has_run("score")
 
-    first = sorted((scored_run.output_path / "tokens" / "pool" / "_done").glob("*.json"))[0]
+    first = sorted((scored_run.output_path / "tokens" / "pool").glob("*.done.json"))[0]
     first.unlink()  # that file's shards are redone
     with pytest.raises(_Killed):
         run_stage("prepare", scored_run)

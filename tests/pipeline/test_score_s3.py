@@ -123,7 +123,7 @@ def test_score_on_a_bucket_equals_local_disk_and_resumes(bucket_run, tmp_path):
                     if p.is_dir() and not p.name.startswith("."))  # fmt: skip
     assert cached == ["conditional", "prior", "tokenizer"]  # fetched by URL, once for the node
     records = score_records(run.scores)
-    fingerprints = {r["meta"]["fingerprint"] for r in committed(records, True).values()}
+    fingerprints = {r.meta["fingerprint"] for r in committed(records, True).values()}
     local_record = storage.read_json(done_record_path(
         list_shards(run.local.output_path / "scores" / "pool")[0]))
     assert fingerprints == {local_record["meta"]["fingerprint"]} and len(records) == len(local)

@@ -156,7 +156,7 @@ def test_killed_select_on_a_bucket_resumes_to_the_same_datasets(on_bucket, tmp_p
     done = [storage.exists(folder.join("manifest.json")) for folder in folders]
     assert done == [True, False, False, False]  # nothing of the kill is trusted but folder 1
     assert storage.exists(folders[1].join(".tmp-reduce-0000.json"))  # its first reducer's
-    assert storage.exists(root.join("selected", "_work", "plan.json"))
+    assert storage.exists(root.join("selected", "_work", "plan.done.json"))
     written, mapped = [], []
     write, map_shard = merge.write_shard, runs.map_shard
     with pytest.MonkeyPatch.context() as patch:

@@ -14,12 +14,12 @@ from tests.hub_server import FakeHub
 @pytest.fixture(scope="session")
 def selection_template(tmp_path_factory) -> Path:
     """A complete selection folder written by the real writer (built once per session)."""
-    from colorfilter.dataset.writer import write_selection
+    from tests.dataset.synthetic import write_one
 
     root = tmp_path_factory.mktemp("release-pool")
     pool = synthetic.build_pool(root, n_files=2)
     out_dir = root / "selected" / "color-tau4"
-    write_selection(
+    write_one(
         pool.top_k(4), pool.token_dir, pool.score_dir, pool.tokenizer_dir, out_dir,
         method="color", tau=4, rows_per_shard=8, seed=0, repo_id="org/selection",
     )  # fmt: skip

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from colorfilter.errors import BadDataError
 from colorfilter.selection import (
     METHODS,
+    Memory,
     ParquetSource,
     batchwise_select,
     n_selected,
@@ -216,8 +217,7 @@ def test_batchwise_streamed_in_buckets_equals_in_memory(tmp_path, max_buffer_row
         taus,
         block_n=10,
         seed=5,
-        max_buffer_rows=max_buffer_rows,
-        spill_dir=str(tmp_path),
+        memory=Memory(max_buffer_rows, str(tmp_path)),
     )
     assert not list(tmp_path.glob(".batchwise-*"))  # the spill is removed
     for tau in taus:
@@ -257,7 +257,7 @@ def test_streaming_over_parquet_equals_in_memory(tmp_path, method):
         ParquetSource(paths[::-1], batch_rows=100),
         [7, 64],
         seed=1,
-        max_buffer_rows=16,
+        memory=Memory(max_buffer_rows=16),
         block_n=16,
     )
     for tau in (7, 64):
