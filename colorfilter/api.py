@@ -25,6 +25,7 @@ from colorfilter.errors import ConfigError
 from colorfilter.io import storage
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.location import Location
+from colorfilter.pipeline.stages import run_stage, stage_names
 from colorfilter.scorer import Scorer, ScorerSettings
 
 ConfigLike = Config | Mapping[str, Any] | str | Path
@@ -50,8 +51,6 @@ def run(
     saves it, and runs the stage. The outputs and their completion records are the CLI's, so a
     second call resumes: finished units are kept, the rest redone.
     """
-    from colorfilter.pipeline.stages import run_stage, stage_names
-
     if not isinstance(config, Config):
         config = load_config(config)
     if stages is not None and not isinstance(stages, str):

@@ -25,10 +25,13 @@ from colorfilter.configtools import (
 )
 from colorfilter.dataset.config import OutputConfig, ReleaseConfig
 from colorfilter.distill.config import DISTILLED, NEEDS_EVERY_LM_SCORE, CascadeConfig
-from colorfilter.errors import ConfigError
+from colorfilter.errors import ConfigError, require
 from colorfilter.evaluation.config import EvaluateConfig, check_taus
+from colorfilter.io import storage
 from colorfilter.io.config import StorageConfig
-from colorfilter.io.location import SCHEMES
+from colorfilter.io.location import SCHEMES, Location
+from colorfilter.io.preflight import check_writable
+from colorfilter.layout import RunLayout
 from colorfilter.models.config import ConditionalConfig, PriorConfig
 from colorfilter.names import (
     DATA_FORMATS,
@@ -177,8 +180,6 @@ class Config:
     def output_path(self) -> Path:
         """output_dir as a local Path, for scripts and tests; stages use colorfilter.layout,
         which also serves buckets (a URL here raises TypeError naming it)."""
-        from colorfilter.io.location import Location
-
         return Path(Location.parse(self.output_dir, self.storage, key="output_dir"))
 
 
@@ -262,12 +263,8 @@ def check_environment(config: Config) -> None:
 def check_output_dir_usable(output_dir: str, storage_cfg: StorageConfig | None = None) -> None:
     """output_dir exists or can be made, is a directory, and takes a file (probed, then removed);
     on a bucket: the bucket exists and the credentials may write there (io.preflight)."""
-    from colorfilter.io.location import Location
-
     location = Location.parse(output_dir, storage_cfg, key="output_dir")
     if not location.is_local:
-        from colorfilter.io.preflight import check_writable
-
         check_writable(location, "output_dir")
         return
     path = Path(location.path)
@@ -291,8 +288,6 @@ def check_output_dir_usable(output_dir: str, storage_cfg: StorageConfig | None =
 
 def check_cuda_device(device: str) -> None:
     """`cuda` needs a visible GPU; `cuda:N` needs N + 1 of them (torch only imported here)."""
-    from colorfilter.errors import require
-
     torch = require("torch")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     index = int(device.partition(":")[2] or 0)
@@ -310,9 +305,6 @@ def check_cuda_device(device: str) -> None:
 
 def save_resolved(config: Config):
     """Write the resolved config beside the outputs, so every run says what it ran with."""
-    from colorfilter.io import storage
-    from colorfilter.layout import RunLayout
-
     path = RunLayout.of(config).config_file
     storage.makedirs(path.parent)
     storage.write_text(path, to_yaml(config))

@@ -48,6 +48,7 @@ from colorfilter.io.commit import (
 )
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.faults import damaged_error
+from colorfilter.io.lease import LEASE_NAME
 from colorfilter.io.location import Location
 
 SPLITS = ("pool", "downstream_train", "downstream_eval")
@@ -56,7 +57,6 @@ SELECT_WORK = "_work"
 MODEL_CHECKPOINT = "checkpoint"  # a model folder's resumable state (kept with keep_checkpoint)
 STATS = "stats.json"
 MODEL_RECORD = "model.done.json"  # a model folder's completion record (colorfilter.io.commit)
-LEASE_NAME = ".colorfilter-lease.json"  # the running writer's lease (colorfilter.io.lease)
 MARKER_SUFFIX = ".done.json"  # OUTPUT/<stage>.done.json: a stage's finished marker
 
 

@@ -20,6 +20,9 @@ SELECTION_METHODS = (
     "dsir",
     "color_distilled",  # colorfilter.distill: top N/tau by the cheap scorer alone
 )
+DISTILLED = "color_distilled"  # top N/tau by the cheap score alone
+# Methods that rank no LM score: a run that never LM-scores its pool can still write them.
+LM_FREE_METHODS = frozenset({DISTILLED, "random", "dsir"})
 LABEL_ORACLE = "label_oracle"  # colorfilter.evaluation.oracle: an evaluation-only reference
 EVALUATE_METHODS = (*SELECTION_METHODS, LABEL_ORACLE)
 EXECUTORS = ("ray", "local")

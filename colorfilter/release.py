@@ -25,10 +25,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from colorfilter.dataset.manifest import MANIFEST_NAME, list_files, read_manifest, verify_files
+from colorfilter.dataset.manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    list_files,
+    read_manifest,
+    verify_files,
+)
 from colorfilter.errors import EXIT_USAGE, ColorFilterError
+from colorfilter.io import storage
+from colorfilter.io.cache import cache_root
 from colorfilter.io.faults import service_failure
 from colorfilter.io.location import Location
+from colorfilter.io.preflight import check_readable
+from colorfilter.io.storage import filesystem
 
 LARGE_FOLDER_BYTES = 2 * 1024**3  # switch to upload_large_folder on clients without pipelining
 LARGE_FOLDER_FILES = 200
@@ -161,9 +171,6 @@ def plan_remote_release(loc: Location) -> dict[str, Any]:
 
     The sha256 check needs the bytes, so it runs on the downloaded copy before any upload.
     """
-    from colorfilter.io import storage
-    from colorfilter.io.preflight import check_readable
-
     check_readable(loc, "release folder")
     sizes = {info.location.relative_to(loc): info.size for info in storage.find(loc)}
     if not sizes:
@@ -195,8 +202,6 @@ def plan_remote_release(loc: Location) -> dict[str, Any]:
 
 
 def _is_complete(manifest: dict | None) -> bool:
-    from colorfilter.dataset.manifest import MANIFEST_FORMAT
-
     return (manifest is not None and manifest.get("format") == MANIFEST_FORMAT
             and manifest.get("complete") is True and isinstance(manifest.get("files"), dict))
 
@@ -204,9 +209,6 @@ def _is_complete(manifest: dict | None) -> bool:
 @contextlib.contextmanager
 def staged_copy(loc: Location, plan: dict[str, Any]) -> Iterator[Path]:
     """The planned files of a remote folder, downloaded into a temporary local folder."""
-    from colorfilter.io.cache import cache_root
-    from colorfilter.io.storage import filesystem
-
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".release-", dir=root) as tmp:

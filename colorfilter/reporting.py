@@ -16,6 +16,7 @@ from colorfilter.errors import EXIT_FAILURE, ColorFilterError, OutOfSpaceError
 from colorfilter.io import storage
 from colorfilter.io.faults import out_of_space, service_failure
 from colorfilter.io.redact import redact
+from colorfilter.layout import RunLayout
 
 
 def report_error(exc: BaseException, output_dir: str | None = None) -> int:
@@ -78,8 +79,6 @@ def report_unexpected(exc: BaseException, output_dir: str | None = None) -> int:
 
 def _log_home(output_dir: str):
     """OUTPUT/logs as a Location (local or on a bucket), or None when output_dir is unusable."""
-    from colorfilter.layout import RunLayout
-
     try:
         return RunLayout.at(output_dir).logs
     except (ColorFilterError, ValueError):

@@ -33,15 +33,20 @@ from typing import Any
 
 import numpy as np
 
-from colorfilter.chunking import document_chunks
+from colorfilter.chunking import DocumentTokenizer, document_chunks
 from colorfilter.config import Config, check_cuda_device, load_config
+from colorfilter.configtools import to_dict
 from colorfilter.errors import ConfigError
 from colorfilter.io import storage
+from colorfilter.io.cache import local_copy
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.location import Location
 from colorfilter.layout import MODEL_CHECKPOINT, RunLayout
 from colorfilter.names import DEVICE_PATTERN, DEVICES
+from colorfilter.pipeline.score import check_vocabularies
+from colorfilter.scoring.base import build_scorer, resolve_device
 from colorfilter.scoring.config import ScoreConfig
+from colorfilter.scoring.precision import resolve_precision
 
 MAX_ROWS_FACTOR = 8  # score_texts: short chunks go in batches of up to 8x batch_size rows
 
@@ -73,10 +78,6 @@ class ScorerSettings:
     ) -> ScorerSettings:
         """The settings of a run folder (local or URL): seq_len, tokenizer and the score section
         from its saved `config.yaml`; device, precision, batch size and threads overridable."""
-        from colorfilter.pipeline.score import check_vocabularies
-        from colorfilter.scoring.base import resolve_device
-        from colorfilter.scoring.precision import resolve_precision
-
         config = saved_config(run, storage_cfg)
         layout = RunLayout.of(config)
         layout.require("train-prior")
@@ -114,7 +115,6 @@ def saved_config(run: str | Location, storage_cfg: StorageConfig | None = None) 
         raise ConfigError(f"{root.config_file.url}: not a colorfilter config (not a mapping)")
     raw["output_dir"] = root.root.url
     if storage_cfg is not None:  # the caller's storage options win over the saved ones
-        from colorfilter.configtools import to_dict
 
         raw["storage"] = to_dict(storage_cfg)
     return load_config(raw)
@@ -167,10 +167,6 @@ class Scorer:
     """
 
     def __init__(self, settings: ScorerSettings):
-        from colorfilter.chunking import DocumentTokenizer
-        from colorfilter.io.cache import local_copy
-        from colorfilter.scoring.base import build_scorer
-
         self.settings = settings
         cfg = settings.score
         prior, cond = (local_copy(d, skip=(MODEL_CHECKPOINT,))

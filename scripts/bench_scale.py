@@ -89,6 +89,7 @@ def build_run(root: Path, n_rows: int, seq_len: int, rows_per_shard: int, taus: 
         (score_dir / "_done" / f"{Path(name).stem}.json").write_text(json.dumps(done))
     for file_index, record in records.items():
         (token_dir / "_done" / f"{file_index:05d}.json").write_text(json.dumps(record))
+    mark_finished(root)
     config = root.parent / f"{root.name}.yaml"  # not root/config.yaml: select saves that
     config.write_text(
         json.dumps(
@@ -103,6 +104,19 @@ def build_run(root: Path, n_rows: int, seq_len: int, rows_per_shard: int, taus: 
         )
     )
     return config
+
+
+def mark_finished(root: Path) -> None:
+    """The prepare and score markers the stages write last (select requires both)."""
+    from colorfilter.io import storage
+    from colorfilter.layout import RunLayout
+
+    run = RunLayout.at(str(root))
+    tokenizer = [info.location for info in storage.find(run.tokenizer)]
+    tokenizer_sha256 = storage.folder_sha256(run.tokenizer)
+    run.finish_stage("prepare", tokenizer, {"tokenizer_sha256": tokenizer_sha256})
+    storage.write_json(run.score_stats, {"synthetic": True})
+    run.finish_stage("score", [run.score_stats], {})
 
 
 class PeakRss:

@@ -27,11 +27,11 @@ from colorfilter.dataset.provenance import describe_inputs
 from colorfilter.dataset.runfiles import load_array
 from colorfilter.dataset.runs import index_paths
 from colorfilter.dataset.schema import DATA_DIR, shard_name
-from colorfilter.distill.config import LM_FREE_METHODS
 from colorfilter.errors import BadDataError
 from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
 from colorfilter.io.location import Location
+from colorfilter.names import LM_FREE_METHODS
 
 log = logging.getLogger(__name__)
 

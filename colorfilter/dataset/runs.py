@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from colorfilter.dataset.decode import load_decoder
 from colorfilter.dataset.join import (
     LM_SCORES,
     SCORE_COLUMNS,
@@ -43,6 +44,7 @@ from colorfilter.dataset.runfiles import (  # noqa: F401 - read_run re-exported
 from colorfilter.dataset.schema import OUTPUT_SCHEMA
 from colorfilter.errors import BadDataError
 from colorfilter.io import commit
+from colorfilter.io.cache import local_copy
 from colorfilter.io.location import Location
 from colorfilter.io.transfer import read_parquet
 
@@ -111,9 +113,6 @@ class MapWorker:
     """Built once per worker: the tokenizer's decoder; then called once per token shard."""
 
     def __init__(self, settings: MapSettings):
-        from colorfilter.dataset.decode import load_decoder
-        from colorfilter.io.cache import local_copy
-
         self.settings = settings
         self.decode = load_decoder(local_copy(settings.tokenizer_dir))
 

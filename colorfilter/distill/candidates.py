@@ -27,7 +27,8 @@ from colorfilter.io.transfer import read_parquet
 from colorfilter.layout import RunLayout
 from colorfilter.scoring.shard import done_record_path
 from colorfilter.selection.methods import CHEAP_SCORE
-from colorfilter.selection.topk import ParquetSource, topk
+from colorfilter.selection.sources import ParquetSource
+from colorfilter.selection.topk import topk
 
 
 def plan_candidates(

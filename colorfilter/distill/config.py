@@ -8,12 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from colorfilter.configtools import Checks
+from colorfilter.names import DISTILLED, LM_FREE_METHODS
 
 # Methods that need every pool chunk's LM scores: under the cascade only the candidates have them.
 NEEDS_EVERY_LM_SCORE = ("prior_only", "conditional_only", "color_batchwise", "color_softmax")
-DISTILLED = "color_distilled"  # top N/tau by the cheap score alone
-# Methods that rank no LM score: a run that never LM-scores its pool can still write them.
-LM_FREE_METHODS = frozenset({DISTILLED, "random", "dsir"})
 
 
 def lm_pass_wanted(cascade_enabled: bool, methods: list[str]) -> bool:
@@ -66,3 +64,14 @@ class CascadeConfig:
     def planned_tau(self, selection_taus: list[float]) -> float:
         """tau_min: the smallest tau the candidate set is sized for."""
         return self.min_tau or min(selection_taus)
+
+
+def distill_wanted(config) -> bool:
+    """Whether a config needs the distill stage (a whole-pipeline run includes it then)."""
+    methods = set(config.selection.methods) | set(config.evaluate.methods)
+    return config.cascade.enabled or DISTILLED in methods
+
+
+def requested_taus(config) -> list[float]:
+    """Every tau a selection or an evaluation of the config asks for."""
+    return sorted({float(t) for t in [*config.selection.tau, *config.evaluate.taus]})

@@ -35,6 +35,7 @@ from colorfilter.io import storage
 from colorfilter.io.commit import Unit, commit_unit, committed
 from colorfilter.io.location import Location
 from colorfilter.io.preflight import check_readable, check_writable
+from colorfilter.progress import Progress
 
 FORMATS: dict[str, ModuleType] = {olmo.NAME: olmo, megatron.NAME: megatron}
 EXPORT_VERSION = 1
@@ -92,8 +93,6 @@ def plan_export(request: ExportRequest) -> Plan:
 
 def export_selection(request: ExportRequest) -> dict[str, Any]:
     """Export (or finish exporting) a selection; returns a summary for the CLI."""
-    from colorfilter.progress import Progress
-
     started = time.perf_counter()
     plan = plan_export(request)
     finished = prepare_out(plan.out, plan.identity, request.overwrite)

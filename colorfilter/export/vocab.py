@@ -23,6 +23,7 @@ from typing import Any
 from colorfilter.errors import ColorFilterError
 from colorfilter.export.source import ExportError, Selection
 from colorfilter.io import storage
+from colorfilter.io.cache import local_copy
 from colorfilter.io.location import Location
 
 
@@ -83,7 +84,6 @@ def _has_tokenizer(loc: Location) -> bool:
 def _read_tokenizer(loc: Location) -> Vocabulary:
     from transformers import AutoTokenizer
 
-    from colorfilter.io.cache import local_copy
 
     tokenizer = AutoTokenizer.from_pretrained(str(local_copy(loc)))
     ids = [*tokenizer.get_vocab().values(), *tokenizer.all_special_ids]

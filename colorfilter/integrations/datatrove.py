@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from colorfilter import api
 from colorfilter.errors import require
 
 require("datatrove", "datatrove")
@@ -72,12 +73,10 @@ class ColorFilterScoreFilter(BaseFilter):
 
     def scorer(self) -> Any:
         """This process's scorer, loaded on first use (once per worker, not per document)."""
-        from colorfilter.api import load_scorer
-
         key = (self.run_folder, repr(sorted(self.scorer_options.items())))
         if key not in _LOADED:
             _LOADED.clear()  # one pair per process
-            _LOADED[key] = load_scorer(self.run_folder, **self.scorer_options)
+            _LOADED[key] = api.load_scorer(self.run_folder, **self.scorer_options)
         return _LOADED[key]
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:

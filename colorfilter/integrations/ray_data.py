@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from colorfilter import api
+from colorfilter.io.token_shards import pad_input_ids
 from colorfilter.scorer import Scorer, ScorerSettings
 
 COLUMNS = ("prior_loss", "cond_loss", "score")
@@ -55,9 +57,7 @@ class ColorFilterBatchScorer:
         if isinstance(run, ScorerSettings):
             self.scorer = Scorer(run)
         else:
-            from colorfilter.api import load_scorer
-
-            self.scorer = load_scorer(run, device=device, precision=precision,
+            self.scorer = api.load_scorer(run, device=device, precision=precision,
                                       batch_size=batch_size)  # fmt: skip
         torch.set_num_threads(torch_threads or _actor_cpus())
         self.text_column, self.ids_column = text_column, ids_column
@@ -77,8 +77,6 @@ class ColorFilterBatchScorer:
         return _with_columns(batch, {name: getattr(scores, name) for name in COLUMNS})
 
     def _score_ids(self, column: Any) -> Any:
-        from colorfilter.io.token_shards import pad_input_ids
-
         if isinstance(column, np.ndarray) and column.ndim == 2:  # a fixed-shape tensor column
             return self.scorer.score_ids(column)
         if not isinstance(column, (pa.Array, pa.ChunkedArray)):

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from colorfilter.errors import ConfigError
+from colorfilter.io import storage
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.location import Location
+from colorfilter.io.preflight import check_readable
 
 HF_PREFIX = "hf://"
 _GLOB_CHARS = set("*?[")
@@ -116,9 +118,6 @@ def resolve_inputs(
 
 def _resolve_remote(loc: Location, key: str, configured_format: str) -> list[InputFile]:
     """A bucket or hub file, or a glob over one: preflight first, then list with sizes."""
-    from colorfilter.io import storage
-    from colorfilter.io.preflight import check_readable
-
     check_readable(loc, key)
     if loc.has_glob:
         matches = [(f.location, f.size) for f in storage.glob_files(loc)]

@@ -36,8 +36,8 @@ import psutil
 from colorfilter.errors import OutputDirBusyError
 from colorfilter.io import storage
 from colorfilter.io.location import Location
-from colorfilter.layout import LEASE_NAME
 
+LEASE_NAME = ".colorfilter-lease.json"  # in the output dir: the running writer's lease
 DEFAULT_TTL_S = 60.0
 SETTLE_S = {"local": 0.2, "remote": 1.0}  # pause between writing the lease and reading it back
 

@@ -21,9 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from colorfilter.errors import ConfigError
+from colorfilter.io import storage as store
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.files import HF_PREFIX, InputFile
 from colorfilter.io.location import Location
+from colorfilter.io.splits import zstd_frame_offsets
+from colorfilter.io.transfer import open_parquet
 
 READ_BLOCK_BYTES = 1 << 20
 
@@ -102,7 +106,6 @@ def open_binary(path: str, storage: StorageConfig | None = None) -> Iterator[IO[
         with open(path, "rb") as handle:
             yield handle
         return
-    from colorfilter.io import storage as store
 
     with store.open_read(Location.parse(path, storage)) as handle:
         yield handle
@@ -153,8 +156,6 @@ def iter_zstd_line_range(path: str, start: int, end: int) -> Iterator[bytes]:
     first bytes begin a line depends on the previous frames' last byte; a line still open at
     the end of the part is completed from the frames after it.
     """
-    from colorfilter.io.splits import zstd_frame_offsets
-
     skip_partial = False
     if start > 0:
         offsets = zstd_frame_offsets(path) or []
@@ -279,13 +280,9 @@ def iter_parquet(
     row_groups: range | None = None,
 ) -> Iterator[Record]:
     """Parquet, read in record batches (bounded memory); URLs through pyarrow's filesystems."""
-    from colorfilter.io.transfer import open_parquet
-
     with open_parquet(Location.parse(path, storage)) as parquet:
         names = parquet.schema_arrow.names
         if text_field not in names:
-            from colorfilter.errors import ConfigError
-
             raise ConfigError(f"{path}: no column '{text_field}' (columns: {', '.join(names)})")
         columns = [text_field] + ([source_field] if source_field and source_field in names else [])
         index = 0

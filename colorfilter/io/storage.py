@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from colorfilter.fingerprint import sha256_stream
+from colorfilter.io.atomic import atomic_path
 from colorfilter.io.backends import (
     endpoint_url,
     filesystem,
@@ -245,8 +246,6 @@ def open_write(value: str | Location, block_size: int | None = None) -> Iterator
     loc, fs, path = _fs_path(value)
     with writing(loc):
         if loc.is_local:
-            from colorfilter.io.atomic import atomic_path
-
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
                 yield handle
             return

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from colorfilter.dataset.decode import load_decoder
+from colorfilter.dataset.runs import token_lists
+from colorfilter.io.cache import local_copy
 from colorfilter.io.location import Location
 from colorfilter.io.transfer import read_parquet, write_parquet
 from colorfilter.selection import DSIR_WEIGHT, dsir
@@ -33,15 +36,10 @@ class DsirWorker:
     def __init__(
         self, tokenizer_dir: Location, log_ratio: np.ndarray | None = None, ngrams: int = 2
     ):
-        from colorfilter.dataset.decode import load_decoder
-        from colorfilter.io.cache import local_copy
-
         self.decode = load_decoder(local_copy(tokenizer_dir))
         self.model = None if log_ratio is None else dsir.DSIRModel(np.asarray(log_ratio), ngrams)
 
     def __call__(self, task: DsirTask) -> np.ndarray | int:
-        from colorfilter.dataset.runs import token_lists
-
         table = read_parquet(task.token_path, columns=["seq_id", "input_ids"])
         texts = self.decode(token_lists(table.column("input_ids")))
         if task.weight_path is None:

@@ -21,7 +21,10 @@ from colorfilter.io import storage
 from colorfilter.io.cache import local_copy
 from colorfilter.io.location import Location
 from colorfilter.io.token_shards import shard_locations
+from colorfilter.io.transfer import open_parquet
 from colorfilter.layout import RunLayout
+from colorfilter.models.plan import plan_stage
+from colorfilter.models.presets import build_model_config
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -39,7 +42,6 @@ def vocab_size(config: Config, given: int | None) -> int:
         if any(storage.exists(folder.join(name)) for name in TOKENIZER_FILES):
             from transformers import AutoTokenizer
 
-            from colorfilter.io.cache import local_copy
 
             return len(AutoTokenizer.from_pretrained(str(local_copy(folder))))
     raise ConfigError(
@@ -53,7 +55,6 @@ def prior_model_config(config: Config, vocab: int) -> Any:
     """The transformers config the prior is (or will be) trained with."""
     from transformers import AutoConfig
 
-    from colorfilter.models.presets import build_model_config
 
     trained = RunLayout.of(config).model("prior").join("config.json")
     if config.prior.init_from:  # a local folder, or a URL: then only its config.json is fetched
@@ -70,8 +71,6 @@ def prior_model_config(config: Config, vocab: int) -> Any:
 
 
 def _rows(token_dir: Location) -> int | None:
-    from colorfilter.io.transfer import open_parquet
-
     total = None
     for shard in shard_locations(token_dir):
         with open_parquet(shard) as parquet:
@@ -106,8 +105,6 @@ def build_plans(
     target_tokens: int | None = None,
 ) -> list[Any]:
     """Plans for train-prior and train-conditional on `gpus` devices of `gpu_memory_gb`."""
-    from colorfilter.models.plan import plan_stage
-
     if device not in ("cuda", "cpu"):
         raise ConfigError(f"plan --device must be cuda or cpu, not {device!r}")
     model_config = prior_model_config(config, vocab_size(config, vocab))

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from colorfilter.chunking import DocumentTokenizer
 from colorfilter.config import Config
 from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.fingerprint import fingerprint
@@ -32,8 +33,11 @@ from colorfilter.io.cache import CACHE_ENV, local_copy
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.files import InputFile, resolve_inputs
 from colorfilter.io.location import Location
+from colorfilter.io.readers import BadRecord, TruncatedFileError, expand_hf_shards, iter_records
 from colorfilter.io.splits import plan_spans
 from colorfilter.layout import RunLayout
+from colorfilter.pipeline import executor
+from colorfilter.pipeline.executor import WorkerSpec
 from colorfilter.pipeline.prepare_parts import (
     FileStats,
     ShardWriter,
@@ -48,6 +52,7 @@ from colorfilter.pipeline.prepare_parts import (
 )
 from colorfilter.pipeline.prepare_records import STATS_NAME, finish_split, resume_split
 from colorfilter.pipeline.prepare_tokenizer import save_tokenizer
+from colorfilter.progress import Progress
 
 SPLITS = ("pool", "downstream_train", "downstream_eval")
 
@@ -85,8 +90,6 @@ class PrepareWorker:
     """Holds one tokenizer; prepares one input file per call."""
 
     def __init__(self, settings: PrepareSettings):
-        from colorfilter.chunking import DocumentTokenizer
-
         self.settings = settings
         folder = local_copy(Location.parse(settings.tokenizer_dir, settings.storage))
         self.tokenizer = DocumentTokenizer(str(folder), settings.max_segment_chars)
@@ -101,8 +104,6 @@ class PrepareWorker:
 
 def prepare_file(task: PrepareTask, tokenizer: Any, settings: PrepareSettings) -> dict:
     """Tokenize and chunk one file; write its parts, then its completion record."""
-    from colorfilter.io.readers import BadRecord, TruncatedFileError, iter_records
-
     start = time.perf_counter()
     shards = ShardWriter.for_file(task, settings)  # the driver cleared an earlier try's shards
     stats, chunker = shards.stats, shards.chunker
@@ -143,9 +144,6 @@ def _tokenize_batch(batch: list, tokenizer: Any, chunker: Any, stats: FileStats)
 
 def run_prepare(config: Config, overwrite: bool = False) -> dict:
     """Prepare every configured split; return the merged stats per split."""
-    from colorfilter.pipeline.executor import WorkerSpec, map_tasks
-    from colorfilter.progress import Progress
-
     layout = RunLayout.of(config)
     inputs = list_all_inputs(config)  # checks every input (buckets too) before any work
     tokenizer_dir = save_tokenizer(config.tokenizer, layout.tokenizer)
@@ -165,7 +163,7 @@ def run_prepare(config: Config, overwrite: bool = False) -> dict:
     )
     progress = Progress("prepare", len(plan.todo) + len(plan.assemble), unit="tokens")
     for tasks in (plan.todo, plan.assemble):  # a split file's shards need all its parts
-        for task, record in map_tasks(
+        for task, record in executor.map_tasks(
             spec,
             tasks,
             executor=config.executor,
@@ -256,8 +254,6 @@ def list_inputs(config: Config, split: str) -> list[InputFile]:
     patterns = getattr(config.data, split)
     items = resolve_inputs(patterns, f"data.{split}", config.data.format, config.storage)
     if any(item.format == "hf_hub" and "#" not in item.uri for item in items):
-        from colorfilter.io.readers import expand_hf_shards
-
         expanded = []
         for item in items:
             uris = (

@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from colorfilter.chunking import Chunker
 from colorfilter.io import storage
 from colorfilter.io.commit import Unit, commit_unit, committed, discard_unit, read_unit
 from colorfilter.io.location import Location
+from colorfilter.io.readers import BadRecord, TruncatedFileError, iter_records
 from colorfilter.io.redact import redact_obj
 from colorfilter.io.transfer import open_parquet, write_parquet
 
@@ -106,8 +108,6 @@ class ShardWriter:
     def for_file(cls, task: Any, settings: Any) -> ShardWriter:
         """A writer (with a fresh Chunker and FileStats) for one input file's shards, as the
         whole-file and the split-file paths both cut them."""
-        from colorfilter.chunking import Chunker
-
         chunker = Chunker(settings.seq_len, task.file_index, task.item.uri)
         return cls(task.split_dir, task.file_index, settings.rows_per_shard, chunker,
                    FileStats(), settings.row_group_rows)  # fmt: skip
@@ -168,8 +168,6 @@ def _count_bad(stats: FileStats, uri: str, index: int, reason: str, detail: str)
 
 def prepare_part(task: Any, tokenizer: Any, settings: Any) -> dict:
     """Tokenize one span of a split file; write its documents' tokens, then its record."""
-    from colorfilter.io.readers import BadRecord, TruncatedFileError, iter_records
-
     start = time.perf_counter()
     span = task.spans[task.part]
     counts = {"records": 0, "documents": 0, "tokens": 0, "bytes_text": 0}

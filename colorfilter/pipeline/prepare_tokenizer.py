@@ -16,8 +16,10 @@ from typing import Any
 from colorfilter.configtools import URL_SCHEME
 from colorfilter.errors import ConfigError
 from colorfilter.io import storage
+from colorfilter.io.cache import local_copy
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.location import Location, as_location
+from colorfilter.io.transfer import staged_folder
 
 MARKER = "tokenizer_config.json"  # written last (the layout's completion marker for it)
 
@@ -27,7 +29,6 @@ def tokenizer_source(name_or_url: str, storage_cfg: StorageConfig | None = None)
     folder as given, a URL's node-local copy (ConfigError naming `tokenizer` if unreadable)."""
     if not URL_SCHEME.match(name_or_url):
         return name_or_url
-    from colorfilter.io.cache import local_copy
 
     location = Location.parse(name_or_url, storage_cfg, key="tokenizer")
     try:
@@ -61,7 +62,6 @@ def save_tokenizer(name_or_url: str, target: Any) -> str:
     marker = target.join(MARKER)
     if storage.exists(marker):
         return target.url
-    from colorfilter.io.transfer import staged_folder
 
     tokenizer = open_configured(name_or_url, target.storage)
     with staged_folder(target) as folder:

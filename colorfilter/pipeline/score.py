@@ -37,6 +37,7 @@ from colorfilter.pipeline import executor
 from colorfilter.pipeline.executor import WorkerSpec, init_ray
 from colorfilter.pipeline.retry import is_cuda_oom
 from colorfilter.progress import Progress
+from colorfilter.scoring.base import build_scorer
 from colorfilter.scoring.config import ScoreConfig
 from colorfilter.scoring.precision import check_resume_precision, resolve_precision
 from colorfilter.scoring.shard import (
@@ -78,7 +79,6 @@ class ScoreWorker:
     def __init__(self, setup: ScoreSetup):
         import torch
 
-        from colorfilter.scoring.base import build_scorer
 
         cfg = setup.cfg
         torch.set_num_threads(cfg.torch_threads or max(1, int(cfg.worker_cpus)))

@@ -20,17 +20,29 @@ import numpy as np
 from colorfilter.config import Config, cascade_method_problems
 from colorfilter.configtools import to_dict
 from colorfilter.dataset.join import CHEAP_SCORES, LM_SCORES
+from colorfilter.dataset.writer import (
+    PoolInputs,
+    SelectionJob,
+    selection_dir_name,
+    write_selections,
+)
+from colorfilter.distill.candidates import CascadeReport
 from colorfilter.distill.config import DISTILLED, lm_pass_wanted
 from colorfilter.errors import ConfigError
 from colorfilter.io import storage
+from colorfilter.io.cache import cache_root
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import (
     paired_shards,
     prepared_shard_locations,
     shard_locations,
 )
+from colorfilter.io.transfer import open_parquet
 from colorfilter.layout import RunLayout
+from colorfilter.pipeline.dsir_tasks import write_dsir_weights
 from colorfilter.pipeline.execution import Execution
+from colorfilter.selection import METHODS, Memory, ParquetSource, select_many
+from colorfilter.selection.documents import expand_to_documents
 
 
 @dataclass(frozen=True)
@@ -64,8 +76,6 @@ def score_source(config: Config, run: RunLayout, token_paths: Sequence[Location]
 
 def run_select(config: Config, overwrite: bool = False) -> dict:
     """Write every configured selection in one pass over the pool; return a summary per folder."""
-    from colorfilter.dataset.writer import PoolInputs, SelectionJob, write_selections
-
     run = RunLayout.of(config)
     token_paths = prepared_shard_locations(run.tokens("pool"))
     run.check_tokenizer()  # the released text is decoded with it
@@ -105,7 +115,6 @@ def _cascade_report(run: RunLayout, source: ScoreSource):
     """The cascade's part of each folder's manifest and card (None without a cascade)."""
     if source.cascade is None:
         return None
-    from colorfilter.distill.candidates import CascadeReport
 
     plan = run.require("distill").meta.get("candidates") or {}
     return CascadeReport(run, source.cascade, plan)
@@ -120,9 +129,6 @@ def plan_selections(
     The one place selections are computed from the config (select and evaluate both use it), so
     temperature, block_n and the DSIR weights are the same wherever a selection is used.
     """
-    from colorfilter.dataset.writer import selection_dir_name
-    from colorfilter.selection.documents import expand_to_documents
-
     run = RunLayout.of(config)
     if token_paths is None:
         token_paths = shard_locations(run.tokens("pool"))
@@ -148,8 +154,6 @@ def compute_selections(
     cheap scores, `random` any shards that list every pool chunk, the rest the score shards
     (under the cascade, the LM-scored chunks only, while k stays N / tau of the whole pool).
     """
-    from colorfilter.selection import METHODS, Memory, ParquetSource, select_many
-
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"selection.methods: unknown {unknown}; choose from {list(METHODS)}")
@@ -212,7 +216,6 @@ def _spill_dir(run: RunLayout) -> str:
     output, so it never goes to the bucket)."""
     if run.is_local:
         return run.root.path
-    from colorfilter.io.cache import cache_root
 
     os.makedirs(cache_root(), exist_ok=True)
     return str(cache_root())
@@ -225,8 +228,6 @@ def _threshold(config: Config, method: str) -> str | None:
 
 def count_rows(paths: Sequence[Path | Location]) -> int:
     """Rows (chunks) of parquet shards on any backend, from their footers."""
-    from colorfilter.io.transfer import open_parquet
-
     total = 0
     for path in paths:
         with open_parquet(as_location(path)) as parquet:
@@ -295,7 +296,6 @@ def dsir_weight_shards(config: Config) -> list[Location]:
     present = {loc.name for loc in shard_locations(run.dsir)}
     if all(p.name in present for p in wanted):
         return wanted
-    from colorfilter.pipeline.dsir_tasks import write_dsir_weights
 
     write_dsir_weights(execution(config), run.tokenizer, target_paths, token_paths, wanted, present)
     return wanted

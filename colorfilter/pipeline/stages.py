@@ -10,9 +10,9 @@ import os
 import sys
 from collections.abc import Callable
 
-from colorfilter.config import Config
+from colorfilter.config import Config, check_output_dir_usable, save_resolved
 from colorfilter.configtools import is_runtime, to_dict
-from colorfilter.distill.config import CascadeConfig, lm_pass_wanted
+from colorfilter.distill.config import CascadeConfig, distill_wanted, lm_pass_wanted
 from colorfilter.errors import ConfigError, DamagedDataError, NotBuiltError
 from colorfilter.io import storage
 from colorfilter.layout import RunLayout
@@ -25,7 +25,7 @@ STAGES: dict[str, str | None] = {
     "prepare": "colorfilter.pipeline.prepare:run_prepare",
     "train-prior": "colorfilter.pipeline.train:run_train_prior",
     "train-conditional": "colorfilter.pipeline.train:run_train_conditional",
-    "distill": "colorfilter.distill.stage:run_distill",
+    "distill": "colorfilter.pipeline.distill:run_distill",
     "score": "colorfilter.pipeline.score:run_score",
     "select": "colorfilter.pipeline.select:run_select",
     "evaluate": "colorfilter.evaluation.stage:run_evaluate",
@@ -37,8 +37,6 @@ def stage_names(stages: str | None, config: Config | None = None) -> list[str]:
     version provides except the opt-in ones (and `distill` unless the config asks for the
     cascade or a distilled method; `score` not when the selections rank no LM score)."""
     if not stages:
-        from colorfilter.distill.stage import distill_wanted
-
         skip = set(OPT_IN_STAGES)
         if config is None or not distill_wanted(config):
             skip.add("distill")
@@ -164,8 +162,6 @@ def run_stage(
     """Run one stage after checking and saving the resolved config beside its outputs; with
     `overwrite`, outputs the config change makes stale go first (`replace_stale_outputs`;
     `run_stages` does that once for all its stages and passes replace_stale=False)."""
-    from colorfilter.config import check_output_dir_usable, save_resolved
-
     function = stage_function(name)
     check_output_dir_usable(config.output_dir, config.storage)  # a clear error
     check_output_dir(name, config, overwrite)
@@ -180,8 +176,6 @@ def run_stages(names: list[str], config: Config, overwrite: bool = False) -> Non
     """Run stages in order (`colorfilter run`): with `overwrite`, the saved config is compared
     once, before the first stage saves the new one, so a change in a later stage's keys is
     seen too."""
-    from colorfilter.config import check_output_dir_usable
-
     if overwrite and is_main_process():
         check_output_dir_usable(config.output_dir, config.storage)
         replace_stale_outputs(names, config)

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from colorfilter.errors import ConfigError
 from colorfilter.scoring.config import BACKENDS, ScoreConfig
 
 # backend name -> "module:factory"; the factory has build_scorer's signature minus `backend`.
@@ -77,8 +78,6 @@ def build_scorer(
 ) -> PairScorer:
     """Build the named backend's scorer (imports the backend only now)."""
     if backend not in _REGISTRY:
-        from colorfilter.errors import ConfigError
-
         raise ConfigError(f"unknown scoring backend {backend!r}; choose one of {BACKENDS}")
     module_name, factory_name = _REGISTRY[backend].split(":")
     factory = getattr(importlib.import_module(module_name), factory_name)

@@ -16,10 +16,8 @@ from colorfilter.selection.methods import (
     select,
     select_many,
 )
+from colorfilter.selection.sources import ArraySource, DerivedKey, ParquetSource
 from colorfilter.selection.topk import (
-    ArraySource,
-    DerivedKey,
-    ParquetSource,
     TopKResult,
     topk,
     topk_arrays,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from colorfilter.errors import BadDataError
-from colorfilter.selection.topk import SEQ_ID, Source, as_seq_ids, sortable_key
+from colorfilter.selection.sources import SEQ_ID, Source, as_seq_ids, sortable_key
 
 
 def batchwise_stream(

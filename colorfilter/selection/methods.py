@@ -21,8 +21,7 @@ import numpy as np
 from colorfilter.errors import BadDataError
 from colorfilter.hashing import seeded_keys
 from colorfilter.selection.batchwise import batchwise_stream
-from colorfilter.selection.topk import (
-    DEFAULT_MAX_BUFFER_ROWS,
+from colorfilter.selection.sources import (
     SEQ_ID,
     Batch,
     Columns,
@@ -33,8 +32,8 @@ from colorfilter.selection.topk import (
     as_seq_ids,
     as_source,
     sortable_key,
-    topk,
 )
+from colorfilter.selection.topk import DEFAULT_MAX_BUFFER_ROWS, topk
 
 DEFAULT_TAUS = (7, 16, 32, 64)
 DSIR_WEIGHT = "dsir_weight"  # column holding dsir.log_importance weights for method "dsir"

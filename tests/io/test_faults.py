@@ -169,6 +169,10 @@ def test_every_layout_path_names_its_stage(tmp_path):
             root.dsir.join("00000-00001.parquet"): "select",
             root.selected("color-tau16").join("data", "train-00000-of-00001.parquet"): "select",
             root.eval_runs.join("x.json"): "evaluate",
+            root.sample_scores.join("00000-00001.parquet"): "distill",
+            root.cheap_model.join("model.npz"): "distill",
+            root.candidates: "distill",
+            **{root.marker(stage): stage for stage in ("prepare", "distill", "score", "evaluate")},
         }
         for loc, stage in expected.items():
             assert faults.owner(loc.url)[1] == stage, loc.url

@@ -14,11 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colorfilter.errors import BadDataError
+from colorfilter.selection.sources import ArraySource, DerivedKey, ParquetSource, sortable_key
 from colorfilter.selection.topk import (
-    ArraySource,
-    DerivedKey,
-    ParquetSource,
-    sortable_key,
     topk,
     topk_arrays,
     topk_parquet,

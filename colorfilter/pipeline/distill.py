@@ -10,7 +10,8 @@
    backend, resumable per shard (`scores/cheap/<shard>.parquet`).
 4. With `cascade.enabled`: the candidates (top keep_ratio x N / tau_min by cheap score) and the
    estimated recall of each tau's top chunks (`scores/cheap/candidates.npy`).
-`scores/cheap/stats.json` is written last: its presence says the stage finished.
+`scores/cheap/stats.json` holds the summary; the stage's marker (`distill.done.json`, through
+RunLayout.finish_stage) is written last and lists every unit's record.
 
 It runs when the cascade is enabled or a method is `color_distilled`.
 """
@@ -24,7 +25,7 @@ from colorfilter.config import Config
 from colorfilter.dataset.provenance import recorded_entries
 from colorfilter.distill.candidates import plan_candidates, planned_recall
 from colorfilter.distill.cheap import CheapTask, CheapWorker
-from colorfilter.distill.config import DISTILLED
+from colorfilter.distill.config import DISTILLED, distill_wanted, requested_taus
 from colorfilter.distill.model import CheapModel
 from colorfilter.distill.rows import SampleRows
 from colorfilter.distill.sample import SampleSpec
@@ -40,17 +41,6 @@ from colorfilter.pipeline.executor import WorkerSpec
 from colorfilter.pipeline.score import ScoreTask, prepare_scoring, score_tasks
 from colorfilter.progress import Progress
 from colorfilter.scoring.shard import done_record_path, pending_shards
-
-
-def distill_wanted(config: Config) -> bool:
-    """Whether this config needs the distill stage (a whole-pipeline run includes it then)."""
-    methods = set(config.selection.methods) | set(config.evaluate.methods)
-    return config.cascade.enabled or DISTILLED in methods
-
-
-def requested_taus(config: Config) -> list[float]:
-    """Every tau a selection or an evaluation of this config asks for."""
-    return sorted({float(t) for t in [*config.selection.tau, *config.evaluate.taus]})
 
 
 def run_distill(config: Config, overwrite: bool = False) -> dict[str, Any]:
