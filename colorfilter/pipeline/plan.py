@@ -106,7 +106,7 @@ def build_plans(
     target_tokens: int | None = None,
 ) -> list[Any]:
     """Plans for train-prior and train-conditional on `gpus` devices of `gpu_memory_gb`."""
-    from colorfilter.models.plan import plan_stage
+    from colorfilter.models.plan import Hardware, plan_stage
 
     if device not in ("cuda", "cpu"):
         raise ConfigError(f"plan --device must be cuda or cpu, not {device!r}")
@@ -118,8 +118,8 @@ def build_plans(
             raise ConfigError(f"{stage}.batch_size={cfg.batch_size} is not a multiple of {gpus}")
         plans.append(
             plan_stage(
-                stage, model_config, cfg, config.seq_len, sequences[stage], device, gpus,
-                gpu_memory_gb, threads=max(1, cfg.torch_threads),
+                stage, model_config, cfg, config.seq_len, sequences[stage],
+                Hardware(device, gpus, gpu_memory_gb, threads=max(1, cfg.torch_threads)),
             )
         )  # fmt: skip
     return plans
