@@ -5,9 +5,9 @@ Builds the `olmo-150m` prior (vocab 50,280, padded to 50,304), takes one real Ad
 optimizer holds its full state (two fp32 moments per parameter), then, `--repeat` times each:
 
 - `save_s`: `models.resume.save_checkpoint`, the unit a training run writes (torch.save through a
-  hashing writer, temp-then-rename, then the record with size and sha256);
-  `plain_save_s`: a bare `torch.save` to a temp file renamed into place, with a size-only
-  record (what earlier versions wrote), the baseline;
+  hashing writer, temp-then-rename, the record with size and sha256, then the previous step's
+  checkpoint removed); `plain_save_s`: a bare `torch.save` to a temp file renamed over the
+  previous one, with a size-only record (what earlier versions wrote), the baseline;
 - `verify_s`: the sha256 of the checkpoint's file, the check a resume adds before loading;
   `load_s`: `torch.load` of it, which a resume does anyway;
 - `model_commit_s` / `model_verify_s`: the finished model folder (`save_pretrained` files)
@@ -103,11 +103,10 @@ def bench(args: argparse.Namespace) -> dict:
                                                  weights_only=False)))  # fmt: skip
             sizes = {"state_pt_bytes": state_file.stat().st_size,
                      "record_bytes": (unit / "state.done.json").stat().st_size}  # fmt: skip
-            plain = root / "plain"
+            plain = root / "plain"  # kept: each save replaces the last, as earlier versions
             plain.mkdir(exist_ok=True)
             times["plain_save_s"].append(timed(partial(plain_save, plain, model, optimizer,
                                                        state)))  # fmt: skip
-            shutil.rmtree(plain)
             times["model_commit_s"].append(timed(partial(commit_model_files, str(model_dir))))
             times["model_verify_s"].append(timed(partial(verified_model, str(model_dir),
                                                          "train-prior")))  # fmt: skip
