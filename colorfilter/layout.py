@@ -174,27 +174,8 @@ class RunLayout:
         return self.stage_unit(stage) is not None
 
     def require(self, stage: str, what: str | None = None) -> Unit:
-        """The stage's marker when it is whole. Missing: a ConfigError, "run `colorfilter
-        STAGE` first"; cut short, or listing a file that is missing or changed since: a
-        DamagedDataError (exit 3) naming the file and the stage that makes it again."""
-        marker = self.marker(stage)
-        data = storage.read_many([marker])[marker.url]
-        if data is None:
-            label = what or _stage(stage).what
-            raise ConfigError(f"{label} not found at {marker.url}: run `colorfilter {stage}` first")
-        unit = parse_unit(marker, data)
-        if unit is None:
-            raise damaged_error(marker.url, "it does not parse as a completion record")
-        found = problems(unit, _sizes(unit), verify_sha256=False)
-        if found and len(found) == len(unit.objects) and all(r == "missing" for _, r in found):
-            label = what or _stage(stage).what  # every output gone (removed by hand, say)
-            raise ConfigError(
-                f"{label} not found at {found[0][0].url}: run `colorfilter {stage}` first"
-            )
-        if found:
-            loc, reason = found[0]
-            raise damaged_error(loc.url, reason)
-        return unit
+        """The stage's marker when it is whole (see `require_record`)."""
+        return require_record(self.marker(stage), stage, what or _stage(stage).what)
 
     def check_tokenizer(self) -> str:
         """The run's tokenizer is the one prepare tokenized with (its folder's sha256, recorded
@@ -278,6 +259,29 @@ _STAGES = {stage.name: stage for stage in (
     _Stage("evaluate", "the evaluation report", _root_marker("evaluate"),
            lambda run: [run.eval]),
 )}  # fmt: skip
+
+
+def require_record(record: Location, stage: str, what: str, verify_sha256: bool = False,
+                   damaged_as: str | None = None) -> Unit:  # fmt: skip
+    """The unit `record` describes, when whole: what a stage checks before it reads another
+    stage's output. No record, or every file it lists gone: a ConfigError "WHAT not found ...:
+    run `colorfilter STAGE` first". A record cut short, or a file missing, cut short (or, with
+    `verify_sha256`, altered) since: a DamagedDataError (exit 3) naming the file and STAGE
+    (`damaged_as`: what to call the file, for one outside the layout's folders)."""
+    data = storage.read_many([record])[record.url]
+    if data is None:
+        raise ConfigError(f"{what} not found at {record.url}: run `colorfilter {stage}` first")
+    known = (damaged_as, stage) if damaged_as else None
+    unit = parse_unit(record, data)
+    if unit is None:
+        raise damaged_error(record.url, "it does not parse as a completion record", known)
+    found = problems(unit, _sizes(unit), verify_sha256=verify_sha256)
+    if found and len(found) == len(unit.objects) and all(r == "missing" for _, r in found):
+        where = found[0][0].parent.url  # every output gone (removed by hand, say)
+        raise ConfigError(f"{what} not found at {where}: run `colorfilter {stage}` first")
+    if found:
+        raise damaged_error(found[0][0].url, found[0][1], known)
+    return unit
 
 
 def _sizes(unit: Unit) -> dict[str, int | None]:

@@ -42,6 +42,7 @@ from colorfilter.io.cache import local_copy
 from colorfilter.io.config import StorageConfig
 from colorfilter.io.location import Location
 from colorfilter.layout import MODEL_CHECKPOINT, RunLayout
+from colorfilter.models.checkpoints import verified_model
 from colorfilter.names import DEVICE_PATTERN, DEVICES
 from colorfilter.pipeline.score import check_vocabularies
 from colorfilter.scoring.base import build_scorer, resolve_device
@@ -83,6 +84,8 @@ class ScorerSettings:
         layout.require("train-prior")
         layout.require("train-conditional")
         layout.check_tokenizer()  # the one the models were trained on
+        verified_model(layout.model("prior"), "train-prior")  # sha256: before any worker loads
+        verified_model(layout.model("conditional"), "train-conditional")
         device = device or config.device
         if not DEVICE_PATTERN.match(device):
             raise ConfigError(f"device must be {DEVICES}, got {device!r}")

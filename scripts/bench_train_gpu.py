@@ -88,7 +88,13 @@ def run(args: argparse.Namespace) -> dict:
     from colorfilter.models.plan import runtime_plan
     from colorfilter.models.presets import build_model, count_parameters, train_flops_per_token
     from colorfilter.models.runtime import DistContext, autocast_dtype, resolve_device
-    from colorfilter.models.training import LoopSpec, build_optimizer, optimizer_step, wrap_model
+    from colorfilter.models.training import (
+        LoopSpec,
+        StepContext,
+        build_optimizer,
+        optimizer_step,
+        wrap_model,
+    )
 
     device = resolve_device(args.device)
     model = build_model(args.preset, args.vocab_size, args.seq_len, seed=0).to(device).train()
@@ -100,12 +106,12 @@ def run(args: argparse.Namespace) -> dict:
     total_steps = args.warmup + args.steps
     batches = synthetic_batches(args, total_steps, args.vocab_size)
     plan = runtime_plan("bench", model, cfg, args.seq_len, total_steps, device, 1)
-    spec = LoopSpec(total_steps, args.seq_len, 0, checkpoint_path=None, config_hash="bench",
+    spec = LoopSpec(total_steps, args.seq_len, 0, checkpoint_dir=None, config_hash="bench",
                     micro_batch_size=plan.micro.micro_batch)
+    ctx = StepContext(cfg, spec, device, dist, amp)
 
     def step(index: int) -> float:
-        return optimizer_step(runner, model, optimizer, batches, index, cfg.lr, cfg, spec,
-                              device, amp, dist)[0]
+        return optimizer_step(ctx, runner, model, optimizer, batches, index, cfg.lr)[0]
 
     def sync() -> None:
         if device.type == "cuda":

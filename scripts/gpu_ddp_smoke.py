@@ -28,7 +28,13 @@ def run(args: argparse.Namespace) -> dict:
     from colorfilter.models.data import RankBatches
     from colorfilter.models.presets import build_model
     from colorfilter.models.runtime import DistContext, autocast_dtype
-    from colorfilter.models.training import LoopSpec, build_optimizer, optimizer_step, wrap_model
+    from colorfilter.models.training import (
+        LoopSpec,
+        StepContext,
+        build_optimizer,
+        optimizer_step,
+        wrap_model,
+    )
 
     device = torch.device(args.device if args.device != "cuda" else "cuda:0")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -50,14 +56,11 @@ def run(args: argparse.Namespace) -> dict:
     order = np.tile(np.arange(args.batch), args.steps)
     lengths = np.full(args.batch, args.seq_len, dtype=np.int32)
     batches = RankBatches(order, lengths, chunks, np.arange(args.batch), args.batch, 0, 1)
-    spec = LoopSpec(args.steps, args.seq_len, 0, checkpoint_path=None, config_hash="smoke")
-    amp = autocast_dtype("auto", device)
+    spec = LoopSpec(args.steps, args.seq_len, 0, checkpoint_dir=None, config_hash="smoke")
+    ctx = StepContext(cfg, spec, device, context, autocast_dtype("auto", device))
     started, losses = time.perf_counter(), []
     for step in range(args.steps):
-        losses.append(
-            optimizer_step(runner, model, optimizer, batches, step, cfg.lr, cfg, spec, device,
-                           amp, context)[0]
-        )  # fmt: skip
+        losses.append(optimizer_step(ctx, runner, model, optimizer, batches, step, cfg.lr)[0])
     dist.destroy_process_group()
     return {
         "ok": bool(np.isfinite(losses).all() and losses[-1] < losses[0] - 0.1),

@@ -157,9 +157,11 @@ def owner(name: str) -> tuple[str, str | None]:
     return "input file", None
 
 
-def damaged_error(name: str, reason: str) -> DamagedDataError:
-    """The one-line error for a damaged file: what it is, where, why, and what to rerun."""
-    what, stage = owner(name)
+def damaged_error(name: str, reason: str, known: tuple[str, str] | None = None
+                  ) -> DamagedDataError:  # fmt: skip
+    """The one-line error for a damaged file: what it is, where, why, and what to rerun
+    (`known`: (what it is, the stage that makes it) for a file outside the run layout)."""
+    what, stage = known or owner(name)
     if stage is None:
         advice = "replace it or leave it out of the config, then rerun"
     else:

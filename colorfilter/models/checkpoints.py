@@ -1,8 +1,11 @@
 """Model folders on any backend: config hashes, atomic `save_pretrained`, tokenizer checks.
 
 A model folder is a unit (colorfilter.io.commit): its files first, then the record
-`colorfilter.layout.MODEL_RECORD` listing them, so a rerun (and `colorfilter score`) trusts a
-model on a bucket only once every file of it is there.
+`colorfilter.layout.MODEL_RECORD` listing each with its size and sha256, so a rerun (and
+`colorfilter score`) trusts a model on a bucket only once every file of it is there. A stage
+that loads a model checks it with `verified_model` first: a file cut short, missing or altered
+since is one DamagedDataError naming it and the stage that trains it again, never a model
+loaded with garbage weights or "unexpected failure".
 """
 
 from __future__ import annotations
@@ -20,15 +23,15 @@ import numpy as np
 
 from colorfilter.configtools import URL_SCHEME
 from colorfilter.errors import ConfigError
-from colorfilter.fingerprint import LEGACY_SEPARATORS, fingerprint
+from colorfilter.fingerprint import LEGACY_SEPARATORS, fingerprint, sha256_stream
 from colorfilter.io.atomic import TMP_PREFIX, remove_stale_temps, write_json_atomic
 from colorfilter.io.cache import source_url
-from colorfilter.io.commit import commit_unit, is_committed
+from colorfilter.io.commit import Unit, commit_unit, is_committed, problems
 from colorfilter.io.faults import reading
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.storage import find, list_dir, read_json, read_many, remove, stat_many
 from colorfilter.io.transfer import staged_folder, write_parquet
-from colorfilter.layout import MODEL_RECORD
+from colorfilter.layout import MODEL_RECORD, require_record
 from colorfilter.models.config import hashed_settings
 from colorfilter.models.curves import write_loss_curve_csv, write_loss_curve_png
 
@@ -36,6 +39,7 @@ SMALL_FILE_BYTES = 1 << 20  # files up to this size are fingerprinted by content
 STATS_FILE = "train_stats.json"
 CURVE_CSV, CURVE_PNG = "loss_curve.csv", "loss_curve.png"
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin*")
+MODEL_STAGES = {"train-prior": "prior model", "train-conditional": "conditional model"}
 
 
 def input_identity(target: str | Path | Location | list | None) -> Any:
@@ -108,8 +112,8 @@ def load_tokenizer(tokenizer_dir: str | Path) -> tuple[Any, int]:
     """The prepared run's tokenizer and its pad id (the eos token when no pad token is set)."""
     from transformers import AutoTokenizer
 
-    if not Path(tokenizer_dir).is_dir():
-        raise ConfigError(f"no tokenizer directory at {tokenizer_dir}: run `prepare` first")
+    if not Path(tokenizer_dir).is_dir():  # callers check the run (RunLayout.check_tokenizer)
+        raise ConfigError(f"no tokenizer folder at {source_url(tokenizer_dir) or tokenizer_dir}")
     with reading(tokenizer_dir, name=source_url(tokenizer_dir)):  # a torn tokenizer.json
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     pad_id = tokenizer.pad_token_id
@@ -198,7 +202,8 @@ def publish_model_dir(
 ) -> dict[str, Any]:
     """Write a finished model folder as one unit: weights and tokenizer (`save_pretrained`), the
     loss curve (when `history` is given) and the stats, then the record listing them and the
-    already written `extra_names`. Returns the stats as a rerun reads them back."""
+    already written `extra_names`, with sizes and sha256 (hashed from the local files before
+    an upload; the extra ones read back). Returns the stats as a rerun reads them back."""
     with staged_folder(out) as folder:
         names = save_model_dir(model, tokenizer, folder)
         if history is not None:
@@ -206,27 +211,54 @@ def publish_model_dir(
             write_loss_curve_png(history, folder / CURVE_PNG, title=title)
             names += [CURVE_CSV, CURVE_PNG]
         write_json_atomic(folder / STATS_FILE, stats)
+        names.append(STATS_FILE)
+        hashes = {name: _local_sha256(folder / name) for name in names}
         if not out.is_local:
             drop_old_weights(out, names)
-    objects = [out.join(n) for n in [*names, STATS_FILE, *extra_names]]
-    commit_unit(out.join(MODEL_RECORD), objects, {"config_hash": stats["config_hash"]})
+    objects = [out.join(n) for n in [*names, *extra_names]]
+    commit_unit(out.join(MODEL_RECORD), objects, {"config_hash": stats["config_hash"]},
+                sha256=hashes)  # fmt: skip
     return read_json(out.join(STATS_FILE))
+
+
+def _local_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return sha256_stream(handle)
 
 
 def commit_model_files(out_dir: Path | Location, config_hash: str = "") -> dict:
     """Commit a model folder written by other means (a test's `save_pretrained`, a copied
-    checkpoint): every file in it but the record and checkpoint/, so stages that `require`
-    the model accept it. (A train stage still retrains it: no stats carry its config hash.)"""
+    checkpoint): every file in it but the record and checkpoint/, with sizes and sha256, so
+    stages that load the model accept it. (A train stage still retrains it: no stats carry its
+    config hash.)"""
     out = as_location(out_dir)
     files = [info.location for info in find(out)
              if info.location.name != MODEL_RECORD
              and not info.location.relative_to(out).startswith("checkpoint/")]
-    return commit_unit(out.join(MODEL_RECORD), files, {"config_hash": config_hash})
+    return commit_unit(out.join(MODEL_RECORD), files, {"config_hash": config_hash}, sha256=True)
 
 
-def committed_model(out: Location) -> dict | None:
-    """The model folder's record when every file it lists is there, else None."""
+def committed_model(out: Location) -> Unit | None:
+    """The model folder's record when every file it lists is there (sizes only), else None."""
     return is_committed(out.join(MODEL_RECORD))
+
+
+def model_damage(unit: Unit) -> tuple[Location, str] | None:
+    """(the first file, what is wrong with it) when a model folder's files do not match its
+    record by size and sha256 (hashed in full: cheap next to training or scoring), else None."""
+    found = problems(unit, stat_many(unit.locations()), verify_sha256=True)
+    return found[0] if found else None
+
+
+def verified_model(folder: str | Path | Location, stage: str) -> Unit:
+    """The model folder's unit, for a stage about to load it (`stage`: the one that trains it,
+    train-prior or train-conditional), every file checked by size and sha256 (cheap next to
+    loading it). No record, or every file gone: a ConfigError, "run `colorfilter STAGE`
+    first"; a record cut short, or a file missing, cut short or altered since: a
+    DamagedDataError (exit 3) naming the file and the stage to rerun."""
+    what = MODEL_STAGES.get(stage, "model")
+    record = as_location(folder).join(MODEL_RECORD)
+    return require_record(record, stage, what, verify_sha256=True, damaged_as=f"{what} file")
 
 
 def write_seq_ids(seq_ids: np.ndarray, path: Path | Location) -> None:

@@ -21,6 +21,7 @@ from colorfilter.models.memory import (
     model_shape,
     plan_micro_batch,
 )
+from colorfilter.models.presets import train_flops_per_token
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +62,28 @@ def estimated_seconds(
     return tokens * flops_per_token / rate
 
 
+@dataclass(frozen=True)
+class Hardware:
+    """What a stage would train on: `world_size` devices of one kind."""
+
+    device: str  # cuda | cpu
+    world_size: int = 1
+    device_gb: float | None = None  # memory per device; None: the config's, else 80 GB
+    threads: int = 1  # torch threads per rank on CPU
+
+
 def plan_stage(
     stage: str,
     model_config: Any,
     cfg: TrainConfig,
     seq_len: int,
     n_sequences: int | None,
-    device: str,
-    world_size: int = 1,
-    device_gb: float | None = None,
-    threads: int = 1,
+    hardware: Hardware,
 ) -> StagePlan:
     """Plan `stage` over `n_sequences` training sequences (None: unknown yet)."""
-    from colorfilter.models.presets import train_flops_per_token
-
+    device, world_size = hardware.device, hardware.world_size
     amp = cfg.dtype in ("bfloat16", "bf16") or (cfg.dtype == "auto" and device == "cuda")
-    gb = device_gb or cfg.gpu_memory_gb or DEFAULT_GPU_MEMORY_GB
+    gb = hardware.device_gb or cfg.gpu_memory_gb or DEFAULT_GPU_MEMORY_GB
     micro = plan_micro_batch(
         model_shape(model_config), seq_len, cfg.batch_size, world_size, amp, device, gb,
         cfg.micro_batch_size,
@@ -88,7 +95,7 @@ def plan_stage(
     flops = train_flops_per_token(model_config, seq_len)
     seconds = None
     if tokens is not None:
-        seconds = estimated_seconds(tokens, flops, device, world_size, threads)
+        seconds = estimated_seconds(tokens, flops, device, world_size, hardware.threads)
     return StagePlan(stage, device, world_size, gb, micro, steps, tokens, flops, seconds)
 
 
@@ -102,9 +109,8 @@ def runtime_plan(
     gb = cfg.gpu_memory_gb or detected or DEFAULT_GPU_MEMORY_GB
     threads = torch.get_num_threads()
     n_sequences = steps * cfg.batch_size
-    return plan_stage(
-        stage, model.config, cfg, seq_len, n_sequences, device.type, world_size, gb, threads
-    )
+    hardware = Hardware(device.type, world_size, gb, threads)
+    return plan_stage(stage, model.config, cfg, seq_len, n_sequences, hardware)
 
 
 def warn_if_slow_on_cpu(plan: StagePlan, device_setting: str) -> bool:

@@ -1,14 +1,20 @@
 """The two auxiliary-model stages: pre-train the prior, fine-tune the conditional.
 
 Each stage writes a standard HF checkpoint (`save_pretrained`, tokenizer beside it) into its
-`out_dir` (a local folder or a bucket prefix), with `loss_curve.csv`/`.png` and
+model folder (a local folder or a bucket prefix), with `loss_curve.csv`/`.png` and
 `train_stats.json`, then, last, the folder's completion record (colorfilter.layout.MODEL_RECORD,
-colorfilter.io.commit). A rerun whose committed record carries the same config hash is skipped;
-a killed run resumes from the committed `out_dir/checkpoint/state.pt`. Inputs (token shards,
-tokenizer, a prior to start from) may live on a bucket too: shards are read through
-colorfilter.io.transfer, model folders through a node-local copy (colorfilter.io.cache).
-Launched under torchrun (or inside Ray Train) it trains data-parallel; rank 0 evaluates and
-writes.
+colorfilter.io.commit) with every file's size and sha256. A rerun whose record carries the same
+config hash and whose files still match it is skipped (a damaged one is retrained, with one
+line saying so); a killed run resumes from the newest intact checkpoint under
+`<model folder>/checkpoint/` (colorfilter.models.resume). Inputs (token shards, tokenizer, a
+prior to start from) may live on a bucket too: shards are read through colorfilter.io.transfer,
+model folders through a node-local copy (colorfilter.io.cache), the prior checked against its
+record first. Launched under torchrun (or inside Ray Train) it trains data-parallel; rank 0
+evaluates and writes.
+
+The stage's driver (colorfilter.pipeline.train) describes one run as a `TrainJob` (where the
+data is, where the model goes, the tokenizer, seq_len, seed, device); the config section
+(PriorConfig, ConditionalConfig) travels beside it, whole.
 """
 
 from __future__ import annotations
@@ -26,26 +32,31 @@ import numpy as np
 from colorfilter.errors import ConfigError
 from colorfilter.io import storage
 from colorfilter.io.cache import local_copy
+from colorfilter.io.commit import read_unit
 from colorfilter.io.faults import reading
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
-from colorfilter.layout import MODEL_CHECKPOINT
+from colorfilter.layout import MODEL_CHECKPOINT, MODEL_RECORD
 from colorfilter.models.blocks import BlockData
 from colorfilter.models.checkpoints import (
     STATS_FILE,
+    check_tokenizer_matches,
     committed_model,
     load_tokenizer,
+    model_damage,
     prepare_out_dir,
     publish_model_dir,
     stage_hash,
+    verified_model,
     write_seq_ids,
 )
 from colorfilter.models.config import ConditionalConfig, PriorConfig, TrainConfig
 from colorfilter.models.data import IndexedData, epoch_order, read_chunk_index, select_token_budget
 from colorfilter.models.losses import evaluate_sums
 from colorfilter.models.plan import format_plan, runtime_plan, warn_if_slow_on_cpu
+from colorfilter.models.presets import build_model, count_parameters
 from colorfilter.models.runtime import autocast_dtype, dist_context, resolve_device, set_threads
-from colorfilter.models.training import CHECKPOINT_FILE, LoopSpec, train_loop
+from colorfilter.models.training import LoopSpec, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -55,107 +66,137 @@ StepHook = Callable[[int], None]
 Place = str | Path | Location  # a local path, a URL or a Location
 
 
-def train_prior(
-    pool_token_dir: Place,
-    out_dir: Place,
-    tokenizer_dir: Place,
-    cfg: PriorConfig,
-    seq_len: int,
-    seed: int,
-    device: str = "auto",
-    eval_token_dir: Place | None = None,
-    force: bool = False,
-    on_step: StepHook | None = None,
-) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class TrainJob:
+    """Where one train stage reads and writes, and what it runs on (built once by the stage's
+    driver from the run layout and the config; tests build their own)."""
+
+    data: Place  # the token split it trains on (the pool; the downstream train split)
+    out: Place  # the model folder it writes
+    tokenizer: Place  # the run's tokenizer folder
+    seq_len: int
+    seed: int
+    device: str = "auto"
+    eval_data: Place | None = None  # a held-out token split to evaluate on (None: none)
+    force: bool = False  # retrain a finished model (--overwrite)
+    on_step: StepHook | None = None  # runs after each step (tests simulate a kill with it)
+
+
+@dataclasses.dataclass
+class _Run:
+    """One stage as it runs: its job and settings, its identity, what it has loaded."""
+
+    stage: str  # prior | conditional
+    job: TrainJob
+    cfg: TrainConfig
+    out: Location
+    config_hash: str
+    tokenizer: Any = None
+    pad_id: int = 0
+    eval_paths: list[Location] | None = None
+
+    @property
+    def seq_len(self) -> int:
+        return self.job.seq_len
+
+
+def prior_inputs(job: TrainJob, cfg: PriorConfig) -> dict[str, Any]:
+    """What the prior's config hash covers besides its settings: the pool's shards, the
+    tokenizer and `init_from` (in the layout model records have always hashed)."""
+    out = as_location(job.out)
+    init = as_location(cfg.init_from, out.storage, key="prior.init_from") if cfg.init_from else None
+    return {"pool": prepared_shard_locations(job.data), "tokenizer": job.tokenizer,
+            "init_from": init}  # fmt: skip
+
+
+def conditional_inputs(job: TrainJob, prior_dir: Place) -> dict[str, Any]:
+    """The conditional's inputs: its split, the tokenizer and the prior (by the config hash in
+    the prior's record, so a prior copied elsewhere keeps the conditional's identity)."""
+    prior = as_location(prior_dir)
+    prior_record = committed_model(prior)
+    prior_identity = (prior_record.meta.get("config_hash") if prior_record else None) or prior
+    return {"train": prepared_shard_locations(job.data), "tokenizer": job.tokenizer,
+            "prior": prior_identity}  # fmt: skip
+
+
+def train_prior(job: TrainJob, cfg: PriorConfig) -> dict[str, Any]:
     """Pre-train the prior on a seeded random `cfg.token_budget`-token slice of the pool (or
     adopt `cfg.init_from`, a local folder or a URL); return its training stats. Nothing is
     removed from the pool."""
-    pool_paths = prepared_shard_locations(pool_token_dir)
-    out = as_location(out_dir)
-    init = as_location(cfg.init_from, out.storage, key="prior.init_from") if cfg.init_from else None
-    inputs = {"pool": pool_paths, "tokenizer": tokenizer_dir, "init_from": init}
-    config_hash = stage_hash("prior", cfg, seq_len, seed, inputs)
-    if not force and (stats := finished_stats(out, config_hash)) is not None:
-        log.info("prior: already trained in %s (config %s); skipping", out, config_hash)
+    inputs = prior_inputs(job, cfg)
+    config_hash = stage_hash("prior", cfg, job.seq_len, job.seed, inputs)
+    run = _Run("prior", job, cfg, as_location(job.out), config_hash)
+    stats = None if job.force else finished_stats(run.out, config_hash, "prior")
+    if stats is not None:
+        log.info("prior: already trained in %s (config %s); skipping", run.out, config_hash)
         return stats
-    tokenizer, pad_id = load_tokenizer(_fetch(tokenizer_dir, "the run's tokenizer"))
-    eval_paths = _eval_shards(eval_token_dir)
-    if init is not None:
-        return _adopt_prior(cfg, init, out, tokenizer, pad_id, seq_len, seed, device, eval_paths,
-                            config_hash)  # fmt: skip
-    from colorfilter.models.presets import build_model
-
-    data = _prior_data(pool_paths, cfg, seed)
+    _load_common(run)
+    if inputs["init_from"] is not None:
+        return _adopt_prior(run, inputs["init_from"])
+    data = _prior_data(inputs["pool"], cfg, job.seed)
     model = build_model(
         cfg.preset,
-        len(tokenizer),
-        seq_len,
-        seed=seed,
-        pad_token_id=pad_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        len(run.tokenizer),
+        job.seq_len,
+        seed=job.seed,
+        pad_token_id=run.pad_id,
+        eos_token_id=run.tokenizer.eos_token_id,
+        bos_token_id=run.tokenizer.bos_token_id,
         **cfg.model_overrides,
     )
     extra = {"preset": cfg.preset, "token_budget": cfg.token_budget}
-    return _train_stage(
-        "prior", model, data, cfg, out, tokenizer, pad_id, seq_len, seed,
-        device, eval_paths, config_hash, extra, on_step,
-    )  # fmt: skip
+    return _train_stage(run, model, data, extra)
 
 
-def train_conditional(
-    prior_dir: Place,
-    train_token_dir: Place,
-    out_dir: Place,
-    tokenizer_dir: Place,
-    cfg: ConditionalConfig,
-    seq_len: int,
-    seed: int,
-    device: str = "auto",
-    eval_token_dir: Place | None = None,
-    force: bool = False,
-    on_step: StepHook | None = None,
-) -> dict[str, Any]:
-    """Fine-tune the prior for `cfg.epochs` epochs on the downstream train split with a fresh
-    optimizer; return its training stats (with the prior's held-out loss beside its own)."""
+def train_conditional(job: TrainJob, cfg: ConditionalConfig, prior_dir: Place) -> dict[str, Any]:
+    """Fine-tune the prior in `prior_dir` for `cfg.epochs` epochs on the downstream train split
+    with a fresh optimizer; return its training stats (with the prior's held-out loss beside
+    its own). The prior is checked against its record (sha256) before it is loaded."""
     from transformers import AutoModelForCausalLM
 
-    train_paths = prepared_shard_locations(train_token_dir)
-    prior = as_location(prior_dir)
-    prior_record = committed_model(prior)  # the hash it was trained with, once complete
-    prior_identity = (prior_record.meta.get("config_hash") if prior_record else None) or prior
-    inputs = {"train": train_paths, "tokenizer": tokenizer_dir, "prior": prior_identity}
-    config_hash = stage_hash("conditional", cfg, seq_len, seed, inputs)
-    out = as_location(out_dir)
-    if not force and (stats := finished_stats(out, config_hash)) is not None:
-        log.info("conditional: already trained in %s (config %s); skipping", out, config_hash)
+    inputs = conditional_inputs(job, prior_dir)
+    config_hash = stage_hash("conditional", cfg, job.seq_len, job.seed, inputs)
+    run = _Run("conditional", job, cfg, as_location(job.out), config_hash)
+    stats = None if job.force else finished_stats(run.out, config_hash, "conditional")
+    if stats is not None:
+        log.info("conditional: already trained in %s (config %s); skipping", run.out, config_hash)
         return stats
-    tokenizer, pad_id = load_tokenizer(_fetch(tokenizer_dir, "the run's tokenizer"))
-    index = read_chunk_index(train_paths)
-    with reading(prior):  # a truncated or missing weights file: one line naming the folder
+    prior = as_location(prior_dir)
+    verified_model(prior, "train-prior")
+    _load_common(run)
+    index = read_chunk_index(inputs["train"])
+    with reading(prior):  # damaged since the check: one line naming the folder
         model = AutoModelForCausalLM.from_pretrained(_fetch(prior, "the prior model"),
                                                      dtype="float32")
     extra: dict[str, Any] = {"epochs": cfg.epochs, "prior_dir": prior.url}
-    eval_paths = _eval_shards(eval_token_dir)
-    if eval_paths is not None:
-        extra["prior_eval_loss"], _ = _held_out(
-            model, eval_paths, seq_len, pad_id, cfg, resolve_device(device)
-        )
-    order = epoch_order(index, cfg.epochs, seed)
-    return _train_stage(
-        "conditional", model, IndexedData(index, order), cfg, out, tokenizer, pad_id, seq_len,
-        seed, device, eval_paths, config_hash, extra, on_step,
-    )  # fmt: skip
+    if run.eval_paths is not None:
+        extra["prior_eval_loss"], _ = _held_out(run, model, resolve_device(job.device))
+    order = epoch_order(index, cfg.epochs, job.seed)
+    return _train_stage(run, model, IndexedData(index, order), extra)
 
 
-def finished_stats(out_dir: Place, config_hash: str) -> dict[str, Any] | None:
-    """The stats of a finished stage in `out_dir` if its folder is committed (every file of it
-    written) and was trained with `config_hash`."""
+def finished_stats(out_dir: Place, config_hash: str, stage: str = "model") -> dict | None:
+    """The stats of a finished stage in `out_dir` if its record was written for `config_hash`
+    and every file it lists still matches it (size and sha256); a damaged one is one warning
+    and None: it is trained again."""
     out = as_location(out_dir)
-    record = committed_model(out)
-    if record is None or record.meta.get("config_hash") != config_hash:
+    unit = read_unit(out.join(MODEL_RECORD))
+    if unit is None or unit.meta.get("config_hash") != config_hash:
+        return None
+    damage = model_damage(unit)
+    if damage is not None:
+        loc, reason = damage
+        log.warning("%s model in %s is damaged (%s: %s): training it again", stage, out.url,
+                    loc.name, reason)  # fmt: skip
         return None
     return storage.read_json_object(out.join(STATS_FILE))
+
+
+def _load_common(run: _Run) -> None:
+    """The tokenizer (and pad id) and the held-out split, which every training run needs."""
+    run.tokenizer, run.pad_id = load_tokenizer(_fetch(run.job.tokenizer, "the run's tokenizer"))
+    eval_data = run.job.eval_data
+    run.eval_paths = None if eval_data is None else shard_locations(eval_data)
 
 
 def _fetch(value: Place, what: str) -> Path:
@@ -167,10 +208,6 @@ def _fetch(value: Place, what: str) -> Path:
         raise ConfigError(f"{what} not found at {url}") from None
 
 
-def _eval_shards(eval_token_dir: Place | None) -> list[Location] | None:
-    return None if eval_token_dir is None else shard_locations(eval_token_dir)
-
-
 def _prior_data(pool_paths: list[Location], cfg: PriorConfig, seed: int) -> IndexedData | BlockData:
     """The prior's slice of the pool: seeded single chunks, or seeded whole blocks streamed per
     rank (`prior.data_sampling`; see models.blocks for the trade-off)."""
@@ -178,7 +215,6 @@ def _prior_data(pool_paths: list[Location], cfg: PriorConfig, seed: int) -> Inde
         return BlockData(pool_paths, cfg.token_budget, seed, cfg.block_buffer_rows)
     index = select_token_budget(pool_paths, cfg.token_budget, seed)
     return IndexedData(index, np.arange(len(index)))
-
 
 
 def _check_batch(cfg: TrainConfig, world_size: int, stage: str) -> None:
@@ -202,50 +238,36 @@ def _plan_steps(n_chunks: int, cfg: TrainConfig, world_size: int, stage: str) ->
     return steps
 
 
-def _held_out(
-    model: Any, eval_paths: list[Location], seq_len: int, pad_id: int, cfg: TrainConfig,
-    device: Any,
-) -> tuple[float, int]:
+def _held_out(run: _Run, model: Any, device: Any) -> tuple[float, int]:
     """(mean held-out loss, predicted positions) on the eval split."""
+    cfg = run.cfg
     model.to(device)
     nll, count = evaluate_sums(
-        model, eval_paths, seq_len, pad_id, cfg.eval_batch_size, device, cfg.dtype,
+        model, run.eval_paths, run.seq_len, run.pad_id, cfg.eval_batch_size, device, cfg.dtype,
         cfg.eval_max_chunks,
     )  # fmt: skip
     return (nll / count if count else float("nan")), count
 
 
 def _train_stage(
-    stage: str,
-    model: Any,
-    data: IndexedData | BlockData,
-    cfg: TrainConfig,
-    out: Location,
-    tokenizer: Any,
-    pad_id: int,
-    seq_len: int,
-    seed: int,
-    device_name: str,
-    eval_paths: list[Location] | None,
-    config_hash: str,
-    extra: dict[str, Any],
-    on_step: StepHook | None,
+    run: _Run, model: Any, data: IndexedData | BlockData, extra: dict[str, Any]
 ) -> dict[str, Any]:
-    """Train, then write the checkpoint, curves and stats (rank 0); return the stats."""
+    """Train, then write the model folder, curves and stats (rank 0); return the stats."""
     started = time.perf_counter()
+    cfg, stage, out = run.cfg, run.stage, run.out
     set_threads(cfg.torch_threads)
-    device = resolve_device(device_name)
+    device = resolve_device(run.job.device)
     if device.type == "cuda":
         import torch
 
         torch.cuda.set_device(device)
     dist = dist_context(device)
     _check_batch(cfg, dist.world_size, stage)
-    usable = data.usable_chunks(cfg.batch_size, dist.world_size)
-    steps = _plan_steps(usable, cfg, dist.world_size, stage)
-    plan = runtime_plan(stage, model, cfg, seq_len, steps, device, dist.world_size)
+    steps = _plan_steps(data.usable_chunks(cfg.batch_size, dist.world_size), cfg,
+                        dist.world_size, stage)  # fmt: skip
+    plan = runtime_plan(stage, model, cfg, run.seq_len, steps, device, dist.world_size)
     if dist.is_main:
-        warn_if_slow_on_cpu(plan, device_name)
+        warn_if_slow_on_cpu(plan, run.job.device)
         log.info("%s plan:\n%s", stage, format_plan(plan))
         prepare_out_dir(out, STATS_FILE)
         if stage == "prior":
@@ -253,28 +275,29 @@ def _train_stage(
             write_seq_ids(trained, out.join(SEQ_IDS_FILE))
     dist.barrier()
     batches = data.rank_batches(steps, cfg.batch_size, dist.rank, dist.world_size)
-    resume_hash = config_hash + data.resume_key(dist.world_size)
     spec = LoopSpec(
-        steps, seq_len, pad_id, out.join(CHECKPOINT_DIR, CHECKPOINT_FILE), resume_hash,
-        desc=stage, micro_batch_size=plan.micro.micro_batch,
+        steps, run.seq_len, run.pad_id, out.join(CHECKPOINT_DIR),
+        run.config_hash + data.resume_key(dist.world_size), desc=stage,
+        micro_batch_size=plan.micro.micro_batch,
     )  # fmt: skip
 
     def eval_fn(trained: Any) -> float:
-        return _held_out(trained, eval_paths, seq_len, pad_id, cfg, device)[0]
+        return _held_out(run, trained, device)[0]
 
-    state = train_loop(
-        model, batches, cfg, spec, device, dist, eval_fn if eval_paths is not None else None,
-        on_step,
-    )  # fmt: skip
+    evaluate = eval_fn if run.eval_paths is not None else None
+    state = train_loop(model, batches, cfg, spec, device, dist, evaluate, run.job.on_step)
     if dist.is_main:
-        stats = _finish(
-            stage, model, tokenizer, state, cfg, out, seq_len, seed, device, dist.world_size,
-            eval_fn if eval_paths is not None else None, config_hash,
-            {**extra, "n_chunks": data.n_chunks(dist.world_size), **_memory_stats(plan, device)},
-            started,
-        )  # fmt: skip
+        extra = {
+            **extra, "n_chunks": data.n_chunks(dist.world_size), **_memory_stats(plan, device),
+            "device": str(device), "world_size": dist.world_size,
+            "dtype": str(autocast_dtype(cfg.dtype, device) or "float32").replace("torch.", ""),
+        }  # fmt: skip
+        eval_loss = evaluate(model) if evaluate is not None else None
+        stats = _finish(run, model, state, eval_loss, extra, started)
     dist.barrier()
     return stats if dist.is_main else storage.read_json(out.join(STATS_FILE))
+
+
 def _memory_stats(plan: Any, device: Any) -> dict[str, Any]:
     """The micro-batch used, the plan's peak and (on CUDA) the real one, for the stats."""
     stats = {
@@ -290,35 +313,16 @@ def _memory_stats(plan: Any, device: Any) -> dict[str, Any]:
 
 
 def _finish(
-    stage: str,
-    model: Any,
-    tokenizer: Any,
-    state: Any,
-    cfg: TrainConfig,
-    out: Location,
-    seq_len: int,
-    seed: int,
-    device: Any,
-    world_size: int,
-    eval_fn: Callable[[Any], float] | None,
-    config_hash: str,
-    extra: dict[str, Any],
+    run: _Run, model: Any, state: Any, eval_loss: float | None, extra: dict[str, Any],
     started: float,
-) -> dict[str, Any]:
-    from colorfilter.models.presets import count_parameters
-
-    eval_loss = eval_fn(model) if eval_fn is not None else None
+) -> dict[str, Any]:  # fmt: skip
+    """Write the model folder (its record last) and drop the checkpoints unless kept."""
+    cfg = run.cfg
     if eval_loss is not None and state.history:
         state.history[-1]["eval_loss"] = eval_loss
     last = state.history[-10:]
     stats = {
-        "stage": stage,
-        "config_hash": config_hash,
-        "config": dataclasses.asdict(cfg),
-        "architecture": type(model).__name__,
-        "parameters": count_parameters(model),
-        "seq_len": seq_len,
-        "seed": seed,
+        **_identity(run, model),
         "steps": state.step,
         "batch_size": cfg.batch_size,
         "tokens_seen": state.tokens_seen,
@@ -328,64 +332,53 @@ def _finish(
         "train_tokens_per_s": state.tokens_seen / state.elapsed_s if state.elapsed_s else None,
         "wall_time_s": time.perf_counter() - started,
         "resumed_from_steps": state.resumed_from,
-        "device": str(device),
-        "dtype": str(autocast_dtype(cfg.dtype, device) or "float32").replace("torch.", ""),
-        "world_size": world_size,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         **extra,
     }
-    seq_ids = (SEQ_IDS_FILE,) if stage == "prior" else ()
-    stats = publish_model_dir(out, model, tokenizer, stats, state.history,
-                              f"{stage} ({cfg.dtype})", seq_ids)  # fmt: skip
+    seq_ids = (SEQ_IDS_FILE,) if run.stage == "prior" else ()
+    stats = publish_model_dir(run.out, model, run.tokenizer, stats, state.history,
+                              f"{run.stage} ({cfg.dtype})", seq_ids)  # fmt: skip
     if not cfg.keep_checkpoint:
-        storage.remove(out.join(CHECKPOINT_DIR), recursive=True)
+        storage.remove(run.out.join(CHECKPOINT_DIR), recursive=True)
     return stats  # as a rerun that skips training would return it
 
 
-def _adopt_prior(
-    cfg: PriorConfig,
-    init: Location,
-    out: Location,
-    tokenizer: Any,
-    pad_id: int,
-    seq_len: int,
-    seed: int,
-    device_name: str,
-    eval_paths: list[Location] | None,
-    config_hash: str,
-) -> dict[str, Any]:
+def _identity(run: _Run, model: Any) -> dict[str, Any]:
+    """The stats' first fields: what was trained, with which settings."""
+    return {
+        "stage": run.stage,
+        "config_hash": run.config_hash,
+        "config": dataclasses.asdict(run.cfg),
+        "architecture": type(model).__name__,
+        "parameters": count_parameters(model),
+        "seq_len": run.seq_len,
+        "seed": run.job.seed,
+    }
+
+
+def _adopt_prior(run: _Run, init: Location) -> dict[str, Any]:
     """Use an existing HF checkpoint (a local folder or a URL) as the prior: check its vocab,
     copy it, evaluate it."""
     from transformers import AutoModelForCausalLM
 
-    from colorfilter.models.checkpoints import check_tokenizer_matches
-    from colorfilter.models.presets import count_parameters
-
     started = time.perf_counter()
+    cfg = run.cfg
     source = _fetch(init, "prior.init_from")
-    check_tokenizer_matches(source, tokenizer, label=cfg.init_from)
+    check_tokenizer_matches(source, run.tokenizer, label=cfg.init_from)
     with reading(init, name=cfg.init_from):
         model = AutoModelForCausalLM.from_pretrained(source, dtype="float32")
-    if model.config.vocab_size < len(tokenizer):
+    if model.config.vocab_size < len(run.tokenizer):
         raise ConfigError(
             f"prior.init_from {cfg.init_from} has vocab {model.config.vocab_size}, "
-            f"smaller than the tokenizer's {len(tokenizer)}"
+            f"smaller than the tokenizer's {len(run.tokenizer)}"
         )
-    prepare_out_dir(out, STATS_FILE)
+    prepare_out_dir(run.out, STATS_FILE)
     eval_loss = None
-    if eval_paths is not None:
-        eval_loss, _ = _held_out(
-            model, eval_paths, seq_len, pad_id, cfg, resolve_device(device_name)
-        )
+    if run.eval_paths is not None:
+        eval_loss, _ = _held_out(run, model, resolve_device(run.job.device))
     stats = {
-        "stage": "prior",
-        "config_hash": config_hash,
-        "config": dataclasses.asdict(cfg),
+        **_identity(run, model),
         "init_from": cfg.init_from,
-        "architecture": type(model).__name__,
-        "parameters": count_parameters(model),
-        "seq_len": seq_len,
-        "seed": seed,
         "steps": 0,
         "tokens_seen": 0,
         "final_train_loss": None,
@@ -394,4 +387,4 @@ def _adopt_prior(
         "wall_time_s": time.perf_counter() - started,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
-    return publish_model_dir(out, model.to("cpu"), tokenizer, stats)
+    return publish_model_dir(run.out, model.to("cpu"), run.tokenizer, stats)

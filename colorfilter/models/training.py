@@ -11,32 +11,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from colorfilter.io.atomic import atomic_path
-from colorfilter.io.commit import commit_unit, is_committed
-from colorfilter.io.location import Location, as_location
-from colorfilter.io.storage import filesystem
-from colorfilter.io.transfer import upload_folder
+from colorfilter.io.location import Location
 from colorfilter.models.blocks import BlockBatches
 from colorfilter.models.config import TrainConfig
 from colorfilter.models.data import RankBatches
 from colorfilter.models.losses import token_losses
+from colorfilter.models.resume import TrainState, resume_checkpoint, save_checkpoint
 from colorfilter.models.runtime import DistContext, autocast, autocast_dtype
+from colorfilter.progress import Progress
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FILE = "state.pt"
-CHECKPOINT_RECORD_SUFFIX = ".done.json"  # state.pt's record: state.done.json, written after it
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
@@ -72,97 +64,27 @@ def build_optimizer(model: Any, cfg: TrainConfig, device: Any) -> Any:
 
 
 @dataclass
-class TrainState:
-    """Everything a resumed run needs besides the weights and optimizer."""
-
-    step: int = 0
-    tokens_seen: int = 0
-    elapsed_s: float = 0.0
-    history: list[dict[str, float]] = field(default_factory=list)
-    resumed_from: list[int] = field(default_factory=list)
-
-
-def checkpoint_record(path: Path | Location) -> Location:
-    """The completion record beside a checkpoint file (`state.pt` -> `state.done.json`)."""
-    loc = as_location(path)
-    return loc.parent.join(loc.name.rsplit(".", 1)[0] + CHECKPOINT_RECORD_SUFFIX)
-
-
-def save_checkpoint(
-    path: Path | Location, model: Any, optimizer: Any, state: TrainState, config_hash: str
-) -> None:
-    """Write model, optimizer, RNG and loop state to one file or object, then its record.
-
-    The file appears whole (temp-then-rename locally, one upload on a bucket) and the record
-    after it, so a rerun resumes only from a checkpoint that was written completely.
-    """
-    import torch
-
-    payload = {
-        "config_hash": config_hash,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "state": state.__dict__,
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy_rng": np.random.get_state(),
-    }
-    loc = as_location(path)
-    if loc.is_local:
-        with atomic_path(loc.path) as tmp:
-            torch.save(payload, tmp)
-    else:
-        with tempfile.TemporaryDirectory(prefix="colorfilter-ckpt-") as tmp:
-            torch.save(payload, Path(tmp) / loc.name)
-            upload_folder(tmp, loc.parent)
-    meta = {"config_hash": config_hash, "step": state.step}
-    commit_unit(checkpoint_record(loc), [loc], meta=meta)
-
-
-def load_checkpoint(
-    path: Path | Location | None, model: Any, optimizer: Any, config_hash: str
-) -> TrainState | None:
-    """Restore a committed checkpoint written for the same config; None if absent, incomplete
-    or for another config."""
-    import torch
-
-    if path is None:
-        return None
-    loc = as_location(path)
-    record = is_committed(checkpoint_record(loc))
-    if record is None:
-        return None
-    if record.meta.get("config_hash") != config_hash:
-        log.warning("ignoring checkpoint %s: written for another config", loc.url)
-        return None
-    with tempfile.TemporaryDirectory(prefix="colorfilter-ckpt-") as tmp:
-        local = loc.path if loc.is_local else os.path.join(tmp, loc.name)
-        if not loc.is_local:
-            filesystem(loc).get_file(loc.path, local)
-        payload = torch.load(local, map_location="cpu", weights_only=False)
-    if payload.get("config_hash") != config_hash:
-        log.warning("ignoring checkpoint %s: written for another config", loc.url)
-        return None
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    torch.set_rng_state(payload["torch_rng"])
-    if payload.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(payload["cuda_rng"])
-    np.random.set_state(payload["numpy_rng"])
-    return TrainState(**payload["state"])
-
-
-@dataclass
 class LoopSpec:
     """What one run trains for and where it keeps its resumable state."""
 
     total_steps: int
     seq_len: int
     pad_id: int
-    checkpoint_path: Path | Location | None  # a file or object; None: never checkpointed
+    checkpoint_dir: Path | Location | None  # its checkpoints' folder; None: never resumed
     config_hash: str
     desc: str = "train"
     micro_batch_size: int = 0  # sequences per forward pass (the plan's); 0 = cfg's, else whole
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What every optimizer step of one run shares: its settings, its shapes, where it runs."""
+
+    cfg: TrainConfig
+    spec: LoopSpec
+    device: Any  # torch.device
+    dist: DistContext
+    amp: Any = None  # the autocast dtype (None: fp32), models.runtime.autocast_dtype
 
 
 def train_loop(
@@ -180,38 +102,30 @@ def train_loop(
     `eval_fn(model)` gives a held-out loss every `cfg.eval_every` steps (rank 0 only);
     `on_step(step)` runs after each finished step (tests use it to simulate a kill).
     """
-
     model.to(device).train()
     model.get_input_embeddings().padding_idx = None  # pad = eos is a real token: train its row
     optimizer = build_optimizer(model, cfg, device)
-    state = load_checkpoint(spec.checkpoint_path, model, optimizer, spec.config_hash)
-    if state is None:
-        state = TrainState()
-    elif state.step:
+    state = resume_checkpoint(spec.checkpoint_dir, model, optimizer, spec.config_hash,
+                              announce=dist.is_main) or TrainState()  # fmt: skip
+    if state.step:
         state.resumed_from.append(state.step)
         log.info("%s: resuming from step %d of %d", spec.desc, state.step, spec.total_steps)
+    ctx = StepContext(cfg, spec, device, dist, autocast_dtype(cfg.dtype, device))
     runner = wrap_model(model, cfg, device, dist)
     warmup = effective_warmup(cfg, spec.total_steps)
-    amp = autocast_dtype(cfg.dtype, device)
-    bar = _progress_bar(cfg, spec, state.step, dist)
-    started, session_tokens, elapsed_before = time.perf_counter(), 0, state.elapsed_s
+    progress = _progress(cfg, spec, state.step, dist)
+    started, elapsed_before = time.perf_counter(), state.elapsed_s
     for step in range(state.step, spec.total_steps):
         lr = cfg.lr * lr_factor(step, spec.total_steps, warmup, cfg.min_lr_ratio)
         train_loss, z_loss, grad_norm, real_tokens = optimizer_step(
-            runner, model, optimizer, batches, step, lr, cfg, spec, device, amp, dist
+            ctx, runner, model, optimizer, batches, step, lr
         )
-        state.step, session_tokens = step + 1, session_tokens + real_tokens
+        state.step = step + 1
         state.tokens_seen += real_tokens
         state.elapsed_s = elapsed_before + time.perf_counter() - started
-        record = {
-            "step": state.step,
-            "tokens_seen": state.tokens_seen,
-            "lr": lr,
-            "train_loss": train_loss,
-            "z_loss": z_loss,
-            "grad_norm": grad_norm,
-            "elapsed_s": state.elapsed_s,
-        }
+        record = {"step": state.step, "tokens_seen": state.tokens_seen, "lr": lr,
+                  "train_loss": train_loss, "z_loss": z_loss, "grad_norm": grad_norm,
+                  "elapsed_s": state.elapsed_s}  # fmt: skip
         finished = state.step == spec.total_steps
         if eval_fn is not None and cfg.eval_every and state.step % cfg.eval_every == 0:
             if dist.is_main and not finished:
@@ -220,29 +134,25 @@ def train_loop(
         state.history.append(record)
         if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or finished):
             if dist.is_main:
-                save_checkpoint(spec.checkpoint_path, model, optimizer, state, spec.config_hash)
+                save_checkpoint(spec.checkpoint_dir, model, optimizer, state, spec.config_hash)
             dist.barrier()
-        rate = session_tokens / max(time.perf_counter() - started, 1e-9)
-        bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
-        bar.update(1)
+        if progress is not None:
+            progress.update(1, real_tokens, note=_note(state.step, spec.total_steps, train_loss))
         if on_step is not None:
             on_step(state.step)
-    bar.close()
+    if progress is not None:
+        progress.close(f"step {state.step}/{spec.total_steps}")
     return state
 
 
 def optimizer_step(
+    ctx: StepContext,
     runner: Any,
     model: Any,
     optimizer: Any,
     batches: RankBatches | BlockBatches,
     step: int,
     lr: float,
-    cfg: TrainConfig,
-    spec: LoopSpec,
-    device: Any,
-    amp: Any,
-    dist: DistContext,
 ) -> tuple[float, float, float, int]:
     """One optimizer step on the global batch `step`: (loss, z-loss, grad norm, real tokens)."""
     import torch
@@ -251,12 +161,10 @@ def optimizer_step(
         group["lr"] = lr
     real_tokens, predicted = batches.step_token_counts(step)
     if batches.counts_are_local:  # a streamed rank knows only its own share of the batch
-        real_tokens = round(dist.sum(float(real_tokens), device))
-        predicted = round(dist.sum(float(predicted), device))
-    train_loss, z_loss = _accumulate_gradients(
-        runner, batches, step, cfg, spec, predicted, device, amp, dist
-    )
-    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        real_tokens = round(ctx.dist.sum(float(real_tokens), ctx.device))
+        predicted = round(ctx.dist.sum(float(predicted), ctx.device))
+    train_loss, z_loss = _accumulate_gradients(ctx, runner, batches, step, predicted)
+    max_norm = ctx.cfg.grad_clip if ctx.cfg.grad_clip > 0 else float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -264,19 +172,12 @@ def optimizer_step(
 
 
 def _accumulate_gradients(
-    runner: Any,
-    batches: RankBatches | BlockBatches,
-    step: int,
-    cfg: TrainConfig,
-    spec: LoopSpec,
-    predicted: int,
-    device: Any,
-    amp: Any,
-    dist: DistContext,
+    ctx: StepContext, runner: Any, batches: RankBatches | BlockBatches, step: int, predicted: int
 ) -> tuple[float, float]:
     """Forward/backward this rank's micro-batches of `step`; return the global mean losses."""
     import torch
 
+    cfg, spec, device, dist = ctx.cfg, ctx.spec, ctx.device, ctx.dist
     input_ids, n_tokens = batches.local_batch(step, spec.seq_len, spec.pad_id)
     micro = spec.micro_batch_size or cfg.micro_batch_size or len(input_ids)
     starts = list(range(0, len(input_ids), micro))
@@ -289,7 +190,7 @@ def _accumulate_gradients(
         last = position == len(starts) - 1
         sync = contextlib.nullcontext() if last or not dist.distributed else runner.no_sync()
         with sync:
-            with autocast(device, amp):
+            with autocast(device, ctx.amp):
                 logits = runner(input_ids=ids).logits
             nll, z_sum, _ = token_losses(logits, ids, lengths)
             ((nll + cfg.z_loss * z_sum) * scale).backward()
@@ -323,16 +224,13 @@ def wrap_model(model: Any, cfg: TrainConfig, device: Any, dist: DistContext) -> 
     return runner
 
 
-def _progress_bar(cfg: TrainConfig, spec: LoopSpec, start_step: int, dist: DistContext) -> Any:
-    from tqdm.auto import tqdm
+def _progress(cfg: TrainConfig, spec: LoopSpec, start_step: int, dist: DistContext
+              ) -> Progress | None:  # fmt: skip
+    """One line with tokens/s and the ETA of the steps left (rank 0, when `cfg.progress`)."""
+    if not (cfg.progress and dist.is_main):
+        return None
+    return Progress(spec.desc, spec.total_steps - start_step, unit="tokens")
 
-    return tqdm(
-        total=spec.total_steps,
-        initial=start_step,
-        desc=spec.desc,
-        unit="step",
-        disable=not (cfg.progress and dist.is_main),
-        mininterval=1.0,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
+
+def _note(step: int, total_steps: int, train_loss: float) -> str:
+    return f"step {step}/{total_steps} loss {train_loss:.3f}"

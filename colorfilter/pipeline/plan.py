@@ -23,7 +23,7 @@ from colorfilter.io.location import Location
 from colorfilter.io.token_shards import shard_locations
 from colorfilter.io.transfer import open_parquet
 from colorfilter.layout import RunLayout
-from colorfilter.models.plan import plan_stage
+from colorfilter.models.plan import Hardware, plan_stage
 from colorfilter.models.presets import build_model_config
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -115,8 +115,8 @@ def build_plans(
             raise ConfigError(f"{stage}.batch_size={cfg.batch_size} is not a multiple of {gpus}")
         plans.append(
             plan_stage(
-                stage, model_config, cfg, config.seq_len, sequences[stage], device, gpus,
-                gpu_memory_gb, threads=max(1, cfg.torch_threads),
+                stage, model_config, cfg, config.seq_len, sequences[stage],
+                Hardware(device, gpus, gpu_memory_gb, threads=max(1, cfg.torch_threads)),
             )
         )  # fmt: skip
     return plans

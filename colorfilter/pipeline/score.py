@@ -33,6 +33,7 @@ from colorfilter.io.faults import reading
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.token_shards import prepared_shard_locations
 from colorfilter.layout import MODEL_CHECKPOINT, RunLayout
+from colorfilter.models.checkpoints import verified_model
 from colorfilter.pipeline import executor
 from colorfilter.pipeline.executor import WorkerSpec, init_ray
 from colorfilter.pipeline.retry import is_cuda_oom
@@ -131,6 +132,8 @@ def prepare_scoring(
     run.require("train-conditional")
     run.check_tokenizer()
     prior_dir, cond_dir = run.model("prior"), run.model("conditional")
+    verified_model(prior_dir, "train-prior")  # sha256 of every file, before any worker loads
+    verified_model(cond_dir, "train-conditional")
     pad_id = check_vocabularies(run.tokenizer, prior_dir, cond_dir)
     ray = init_ray(config.ray) if config.executor == "ray" and config.device != "cpu" else None
     num_gpus = _gpus_per_actor(config, ray)

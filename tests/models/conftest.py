@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from .synthetic import SEQ_LEN, build_tokenizer, micro_prior_config, write_split
+from colorfilter.models.stages import train_prior
+
+from .synthetic import build_tokenizer, job, micro_prior_config, write_split
 
 
 @dataclasses.dataclass
@@ -34,17 +36,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 @pytest.fixture(scope="session")
 def trained_prior(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A micro prior trained once on the pool and shared by the tests that only read it."""
-    from colorfilter.models.stages import train_prior
-
     out = tmp_path_factory.mktemp("models") / "prior"
-    stats = train_prior(
-        corpus.pool,
-        out,
-        corpus.tokenizer,
-        micro_prior_config(),
-        SEQ_LEN,
-        seed=0,
-        device="cpu",
-        eval_token_dir=corpus.pool_eval,
-    )
+    stats = train_prior(job(corpus.pool, out, corpus.tokenizer, eval_data=corpus.pool_eval),
+                        micro_prior_config())  # fmt: skip
     return out, stats

@@ -14,6 +14,7 @@ import pyarrow as pa
 from colorfilter.io.atomic import write_parquet_atomic
 from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
 from colorfilter.models.config import ConditionalConfig, PriorConfig
+from colorfilter.models.stages import TrainJob
 
 VOCAB = 48
 SEQ_LEN = 32
@@ -115,3 +116,8 @@ def micro_conditional_config(**changes) -> ConditionalConfig:
         torch_threads=1,
     )
     return ConditionalConfig(**{**base, **changes})
+
+
+def job(data, out, tokenizer, seed: int = 0, **changes) -> TrainJob:
+    """A TrainJob on CPU at the tests' SEQ_LEN (`changes`: eval_data, force, on_step...)."""
+    return TrainJob(data, out, tokenizer, SEQ_LEN, seed, **{"device": "cpu", **changes})

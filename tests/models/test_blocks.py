@@ -28,7 +28,7 @@ from colorfilter.models.data import select_token_budget
 from colorfilter.models.stages import train_prior
 from colorfilter.pipeline.stages import config_conflicts
 
-from .synthetic import SEQ_LEN, micro_prior_config
+from .synthetic import SEQ_LEN, job, micro_prior_config
 from .test_ddp import REPO_ROOT, TIMEOUT_S
 from .test_stages import Killed, _curve, _kill_at
 
@@ -144,8 +144,7 @@ def test_a_step_is_read_directly_and_matches_the_recorded_seq_ids(blocked_pool):
 
 def test_training_counts_exact_steps_and_tokens_and_resumes(blocked_pool, corpus, tmp_path):
     cfg = _blocks_cfg(checkpoint_every=2, keep_checkpoint=True, token_budget=40 * SEQ_LEN)
-    args = (blocked_pool, corpus.tokenizer)
-    whole = train_prior(args[0], tmp_path / "whole", args[1], cfg, SEQ_LEN, seed=5, device="cpu")
+    whole = train_prior(job(blocked_pool, tmp_path / "whole", corpus.tokenizer, seed=5), cfg)
     chosen = choose_blocks(list_shards(blocked_pool), cfg.token_budget, 5, 1, 10)
     assert whole["steps"] == chosen.usable_chunks(cfg.batch_size) // cfg.batch_size
     # as many steps as per-chunk sampling trains for the same budget
@@ -160,10 +159,10 @@ def test_training_counts_exact_steps_and_tokens_and_resumes(blocked_pool, corpus
     lengths = pq.read_table(list_shards(blocked_pool), columns=["seq_id", "n_tokens"])
     n_tokens = dict(zip(lengths["seq_id"].to_numpy(), lengths["n_tokens"].to_numpy()))
     assert whole["tokens_seen"] == sum(int(n_tokens[s]) for s in trained)
+    killed = job(blocked_pool, tmp_path / "killed", corpus.tokenizer, seed=5)
     with pytest.raises(Killed):
-        train_prior(*args[:1], tmp_path / "killed", args[1], cfg, SEQ_LEN, seed=5, device="cpu",
-                    on_step=_kill_at(3))  # fmt: skip
-    resumed = train_prior(args[0], tmp_path / "killed", args[1], cfg, SEQ_LEN, seed=5, device="cpu")
+        train_prior(dataclasses.replace(killed, on_step=_kill_at(3)), cfg)
+    resumed = train_prior(killed, cfg)
     assert resumed["resumed_from_steps"] == [2]
     a, b = (
         load_file(tmp_path / "whole" / "model.safetensors"),
@@ -241,8 +240,9 @@ def recording(self, step, seq_len, pad_id):
 
 
 blocks.BlockBatches.local_batch = recording
-stats = stages.train_prior(spec["pool"], spec["out_dir"], spec["tokenizer"],
-                           PriorConfig(**spec["config"]), spec["seq_len"], seed=1, device="cpu")
+job = stages.TrainJob(spec["pool"], spec["out_dir"], spec["tokenizer"], spec["seq_len"], seed=1,
+                      device="cpu")
+stats = stages.train_prior(job, PriorConfig(**spec["config"]))
 rank = dist.get_rank()
 Path(spec["log_dir"], f"rank{rank}.json").write_text(json.dumps({"stats": stats, "seen": seen}))
 dist.destroy_process_group()

@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from colorfilter.models.data import RankBatches
 from colorfilter.models.stages import train_prior
 
-from .synthetic import SEQ_LEN, micro_prior_config
+from .synthetic import SEQ_LEN, job, micro_prior_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORLD_SIZE = 2
@@ -99,9 +99,9 @@ def capturing_train_loop(model, *args, **kwargs):
 
 RankBatches.local_batch = recording_local_batch
 stages.train_loop = capturing_train_loop
-stats = stages.train_prior(spec["pool"], spec["out_dir"], spec["tokenizer"],
-                           PriorConfig(**spec["config"]), spec["seq_len"], seed=spec["seed"],
-                           device="cpu", eval_token_dir=spec["eval_dir"])
+job = stages.TrainJob(spec["pool"], spec["out_dir"], spec["tokenizer"], spec["seq_len"],
+                      seed=spec["seed"], device="cpu", eval_data=spec["eval_dir"])
+stats = stages.train_prior(job, PriorConfig(**spec["config"]))
 rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 torch.save({k: v.detach().cpu() for k, v in trained[0].state_dict().items()},
            Path(spec["log_dir"], f"rank{rank}.pt"))
@@ -178,14 +178,8 @@ def test_two_rank_ddp_matches_one_process_with_the_same_global_batch(corpus, tmp
     monkeypatch.setattr(RankBatches, "local_batch", recording_local_batch)
     single_dir = tmp_path / "single" / "prior"
     single = train_prior(
-        corpus.pool,
-        single_dir,
-        corpus.tokenizer,
+        job(corpus.pool, single_dir, corpus.tokenizer, seed=3, eval_data=corpus.pool_eval),
         single_cfg,
-        SEQ_LEN,
-        seed=3,
-        device="cpu",
-        eval_token_dir=corpus.pool_eval,
     )
     monkeypatch.undo()
 
@@ -229,13 +223,15 @@ def test_two_rank_ddp_matches_one_process_with_the_same_global_batch(corpus, tmp
     assert ranks[1]["writes"] == []
     renamed = [path for event, path in ranks[0]["writes"] if event == "os.rename"]
     assert renamed.count("train_stats.json") == renamed.count("model.safetensors") == 1
-    assert renamed.count("checkpoint/state.pt") == steps // 2
+    written = [p for p in renamed if p.startswith("checkpoint/") and p.endswith("/state.pt")]
+    assert written == [f"checkpoint/step-{s:08d}/state.pt" for s in range(2, steps + 1, 2)]
     files = sorted(str(p.relative_to(ddp_dir)) for p in ddp_dir.rglob("*") if p.is_file())
     assert files == sorted(
         str(p.relative_to(single_dir)) for p in single_dir.rglob("*") if p.is_file()
     )
     checkpoints = [f for f in files if f.startswith("checkpoint")]
-    assert checkpoints == ["checkpoint/state.done.json", "checkpoint/state.pt"]  # record beside
+    last = f"checkpoint/step-{steps:08d}"  # the older ones removed once it was committed
+    assert checkpoints == [f"{last}/state.done.json", f"{last}/state.pt"]  # record beside
     assert not [f for f in files if Path(f).name.startswith(".tmp-")]
 
     # Stats: one record, returned identically on both ranks; tokens_seen is the global count.
@@ -247,7 +243,7 @@ def test_two_rank_ddp_matches_one_process_with_the_same_global_batch(corpus, tmp
     global_tokens = sum(sum(b["n_tokens"]) for rank in ranks for b in rank["batches"])
     assert stats["tokens_seen"] == single["tokens_seen"] == global_tokens
     assert global_tokens == sum(sum(b["n_tokens"]) for b in single_batches)
-    checkpoint = torch.load(ddp_dir / "checkpoint" / "state.pt", weights_only=False)
+    checkpoint = torch.load(ddp_dir / last / "state.pt", weights_only=False)
     assert checkpoint["state"]["step"] == steps
     assert checkpoint["state"]["tokens_seen"] == global_tokens
 

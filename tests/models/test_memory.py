@@ -16,7 +16,7 @@ from colorfilter.models.memory import (
     saved_bytes_per_token,
     static_bytes,
 )
-from colorfilter.models.plan import plan_stage, warn_if_slow_on_cpu
+from colorfilter.models.plan import Hardware, plan_stage, warn_if_slow_on_cpu
 from colorfilter.models.presets import build_model
 
 # Shapes the coefficients were not fitted on (odd widths, 3 layers, GQA-free, padded vocab).
@@ -117,13 +117,13 @@ def test_cpu_fallback_for_a_long_run_warns_with_the_estimate(caplog):
 
     config = build_model_config("olmo-150m", 50280, 512)
     cfg = PriorConfig()
-    plan = plan_stage("prior", config, cfg, 512, 3_100_000_000 // 512, "cpu", threads=16)
+    plan = plan_stage("prior", config, cfg, 512, 3_100_000_000 // 512, Hardware("cpu", threads=16))
     assert plan.estimated_s > 30 * 86400  # a month of 16 threads
     with caplog.at_level("WARNING"):
         assert warn_if_slow_on_cpu(plan, "auto")
     assert "no GPU found" in caplog.text and "days" in caplog.text
     assert not warn_if_slow_on_cpu(plan, "cpu")  # asked for the CPU: no warning
-    gpu = plan_stage("prior", config, cfg, 512, 3_100_000_000 // 512, "cuda", world_size=8)
+    gpu = plan_stage("prior", config, cfg, 512, 3_100_000_000 // 512, Hardware("cuda", 8))
     assert gpu.estimated_s < 3600 and gpu.micro.fits
 
 

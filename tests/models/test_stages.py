@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 
 import pytest
@@ -16,7 +17,14 @@ from colorfilter.models.losses import evaluate_loss
 from colorfilter.models.presets import build_model
 from colorfilter.models.stages import train_conditional, train_prior
 
-from .synthetic import SEQ_LEN, VOCAB, build_tokenizer, micro_conditional_config, micro_prior_config
+from .synthetic import (
+    SEQ_LEN,
+    VOCAB,
+    build_tokenizer,
+    job,
+    micro_conditional_config,
+    micro_prior_config,
+)
 
 
 class Killed(Exception):
@@ -63,15 +71,9 @@ def test_saved_prior_reloads_as_a_standard_checkpoint(trained_prior, corpus):
 def test_conditional_predicts_downstream_better_than_prior(trained_prior, corpus, tmp_path):
     prior_dir, _ = trained_prior
     stats = train_conditional(
-        prior_dir,
-        corpus.train,
-        tmp_path / "conditional",
-        corpus.tokenizer,
+        job(corpus.train, tmp_path / "conditional", corpus.tokenizer, eval_data=corpus.eval),
         micro_conditional_config(),
-        SEQ_LEN,
-        seed=0,
-        device="cpu",
-        eval_token_dir=corpus.eval,
+        prior_dir,
     )
     assert stats["eval_loss"] < stats["prior_eval_loss"] - 0.3
     assert stats["steps"] == 2 * 32 // 8  # two epochs of 32 chunks, batch 8
@@ -84,21 +86,12 @@ def test_conditional_predicts_downstream_better_than_prior(trained_prior, corpus
 
 def test_resume_after_kill_gives_the_uninterrupted_weights(corpus, tmp_path):
     cfg = micro_prior_config(checkpoint_every=2, keep_checkpoint=True)
-    args = (corpus.pool, corpus.tokenizer)
-    train_prior(args[0], tmp_path / "whole", args[1], cfg, SEQ_LEN, seed=5, device="cpu")
+    train_prior(job(corpus.pool, tmp_path / "whole", corpus.tokenizer, seed=5), cfg)
+    killed = job(corpus.pool, tmp_path / "killed", corpus.tokenizer, seed=5)
     with pytest.raises(Killed):
-        train_prior(
-            args[0],
-            tmp_path / "killed",
-            args[1],
-            cfg,
-            SEQ_LEN,
-            seed=5,
-            device="cpu",
-            on_step=_kill_at(5),
-        )
+        train_prior(dataclasses.replace(killed, on_step=_kill_at(5)), cfg)
     assert not (tmp_path / "killed" / "train_stats.json").exists()
-    stats = train_prior(args[0], tmp_path / "killed", args[1], cfg, SEQ_LEN, seed=5, device="cpu")
+    stats = train_prior(killed, cfg)
     assert stats["resumed_from_steps"] == [4]
     whole = load_file(tmp_path / "whole" / "model.safetensors")
     resumed = load_file(tmp_path / "killed" / "model.safetensors")
@@ -109,7 +102,8 @@ def test_resume_after_kill_gives_the_uninterrupted_weights(corpus, tmp_path):
         tmp_path / "killed" / "loss_curve.csv", timeless
     )
     # The kept final checkpoint and the saved model give the same logits.
-    state = torch.load(tmp_path / "whole" / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / "whole" / "checkpoint" / "step-00000008" / "state.pt",
+                       weights_only=False)
     from_state = build_model("micro", VOCAB, SEQ_LEN)
     from_state.load_state_dict(state["model"])
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "whole")
@@ -120,16 +114,8 @@ def test_resume_after_kill_gives_the_uninterrupted_weights(corpus, tmp_path):
 
 def test_finished_stage_is_skipped_and_runtime_fields_do_not_retrain(trained_prior, corpus):
     prior_dir, stats = trained_prior
-    again = train_prior(
-        corpus.pool,
-        prior_dir,
-        corpus.tokenizer,
-        micro_prior_config(),
-        SEQ_LEN,
-        seed=0,
-        device="cpu",
-        on_step=_kill_at(1),
-    )
+    again = train_prior(job(corpus.pool, prior_dir, corpus.tokenizer, on_step=_kill_at(1)),
+                        micro_prior_config())  # fmt: skip
     assert again == stats
 
     def hash_of(cfg, seed=0):
@@ -144,14 +130,8 @@ def test_finished_stage_is_skipped_and_runtime_fields_do_not_retrain(trained_pri
 def test_prior_can_be_adopted_from_a_checkpoint(trained_prior, corpus, tmp_path):
     prior_dir, stats = trained_prior
     adopted = train_prior(
-        corpus.pool,
-        tmp_path / "adopted",
-        corpus.tokenizer,
+        job(corpus.pool, tmp_path / "adopted", corpus.tokenizer, eval_data=corpus.pool_eval),
         micro_prior_config(init_from=str(prior_dir)),
-        SEQ_LEN,
-        seed=0,
-        device="cpu",
-        eval_token_dir=corpus.pool_eval,
     )
     assert adopted["steps"] == 0 and adopted["init_from"] == str(prior_dir)
     assert adopted["eval_loss"] == pytest.approx(stats["eval_loss"], rel=1e-6)
@@ -166,25 +146,11 @@ def test_checkpoint_with_another_tokenizer_is_refused(trained_prior, corpus, tmp
     shutil.copytree(prior_dir, other)
     build_tokenizer(other, vocab_size=VOCAB - 8)
     with pytest.raises(ConfigError, match="tokenizer"):
-        train_prior(
-            corpus.pool,
-            tmp_path / "adopted",
-            corpus.tokenizer,
-            micro_prior_config(init_from=str(other)),
-            SEQ_LEN,
-            seed=0,
-            device="cpu",
-        )
+        train_prior(job(corpus.pool, tmp_path / "adopted", corpus.tokenizer),
+                    micro_prior_config(init_from=str(other)))  # fmt: skip
 
 
 def test_too_little_data_for_one_batch_is_a_config_error(corpus, tmp_path):
     with pytest.raises(ConfigError, match="batch_size"):
-        train_prior(
-            corpus.pool,
-            tmp_path / "prior",
-            corpus.tokenizer,
-            micro_prior_config(token_budget=SEQ_LEN * 3),
-            SEQ_LEN,
-            seed=0,
-            device="cpu",
-        )
+        train_prior(job(corpus.pool, tmp_path / "prior", corpus.tokenizer),
+                    micro_prior_config(token_budget=SEQ_LEN * 3))  # fmt: skip

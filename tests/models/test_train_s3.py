@@ -17,15 +17,17 @@ import pytest
 from transformers import AutoConfig
 
 from colorfilter.config import Config
-from colorfilter.errors import ConfigError
+from colorfilter.errors import ConfigError, DamagedDataError
 from colorfilter.io import storage
 from colorfilter.io.commit import is_committed
 from colorfilter.io.transfer import upload_folder
 from colorfilter.layout import MODEL_RECORD, RunLayout
-from colorfilter.models.checkpoints import commit_model_files
+from colorfilter.models import resume
+from colorfilter.models.checkpoints import commit_model_files, verified_model
 from colorfilter.models.stages import train_prior
 from colorfilter.pipeline.plan import prior_model_config
 from colorfilter.pipeline.stages import run_stage
+from colorfilter.pipeline.train import train_job
 from tests.conftest import sample_documents, write_jsonl
 from tests.hub_server import FakeHub
 from tests.pipeline.test_prepare import make_config
@@ -131,7 +133,7 @@ def test_both_stages_on_a_bucket_equal_local_disk(local_run, s3_bucket, quiet_di
     for name in ("prior", "conditional"):
         record = is_committed(run.model(name).join(MODEL_RECORD))
         assert set(record.objects) >= {"train_stats.json", "loss_curve.png", *FILES[:2]}
-        assert not storage.exists(run.model(name).join("checkpoint", "state.pt"))
+        assert storage.list_dir(run.model(name).join("checkpoint")) == []  # not kept
     assert conditional["prior_dir"] == run.model("prior").url
     assert conditional["prior_eval_loss"] == pytest.approx(prior["eval_loss"], rel=1e-6)
     assert run_stage("train-prior", config) == prior  # committed: a rerun trains nothing
@@ -149,9 +151,8 @@ def test_kill_mid_training_on_a_bucket_resumes_to_the_same_weights(
     model = run.model("prior")
 
     def train(on_step=None) -> dict:
-        return train_prior(run.tokens("pool"), model, run.tokenizer, config.prior,
-                           config.seq_len, config.seed, device="cpu", on_step=on_step,
-                           eval_token_dir=run.tokens("downstream_eval"))
+        job = dataclasses.replace(train_job(config, "prior"), device="cpu", on_step=on_step)
+        return train_prior(job, config.prior)
 
     def kill_at(step_to_die: int):
         def hook(step: int) -> None:
@@ -162,7 +163,8 @@ def test_kill_mid_training_on_a_bucket_resumes_to_the_same_weights(
     with pytest.raises(Killed):
         train(kill_at(5))
     assert not run.has_run("train-prior")
-    assert is_committed(model.join("checkpoint", "state.done.json")).meta["step"] == 4
+    assert is_committed(model.join("checkpoint", "step-00000004", "state.done.json"),
+                        verify_sha256=True).meta["step"] == 4
     assert train()["resumed_from_steps"] == [4]
     local_prior = Path(RunLayout.of(local_run.config).model("prior").path)
     assert_same_model(local_prior, model)
@@ -241,3 +243,77 @@ def test_a_model_folder_written_by_other_means_can_be_committed(local_run, tmp_p
     assert run.has_run("train-prior")
     assert {"model.safetensors", "config.json"} <= set(record["objects"])
     assert MODEL_RECORD not in record["objects"] and "checkpoint/state.pt" not in record["objects"]
+
+
+def flip_bytes(loc) -> None:
+    """Alter 16 bytes in the middle of an object on the bucket, keeping its size."""
+    data = bytearray(storage.read_bytes(loc))
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    storage.write_bytes(loc, bytes(data))
+
+
+def test_checkpoints_and_models_on_a_bucket_are_verified_before_use(
+    local_run, s3_bucket, quiet_disk, monkeypatch, caplog
+):
+    out = s3_bucket.join("out")
+    upload_prepared(local_run, out)
+    config = local_run.bucket_config(out.url)
+    run = RunLayout.of(config)
+    model = run.model("prior")
+    local_prior = Path(RunLayout.of(local_run.config).model("prior").path)
+    checkpoints = model.join("checkpoint")
+
+    def train(on_step=None) -> dict:
+        job = dataclasses.replace(train_job(config, "prior"), device="cpu", on_step=on_step)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            return train_prior(job, config.prior)
+
+    # Killed between the step-6 checkpoint and its record: step 4 is kept and resumed from.
+    real_commit = resume.commit_unit
+
+    def dies_at_step_6(record, objects, meta=None, sha256=False):
+        if meta and meta.get("step") == 6:
+            raise Killed("between state.pt and its record")
+        return real_commit(record, objects, meta, sha256)
+
+    monkeypatch.setattr(resume, "commit_unit", dies_at_step_6)
+    with pytest.raises(Killed):
+        train()
+    monkeypatch.undo()
+    assert storage.exists(checkpoints.join("step-00000006", "state.pt"))
+    assert is_committed(checkpoints.join("step-00000004", "state.done.json"), verify_sha256=True)
+    assert train()["resumed_from_steps"] == [4]
+    assert "checkpoint step 6 in s3://" in caplog.text and "resuming from step 4" in caplog.text
+    assert_same_model(local_prior, model)
+    unit = is_committed(model.join(MODEL_RECORD))
+    assert all(len(entry["sha256"]) == 64 for entry in unit.objects.values())
+
+    # The only checkpoint altered on the bucket (same size): never loaded, trained from scratch.
+    storage.remove(model, recursive=True)
+    with pytest.raises(Killed):
+        train(kill_at(5))
+    flip_bytes(checkpoints.join("step-00000004", "state.pt"))
+    assert train()["resumed_from_steps"] == []
+    assert "is damaged (state.pt: sha256" in caplog.text and "training from scratch" in caplog.text
+    assert_same_model(local_prior, model)
+
+    # The finished model altered on the bucket: refused where it is loaded, retrained by its stage.
+    weights = model.join("model.safetensors")
+    flip_bytes(weights)
+    with pytest.raises(DamagedDataError, match=f"prior model file {weights.url} is damaged"):
+        verified_model(model, "train-prior")
+    with pytest.raises(DamagedDataError, match="rerun `colorfilter train-prior`"):
+        run_stage("train-conditional", config)
+    assert train()["resumed_from_steps"] == []
+    assert f"prior model in {model.url} is damaged" in caplog.text
+    assert_same_model(local_prior, model)
+    verified_model(model, "train-prior")
+
+
+def kill_at(step_to_die: int):
+    def hook(step: int) -> None:
+        if step == step_to_die:
+            raise Killed(step)
+    return hook
