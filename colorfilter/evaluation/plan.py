@@ -5,9 +5,10 @@ Only full-length chunks (n_tokens == seq_len) are trained on, so a run of `steps
 the short chunks (the tail of each input file) are a negligible share of any pool.
 
 A run is laid out in two steps, so that planning never holds more of the pool than the runs
-train on: `lay_out` (or `drawn_run`, for random-curve runs drawn from the whole pool) decides
-its chunks by seq_id, its order and its run hash; `planned` adds where those chunks live (found
-for every run in one pass over the pool, colorfilter.evaluation.survey).
+train on: `lay_out_selection` (or, for random-curve runs drawn from the whole pool as it streams
+by, survey.Smallest) decides its chunks by seq_id, its order and its run hash (`run_data`);
+`planned` adds where those chunks live (found for every run in one pass over the pool,
+colorfilter.evaluation.survey).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import numpy as np
 
 from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
-from colorfilter.evaluation.survey import epoch_keys
+from colorfilter.evaluation.packed import PackedIds
+from colorfilter.evaluation.pool import Census
+from colorfilter.evaluation.survey import Smallest, epoch_keys
 from colorfilter.fingerprint import fingerprint
 from colorfilter.models.data import ChunkIndex
 
@@ -55,11 +58,6 @@ class RunSpec:
     def name(self) -> str:
         return f"{self.method}-tau{self.tau:g}-n{self.n_chunks}-seed{self.seed}"
 
-    @property
-    def draws_from_pool(self) -> bool:
-        """A random run at tau 1: its selection is the whole pool, drawn as the pool streams."""
-        return self.method == "random" and self.tau == CURVE_TAU
-
 
 @dataclass(frozen=True)
 class RunData:
@@ -85,27 +83,41 @@ class PlannedRun:
     run_hash: str
 
 
+def run_data(spec: RunSpec, trained: np.ndarray, selected_full_chunks: int, digest: str,
+             cfg: EvaluateConfig, setup: Any) -> RunData:  # fmt: skip
+    """A run's data from the seq_ids it trains on, in training order (spec.n_chunks of them),
+    the selection's full-length chunks and the selection's digest."""
+    if len(trained) < spec.n_chunks:
+        raise BadDataError(f"{spec.name}: only {len(trained)} full-length chunks to train on")
+    run_hash = run_hash_of(spec, digest + order_digest(trained), cfg, setup)
+    used = sorted_unique(trained)
+    return RunData(spec, used, np.searchsorted(used, trained), selected_full_chunks, digest,
+                   run_hash)  # fmt: skip
+
+
 def lay_out(spec: RunSpec, full_ids: np.ndarray, digest: str, cfg: EvaluateConfig,
             setup: Any) -> RunData:  # fmt: skip
     """`spec`'s data from its selection's full-length chunks (`full_ids`, ascending) and the
     selection's digest: seeded passes over them, repeated as needed, cut at spec.n_chunks."""
-    order = repeated_positions(full_ids, spec.n_chunks, spec.seed)
-    run_hash = run_hash_of(spec, digest + order_digest(full_ids[order]), cfg, setup)
-    used, order_in_used = np.unique(order, return_inverse=True)
-    return RunData(spec, full_ids[used], order_in_used, len(full_ids), digest, run_hash)
+    trained = full_ids[repeated_positions(full_ids, spec.n_chunks, spec.seed)]
+    return run_data(spec, trained, len(full_ids), digest, cfg, setup)
 
 
-def drawn_run(spec: RunSpec, drawn: np.ndarray, pool: tuple[str, int], cfg: EvaluateConfig,
-              setup: Any) -> RunData:  # fmt: skip
-    """A random-curve run's data: the first spec.n_chunks of the pool's seeded pass (`drawn`,
-    in order; survey.Smallest); `pool`: the whole pool's (digest, full-length chunks)."""
-    digest, full_chunks = pool
-    ids = drawn[: spec.n_chunks]
-    if len(ids) < spec.n_chunks:
-        raise BadDataError(f"the pool has {full_chunks} full-length chunks, fewer than {spec.name}")
-    run_hash = run_hash_of(spec, digest + order_digest(ids), cfg, setup)
-    used = np.sort(ids)
-    return RunData(spec, used, np.searchsorted(used, ids), full_chunks, digest, run_hash)
+def lay_out_selection(spec: RunSpec, selection: PackedIds, census: Census, cfg: EvaluateConfig,
+                      setup: Any) -> RunData:  # fmt: skip
+    """`lay_out` for a packed selection, a segment at a time: its digest, its full-length
+    chunks, and the first spec.n_chunks of the seeded pass (`Smallest`), so a large selection
+    is never decoded whole. A selection smaller than the run (repeated) is laid out in memory."""
+    hasher, full, first = hashlib.sha256(), 0, Smallest(spec.n_chunks, spec.seed)
+    for ids in selection.segments():
+        hasher.update(ids.tobytes())
+        kept = census.without_short(ids)
+        full += len(kept)
+        first.add(kept)
+    digest = hasher.hexdigest()[:16]
+    if spec.n_chunks > full:
+        return lay_out(spec, census.without_short(selection.ids()), digest, cfg, setup)
+    return run_data(spec, first.result()[0], full, digest, cfg, setup)
 
 
 def planned(data: RunData, index: ChunkIndex) -> PlannedRun:
@@ -136,6 +148,12 @@ def run_hash_of(spec: RunSpec, digest: str, cfg: EvaluateConfig, setup: Any) -> 
     if setup.mc_digest:  # absent without items, so runs made before the option still match
         decided_by["multiple_choice"] = setup.mc_digest
     return fingerprint(decided_by)
+
+
+def sorted_unique(ids: np.ndarray) -> np.ndarray:
+    """`ids` sorted, each once (np.unique hashes first, several times slower on uint64)."""
+    ids = np.sort(ids)
+    return ids[np.concatenate([[True], ids[1:] != ids[:-1]])] if len(ids) else ids
 
 
 def round_to_batches(n_chunks: int, batch_size: int) -> int:

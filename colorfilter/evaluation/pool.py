@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from colorfilter.errors import BadDataError
 from colorfilter.evaluation.bysource import Moments
+from colorfilter.evaluation.packed import PackedIds
 from colorfilter.io.location import Location
 from colorfilter.io.transfer import open_parquet, read_parquet
 
@@ -183,20 +184,18 @@ class Census:
     moments: dict[str, Moments] | None = None  # LM score columns per label code (scored rows)
     score_range: tuple[float, float] | None = None  # of the finite scores
 
-    def short_in(self, selection: np.ndarray) -> np.ndarray:
-        """Positions into the sorted `selection` of its short chunks."""
-        at = np.searchsorted(selection, self.short_ids)
-        at = np.minimum(at, max(len(selection) - 1, 0))
-        hit = (selection[at] == self.short_ids) if len(selection) else np.zeros(0, bool)
-        return at[hit]
+    def full_count(self, selection: PackedIds) -> int:
+        """How many of a selection's chunks are full-length."""
+        return len(selection) - selection.count_in(self.short_ids)
 
-    def full_count(self, selection: np.ndarray) -> int:
-        return len(selection) - len(self.short_in(selection))
-
-    def full_ids(self, selection: np.ndarray) -> np.ndarray:
-        """The selection's full-length chunks (the selection itself when it has no short one)."""
-        short = self.short_in(selection)
-        return selection if not len(short) else np.delete(selection, short)
+    def without_short(self, ids: np.ndarray) -> np.ndarray:
+        """`ids` (ascending) less the pool's short chunks."""
+        if not len(ids) or not len(self.short_ids):
+            return ids
+        lo = np.searchsorted(self.short_ids, ids[0], side="left")
+        hi = np.searchsorted(self.short_ids, ids[-1], side="right")
+        inside = self.short_ids[lo:hi]
+        return ids if not len(inside) else ids[~np.isin(ids, inside, assume_unique=True)]
 
 
 def take_census(paths: Sequence[Location], seq_len: int,

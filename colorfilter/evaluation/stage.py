@@ -33,17 +33,18 @@ from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.multiple_choice import items_digest, load_items
 from colorfilter.evaluation.oracle import LABEL_ORACLE
 from colorfilter.evaluation.plan import (
+    CURVE_TAU,
     EvaluationPlan,
     PlannedRun,
     RunData,
     RunSpec,
     ScoreHistograms,
     budgets,
-    drawn_run,
-    lay_out,
+    lay_out_selection,
     planned,
+    run_data,
     run_specs,
-    selection_digest,
+    sorted_unique,
 )
 from colorfilter.evaluation.pool import Census, is_target, take_census
 from colorfilter.evaluation.report import write_reports
@@ -105,10 +106,11 @@ def plan_evaluation(config: Config) -> EvaluationPlan:
     method_specs, curve_specs = run_specs(cfg, budget, available)
     setup = target_setup(config)
     specs = list(dict.fromkeys(method_specs + curve_specs))
-    laid_out = _lay_out(specs, selections, census, cfg, setup)
-    request = _request(cfg, specs, selections, census, laid_out)
+    drawn = {spec for spec in specs if _draws_from_pool(spec, census)}
+    laid_out = _lay_out([s for s in specs if s not in drawn], selections, census, cfg, setup)
+    request = _request(cfg, drawn, selections, census, laid_out)
     overlap = overlap_with_color(cfg, selections)
-    del selections  # 8 bytes per selected chunk: not needed past this point
+    del selections  # the survey's request holds the ones the report's compositions need
     found = survey(census, request, config.seq_len, scores)
     runs = _located(specs, laid_out, found, census, (cfg, setup), request.locate)
     plan = EvaluationPlan(
@@ -119,23 +121,22 @@ def plan_evaluation(config: Config) -> EvaluationPlan:
     return plan
 
 
+def _draws_from_pool(spec: RunSpec, census: Census) -> bool:
+    """A random run at tau 1 (the random curve's) trains on the first chunks of a seeded pass
+    over the whole pool: drawn as the pool streams by (survey), unless it must repeat it."""
+    return spec.method == "random" and spec.tau == CURVE_TAU and spec.n_chunks <= census.full_chunks
+
+
 def _lay_out(specs: list[RunSpec], selections: Selections, census: Census,
              cfg: EvaluateConfig, setup: Any) -> dict[RunSpec, RunData]:  # fmt: skip
     """Each method run's chunks and order from its selection (one selection at a time)."""
-    digests: dict[tuple[str, float], str] = {}
-    laid_out = {}
-    for spec in specs:
-        if spec.draws_from_pool:
-            continue
-        key = (spec.method, spec.tau)
-        if key not in digests:
-            digests[key] = selection_digest(selections[key])
-        full = census.full_ids(selections[key])
-        laid_out[spec] = lay_out(spec, full, digests[key], cfg, setup)
-    return laid_out
+    return {
+        spec: lay_out_selection(spec, selections[(spec.method, spec.tau)], census, cfg, setup)
+        for spec in specs
+    }
 
 
-def _request(cfg: EvaluateConfig, specs: list[RunSpec], selections: Selections, census: Census,
+def _request(cfg: EvaluateConfig, drawn: set[RunSpec], selections: Selections, census: Census,
              laid_out: dict[RunSpec, RunData]) -> SurveyRequest:  # fmt: skip
     """What pass 2 must find: compositions, the method runs' chunks, the curve's draws, and
     score histograms where the pool has labels and LM scores."""
@@ -147,10 +148,9 @@ def _request(cfg: EvaluateConfig, specs: list[RunSpec], selections: Selections, 
         if census.moments is not None and census.score_range is not None:
             request.bins = np.linspace(*census.score_range, HISTOGRAM_BINS)
     if laid_out:
-        request.locate = np.unique(np.concatenate([d.seq_ids for d in laid_out.values()]))
-    for spec in specs:
-        if spec.draws_from_pool:
-            request.draws[spec.seed] = max(request.draws.get(spec.seed, 0), spec.n_chunks)
+        request.locate = sorted_unique(np.concatenate([d.seq_ids for d in laid_out.values()]))
+    for spec in drawn:
+        request.draws[spec.seed] = max(request.draws.get(spec.seed, 0), spec.n_chunks)
     return request
 
 
@@ -161,9 +161,9 @@ def _located(specs: list[RunSpec], laid_out: dict[RunSpec, RunData], found: Surv
     drawn = {seed: _drawn_index(census, draw) for seed, draw in found.drawn.items()}
     runs = []
     for spec in specs:
-        if spec.draws_from_pool:
-            order = found.drawn[spec.seed][0]
-            data = drawn_run(spec, order, (census.digest, census.full_chunks), *settings)
+        if spec not in laid_out:  # the first n_chunks of the pool's seeded pass
+            trained = found.drawn[spec.seed][0][: spec.n_chunks]
+            data = run_data(spec, trained, census.full_chunks, census.digest, *settings)
             index = drawn[spec.seed]
         else:
             data, index = laid_out[spec], located
@@ -201,10 +201,8 @@ def _pool_numbers(plan: EvaluationPlan, census: Census, found: Survey,
     if census.moments is None:
         return
     shown = census.labels.labels(none="(none)")
-    groups = source_groups(
-        shown, census.chunks_by_code, is_target(shown, cfg.target_source) if cfg.target_source
-        else None,
-    )  # fmt: skip
+    shown_target = is_target(shown, cfg.target_source) if cfg.target_source else None
+    groups = source_groups(shown, census.chunks_by_code, shown_target)
     plan.scores_by_source = scores_by_source(groups, census.moments)
     if found.histograms is not None:
         counts = np.pad(found.histograms, ((0, max(len(shown) - len(found.histograms), 0)), (0, 0)))

@@ -5,10 +5,10 @@ by shard and with a binary search into each sorted selection:
   - each selection's chunks and tokens per source label (the report's composition);
   - the shard and row of every chunk a method run trains on (its ChunkIndex);
   - for random-curve runs, the first chunks of a seeded pass over the whole pool, drawn as the
-    pool streams by (the n smallest epoch keys), with their shard and row;
+    pool streams by (`Smallest`: the n smallest epoch keys), with their shard and row;
   - per label, a histogram of the LM score (the report's plot).
-Memory: the selections themselves (8 bytes per selected chunk, as select holds them), the
-answers (a few bytes per chunk a run trains on), and one shard.
+Memory: the selections themselves (packed: ~2 bytes per selected chunk), the answers (a few
+bytes per chunk a run trains on), and one shard.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from colorfilter.errors import BadDataError
+from colorfilter.evaluation.packed import PackedIds
 from colorfilter.evaluation.pool import Census, ShardRows, iter_shards, scored_codes
 from colorfilter.hashing import seeded_keys
 from colorfilter.io.location import Location
@@ -37,7 +38,7 @@ def epoch_keys(seq_ids: np.ndarray, seed: int, epoch: int = 0) -> np.ndarray:
 class SurveyRequest:
     """What pass 2 is asked for."""
 
-    selections: dict[Hashable, np.ndarray] = field(default_factory=dict)  # sorted: composition
+    selections: dict[Hashable, PackedIds] = field(default_factory=dict)  # composition of each
     locate: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # sorted, unique
     draws: dict[int, int] = field(default_factory=dict)  # seed -> chunks of its first pass
     bins: np.ndarray | None = None  # score histogram edges (None: no histograms)
@@ -59,17 +60,19 @@ def survey(census: Census, request: SurveyRequest, seq_len: int,
     the histograms)."""
     selected = {key: _Counts() for key in request.selections}
     located = (np.full(len(request.locate), -1, np.int32), np.zeros(len(request.locate), np.int64))
-    draws = {seed: Smallest(n, seed) for seed, n in request.draws.items()}
+    draws = {seed: Smallest(n, seed, (np.int32, np.int64)) for seed, n in request.draws.items()}
     hist = _Histograms(request.bins) if request.bins is not None else None
     scored = score_paths if hist is not None else None
     for rows in iter_shards(census.paths, census.labels, scored, ("score",)):
+        low, high = rows.bounds if len(rows.seq_id) else (1, 0)
         for key, ids in request.selections.items():
-            selected[key].add(rows, *rows.find(ids))
+            selected[key].add(rows, *rows.find(ids.between(low, high)))
         at, found = rows.find(request.locate)
         located[0][at], located[1][at] = rows.number, found
-        full = rows.n_tokens == seq_len
+        full = np.flatnonzero(rows.n_tokens == seq_len)
+        shard = np.full(len(full), rows.number, np.int32)
         for draw in draws.values():
-            draw.add(rows, full)
+            draw.add(rows.seq_id[full], shard, full)
         if hist is not None:
             hist.add(rows)
     for key, ids in request.selections.items():
@@ -137,43 +140,42 @@ class _Histograms:
 
 
 class Smallest:
-    """The `n` full-length chunks of the pool that come first in a seeded pass (smallest epoch
-    key, ties by seq_id), streamed: a random-curve run's data without the pool's keys in memory
-    (at most 2n candidates are held, 28 bytes each)."""
+    """The `n` ids that come first in a seeded pass (smallest epoch key, ties by seq_id),
+    streamed, each with its payload columns (`payload`: their dtypes): a run's first pass over
+    a selection or over the whole pool without every key in memory (at most 2n held)."""
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
+    def __init__(self, n: int, seed: int, payload: tuple = ()) -> None:
+        self.n, self.seed, self.payload = n, seed, payload
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.held = 0
-        self.bound: np.uint64 | None = None  # no chunk with a larger key can be among the n
+        self.bound: np.uint64 | None = None  # no id with a larger key can be among the n
 
-    def add(self, rows: ShardRows, full: np.ndarray) -> None:
-        if self.n <= 0:
+    def add(self, ids: np.ndarray, *payload: np.ndarray) -> None:
+        if self.n <= 0 or not len(ids):
             return
-        at = np.flatnonzero(full)
-        ids = rows.seq_id[at]
         key = epoch_keys(ids, self.seed)
+        columns = (key, ids, *payload)
         if self.bound is not None:
             keep = key <= self.bound
-            at, ids, key = at[keep], ids[keep], key[keep]
-        self.parts.append((key, ids, np.full(len(at), rows.number, np.int32), at))
-        self.held += len(at)
+            columns = tuple(column[keep] for column in columns)
+        self.parts.append(columns)
+        self.held += len(columns[0])
         if self.held >= 2 * self.n:
             self._shrink()
 
     def _shrink(self) -> None:
-        key, ids, number, row = (np.concatenate(column) for column in zip(*self.parts))
-        if len(key) > self.n:
-            self.bound = np.partition(key, self.n - 1)[self.n - 1]
-            keep = key <= self.bound
-            key, ids, number, row = key[keep], ids[keep], number[keep], row[keep]
-        self.parts, self.held = [(key, ids, number, row)], len(key)
+        columns = tuple(np.concatenate(column) for column in zip(*self.parts))
+        if len(columns[0]) > self.n:
+            self.bound = np.partition(columns[0], self.n - 1)[self.n - 1]
+            keep = columns[0] <= self.bound
+            columns = tuple(column[keep] for column in columns)
+        self.parts, self.held = [columns], len(columns[0])
 
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(seq_id, shard number, row) of the n chunks, in their order."""
+    def result(self) -> tuple[np.ndarray, ...]:
+        """(ids, *payload) of the first n, in their order."""
         if not self.parts:
-            return np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int64)
+            return (np.zeros(0, np.uint64), *(np.zeros(0, dtype) for dtype in self.payload))
         self._shrink()
-        key, ids, number, row = self.parts[0]
+        key, ids, *payload = self.parts[0]
         order = np.lexsort((ids, key))[: self.n]
-        return ids[order], number[order], row[order]
+        return (ids[order], *(column[order] for column in payload))

@@ -411,10 +411,11 @@ def test_score_shards_missing_rows_are_refused(evaluated, tmp_path) -> None:
 
 
 def test_overlap_with_color_is_the_shared_share_of_each_selection() -> None:
+    from colorfilter.evaluation.packed import PackedIds
     from colorfilter.evaluation.selections import overlap_with_color
 
     cfg = EvaluateConfig(methods=["color", "dsir", "random"], taus=[4])
-    ids = lambda *xs: np.array(xs, dtype=np.uint64)  # noqa: E731
+    ids = lambda *xs: PackedIds.pack(np.array(xs, dtype=np.uint64))  # noqa: E731
     selections = {
         ("color", 4.0): ids(1, 2, 3, 4),
         ("dsir", 4.0): ids(4, 3, 5, 6),

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from colorfilter.evaluation.bysource import Moments, composition, source_groups
+from colorfilter.evaluation.packed import PackedIds
 from colorfilter.evaluation.plan import repeated_positions, selection_digest
 from colorfilter.evaluation.pool import is_target, iter_shards, take_census
 from colorfilter.evaluation.survey import SurveyRequest, survey
@@ -70,7 +71,7 @@ def test_codes_give_the_same_results_as_per_row_labels(tmp_path):
     ids, tokens = table.column("seq_id").to_numpy(), table.column("n_tokens").to_numpy()
     picked = rng.choice(len(rows), 60, replace=False)
     chosen = np.sort(ids[picked])
-    found = survey(census, SurveyRequest(selections={"x": chosen}), SEQ_LEN)
+    found = survey(census, SurveyRequest(selections={"x": PackedIds.pack(chosen)}), SEQ_LEN)
     target = census.labels.mask(["book:", "wiki"])
     got = composition(census.labels.labels(), found.selected["x"], census.tokens_by_code, target)
     expected = {str(s): int(tokens[picked][labels[picked] == s].sum())
@@ -96,8 +97,9 @@ def test_short_chunks_digest_and_located_rows(tmp_path):
     # the shards' ranges interleave: the digest is still that of every id in ascending order
     assert census.digest == selection_digest(ids)
     chosen = np.sort(np.random.default_rng(4).choice(ids, 40, replace=False))
-    assert census.full_count(chosen) == int(np.isin(chosen, ids[tokens == SEQ_LEN]).sum())
-    assert np.array_equal(census.full_ids(chosen), np.intersect1d(chosen, ids[tokens == SEQ_LEN]))
+    full = np.intersect1d(chosen, ids[tokens == SEQ_LEN])
+    assert census.full_count(PackedIds.pack(chosen)) == len(full)
+    assert np.array_equal(census.without_short(chosen), full)
     found = survey(census, SurveyRequest(locate=chosen), SEQ_LEN)
     number, row = found.located
     for seq_id, shard, at in zip(chosen, number, row, strict=True):
@@ -162,3 +164,24 @@ def test_moments_merged_shard_by_shard_equal_one_pass():
 
 def test_shards_without_any_label_have_no_sources(tmp_path):
     assert take_census(write_pool(tmp_path, [[None, None], [None]], 8), SEQ_LEN).labels is None
+
+
+def test_packed_ids_read_back_exactly_by_range_and_segment():
+    rng = np.random.default_rng(9)
+    files = [np.uint64(f) << np.uint64(32) for f in (0, 1, 7, 1 << 20)]
+    every = np.concatenate([base + rng.choice(300_000, 5000, replace=False).astype(np.uint64)
+                            for base in files])  # fmt: skip
+    ids = np.sort(every)
+    packed = PackedIds.pack(rng.permutation(ids))
+    assert len(packed) == len(ids) and packed.nbytes < 2.2 * len(ids)
+    assert np.array_equal(packed.ids(), ids)
+    assert np.array_equal(np.concatenate(list(packed.segments(777))), ids)
+    for low, high in ((0, 0), (int(ids[5]), int(ids[4000])), (int(files[1]), int(files[2]) + 9),
+                      (int(ids[-1]), 2**64 - 1), (5, 3)):  # fmt: skip
+        assert np.array_equal(packed.between(low, high), ids[(ids >= low) & (ids <= high)])
+    probe = np.unique(np.concatenate([ids[::7], ids[::11] + np.uint64(1)]))
+    assert packed.count_in(probe[:100]) == np.isin(probe[:100], ids).sum()
+    assert packed.count_in(probe) == np.isin(probe, ids).sum()  # many: a pass, not lookups
+    other = PackedIds.pack(np.unique(np.concatenate([ids[::3], probe])))
+    assert packed.shared(other) == len(np.intersect1d(ids, other.ids()))
+    assert len(PackedIds.pack(np.zeros(0, np.uint64)).between(0, 10)) == 0

@@ -40,12 +40,12 @@ def test_evaluate_selects_what_select_writes_for_every_method(tmp_path):
     assert sorted(evaluated) == sorted((m, 4.0) for m in METHODS)
     for method in METHODS:
         written = np.load(root / "selected" / f"{method}-tau4" / "indices.npy")
-        assert np.array_equal(evaluated[(method, 4.0)], np.sort(written)), method
+        assert np.array_equal(evaluated[(method, 4.0)].ids(), np.sort(written)), method
     assert np.array_equal(dsir_weights(root), serial_dsir_weights(root))
     default = replace(config, selection=replace(config.selection, temperature=1.0, block_n=64))
     others = method_selections(default, config.evaluate, scores, token_paths)
     for method in ("color_softmax", "color_batchwise"):  # the settings reach evaluate's methods
-        assert not np.array_equal(others[(method, 4.0)], evaluated[(method, 4.0)]), method
+        assert not np.array_equal(others[(method, 4.0)].ids(), evaluated[(method, 4.0)].ids())
 
 
 def dsir_weights(root) -> np.ndarray:
