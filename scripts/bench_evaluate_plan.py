@@ -155,6 +155,7 @@ def bench(n_rows: int, args: argparse.Namespace) -> dict:
         plan["time_vs_old"] = round(plan["seconds"] / result["old_plan"]["seconds"], 3)
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
+        config_path.unlink()
     print(json.dumps(result), file=sys.stderr, flush=True)  # progress, one size at a time
     return result
 
