@@ -26,19 +26,20 @@ def bench(config_path: str, workers: int, runs: int, tokens: int, threads: int) 
     import numpy as np
 
     from colorfilter.config import load_config
-    from colorfilter.evaluation.plan import Pool, round_to_batches
-    from colorfilter.evaluation.runs import RunSpec, plan_run, run_all
+    from colorfilter.evaluation.plan import RunSpec, plan_indexed_run, round_to_batches
+    from colorfilter.evaluation.runs import run_all
     from colorfilter.evaluation.stage import target_setup
     from colorfilter.io.token_shards import list_shards
+    from colorfilter.models.data import read_chunk_index
 
     config = load_config(config_path)
     cfg = replace(config.evaluate, workers=workers, torch_threads=threads, progress=False)
-    pool = Pool.read(list_shards(config.output_path / "tokens" / "pool"))
+    index = read_chunk_index(list_shards(config.output_path / "tokens" / "pool"))
+    pool = index.take(np.flatnonzero(index.n_tokens == config.seq_len))  # full-length chunks
     setup = target_setup(config)
     n_chunks = round_to_batches(tokens // config.seq_len, cfg.batch_size)
-    pool_ids = np.asarray(pool.index.seq_id)
     planned = [
-        plan_run(RunSpec("random", 1.0, n_chunks, seed), pool_ids, pool, cfg, setup)
+        plan_indexed_run(RunSpec("random", 1.0, n_chunks, seed), pool, cfg, setup)
         for seed in range(runs)
     ]
     with tempfile.TemporaryDirectory() as runs_dir:

@@ -22,26 +22,43 @@ sys.path.insert(0, str(REPO))
 
 def train_on_sources(config, groups: list[list[str]], n_chunks: int, seed: int) -> list[dict]:
     """One fresh target per group of `source` prefixes, on `n_chunks` of that group's chunks."""
-    from colorfilter.evaluation.plan import Pool, full_chunks, is_target, repeated_order
+    from colorfilter.evaluation.plan import repeated_order
+    from colorfilter.evaluation.pool import has_labels
     from colorfilter.evaluation.stage import target_setup
     from colorfilter.evaluation.train import train_and_evaluate
     from colorfilter.io.token_shards import list_shards
 
-    pool = Pool.read(list_shards(config.output_path / "tokens" / "pool"))
-    if pool.source is None:
+    paths = list_shards(config.output_path / "tokens" / "pool")
+    if not has_labels(paths):
         raise SystemExit("the pool's token shards record no `source` (set data.source_field)")
     setup = target_setup(config)
-    labels = pool.source.labels(none="None")  # one per code (str(None) as before)
     results = []
     for prefixes in groups:
-        mask = is_target(labels, prefixes)[pool.source.codes]
-        rows = full_chunks(pool, pool.index.seq_id[mask], config.seq_len)
-        index = pool.index.take(rows)
+        index = full_chunks_of(paths, prefixes, config.seq_len)
         order = repeated_order(index, n_chunks, seed)
         name = ",".join(prefixes)
         result = train_and_evaluate(index, order, config.evaluate, setup, seed, name)
-        results.append({"sources": prefixes, "full_chunks": len(rows), **result})
+        results.append({"sources": prefixes, "full_chunks": len(index), **result})
     return results
+
+
+def full_chunks_of(paths, prefixes: list[str], seq_len: int):
+    """The pool's full-length chunks whose `source` starts with one of `prefixes` (a missing
+    label reads "None"), streamed shard by shard into a ChunkIndex."""
+    import numpy as np
+
+    from colorfilter.evaluation.pool import Labels, is_target, iter_shards
+    from colorfilter.models.data import ChunkIndex
+
+    labels = Labels()
+    parts = []
+    for rows in iter_shards(paths, labels):
+        wanted = is_target(labels.labels(none="None"), prefixes)[rows.codes]
+        at = np.flatnonzero(wanted & (rows.n_tokens == seq_len))
+        parts.append((np.full(len(at), rows.number, np.int32), at, rows.seq_id[at],
+                      rows.n_tokens[at]))  # fmt: skip
+    columns = [np.concatenate(column) for column in zip(*parts)]
+    return ChunkIndex(list(paths), *columns)
 
 
 def main() -> None:

@@ -3,102 +3,157 @@
 Only full-length chunks (n_tokens == seq_len) are trained on, so a run of `steps` steps of
 `batch_size` sequences sees exactly steps * batch_size * seq_len tokens whatever the method:
 the short chunks (the tail of each input file) are a negligible share of any pool.
+
+A run is laid out in two steps, so that planning never holds more of the pool than the runs
+train on: `lay_out_selection` (or, for random-curve runs drawn from the whole pool as it streams
+by, survey.Smallest) decides its chunks by seq_id, its order and its run hash (`run_data`);
+`planned` adds where those chunks live (found for every run in one pass over the pool,
+colorfilter.evaluation.survey).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
-from colorfilter.errors import BadDataError
-from colorfilter.io.location import Location
-from colorfilter.io.transfer import open_parquet, read_parquet
-from colorfilter.models.data import ChunkIndex, epoch_order, read_chunk_index
+from colorfilter.errors import BadDataError, ConfigError
+from colorfilter.evaluation.config import EvaluateConfig
+from colorfilter.evaluation.packed import PackedIds
+from colorfilter.evaluation.pool import Census
+from colorfilter.evaluation.survey import Smallest, epoch_keys
+from colorfilter.fingerprint import fingerprint
+from colorfilter.models.data import ChunkIndex
+
+NEAR = 0.03  # random-curve points closer than this (relative token count) are run once
+# Random-curve runs draw from the whole pool, so a point larger than a tau's random selection
+# still sees distinct chunks (a selection would be repeated, or capped to its own size).
+CURVE_TAU = 1.0
+
+# The settings that decide a run's result; runtime-only knobs (threads, workers, progress) are not.
+RESULT_KNOBS = (
+    "preset",
+    "batch_size",
+    "lr",
+    "min_lr_ratio",
+    "warmup_steps",
+    "dtype",
+    "eval_max_chunks",
+)
 
 
-@dataclass
-class Sources:
-    """Each pool row's `source` label as a small integer code into a table of distinct labels.
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: which selection, how many chunks, which seed."""
 
-    4 bytes per row instead of a Python string object per row (the pool can hold 10^9 rows).
-    `names` is sorted (None, meaning no label, first), so code order is label order.
-    """
+    method: str
+    tau: float  # the selection's ratio (the whole pool, 1.0, for random-curve runs)
+    n_chunks: int
+    seed: int
 
-    codes: np.ndarray  # int32, aligned with the pool's index rows
-    names: list  # distinct labels: str, or None for rows without one
-
-    def labels(self, none: str = "") -> np.ndarray:
-        """The label of each code, as str (`none` for rows without one): one entry per code."""
-        return np.array([none if n is None else str(n) for n in self.names], dtype=object)
-
-    def mask(self, prefixes: list[str]) -> np.ndarray:
-        """Rows whose label starts with one of `prefixes` (None counts as "")."""
-        return is_target(self.labels(), prefixes)[self.codes]
+    @property
+    def name(self) -> str:
+        return f"{self.method}-tau{self.tau:g}-n{self.n_chunks}-seed{self.seed}"
 
 
-@dataclass
-class Pool:
-    """The pool's chunk index plus each chunk's `source` label (None where the shards have none)."""
+@dataclass(frozen=True)
+class RunData:
+    """A run's data by seq_id: its distinct chunks, its order, what decides its result."""
 
-    index: ChunkIndex
-    source: Sources | None
-    _sorter: np.ndarray
-
-    @classmethod
-    def read(cls, paths: Sequence[Path | Location]) -> Pool:
-        """The pool's token shards on disk or on a bucket (only seq_id, n_tokens and source)."""
-        index = read_chunk_index(paths)
-        return cls(index, _read_sources(paths), np.argsort(index.seq_id, kind="stable"))
-
-    def positions(self, seq_ids: np.ndarray) -> np.ndarray:
-        """Index rows of `seq_ids` (every id must be in the pool)."""
-        seq_ids = np.asarray(seq_ids, dtype=np.uint64)
-        found = np.searchsorted(self.index.seq_id, seq_ids, sorter=self._sorter)
-        found = np.minimum(found, len(self._sorter) - 1)
-        rows = self._sorter[found]
-        if len(rows) and not np.array_equal(self.index.seq_id[rows], seq_ids):
-            raise BadDataError("a selected seq_id is not in the pool's token shards")
-        return rows
+    spec: RunSpec
+    seq_ids: np.ndarray  # the chunks it trains on, each once, ascending
+    order: np.ndarray  # positions into seq_ids, spec.n_chunks of them
+    selected_full_chunks: int  # the selection's full-length chunks, which passes repeat
+    selection_digest: str
+    run_hash: str
 
 
-def _read_sources(paths: Sequence[Path | Location]) -> Sources | None:
-    """The shards' `source` column, dictionary-encoded shard by shard (no per-row objects)."""
-    if not paths:
-        return None
-    with open_parquet(paths[0]) as first:
-        if "source" not in first.schema_arrow.names:
-            return None
-    import pyarrow.compute as pc
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run with its data laid out: the chunks it trains on and their order."""
 
-    first_code: dict = {}  # label -> code in order of first appearance
-    parts = []
-    for path in paths:
-        column = read_parquet(path, columns=["source"]).column("source").combine_chunks()
-        encoded = column.dictionary_encode()
-        local = encoded.dictionary.to_pylist() + [None]  # the last code: a null row
-        lookup = np.array([first_code.setdefault(v, len(first_code)) for v in local], np.int32)
-        indices = pc.fill_null(encoded.indices, len(local) - 1).to_numpy()
-        parts.append(lookup[indices])
-    names = sorted(first_code, key=lambda v: (v is not None, "" if v is None else v))
-    seen = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    present = np.bincount(seen, minlength=len(first_code)) > 0
-    names = [n for n in names if present[first_code[n]]]
-    if all(n is None for n in names):
-        return None
-    remap = np.zeros(len(first_code), np.int32)
-    remap[[first_code[n] for n in names]] = np.arange(len(names), dtype=np.int32)
-    return Sources(remap[seen], names)
+    spec: RunSpec
+    index: ChunkIndex  # the chunks the run trains on, each once (not the whole selection)
+    order: np.ndarray  # positions into index, spec.n_chunks of them
+    selected_full_chunks: int
+    selection_digest: str
+    run_hash: str
 
 
-def full_chunks(pool: Pool, seq_ids: np.ndarray, seq_len: int) -> np.ndarray:
-    """Pool rows of the selected chunks that hold exactly `seq_len` tokens."""
-    rows = pool.positions(seq_ids)
-    return rows[pool.index.n_tokens[rows] == seq_len]
+def run_data(spec: RunSpec, trained: np.ndarray, selected_full_chunks: int, digest: str,
+             cfg: EvaluateConfig, setup: Any) -> RunData:  # fmt: skip
+    """A run's data from the seq_ids it trains on, in training order (spec.n_chunks of them),
+    the selection's full-length chunks and the selection's digest."""
+    if len(trained) < spec.n_chunks:
+        raise BadDataError(f"{spec.name}: only {len(trained)} full-length chunks to train on")
+    run_hash = run_hash_of(spec, digest + order_digest(trained), cfg, setup)
+    used = sorted_unique(trained)
+    return RunData(spec, used, np.searchsorted(used, trained), selected_full_chunks, digest,
+                   run_hash)  # fmt: skip
+
+
+def lay_out(spec: RunSpec, full_ids: np.ndarray, digest: str, cfg: EvaluateConfig,
+            setup: Any) -> RunData:  # fmt: skip
+    """`spec`'s data from its selection's full-length chunks (`full_ids`, ascending) and the
+    selection's digest: seeded passes over them, repeated as needed, cut at spec.n_chunks."""
+    trained = full_ids[repeated_positions(full_ids, spec.n_chunks, spec.seed)]
+    return run_data(spec, trained, len(full_ids), digest, cfg, setup)
+
+
+def lay_out_selection(spec: RunSpec, selection: PackedIds, census: Census, cfg: EvaluateConfig,
+                      setup: Any) -> RunData:  # fmt: skip
+    """`lay_out` for a packed selection, a segment at a time: its digest, its full-length
+    chunks, and the first spec.n_chunks of the seeded pass (`Smallest`), so a large selection
+    is never decoded whole. A selection smaller than the run (repeated) is laid out in memory."""
+    hasher, full, first = hashlib.sha256(), 0, Smallest(spec.n_chunks, spec.seed)
+    for ids in selection.segments():
+        hasher.update(ids.tobytes())
+        kept = census.without_short(ids)
+        full += len(kept)
+        first.add(kept)
+    digest = hasher.hexdigest()[:16]
+    if spec.n_chunks > full:
+        return lay_out(spec, census.without_short(selection.ids()), digest, cfg, setup)
+    return run_data(spec, first.result()[0], full, digest, cfg, setup)
+
+
+def planned(data: RunData, index: ChunkIndex) -> PlannedRun:
+    """The run with its chunks located (`index`: data.seq_ids' chunks, in that order)."""
+    return PlannedRun(data.spec, index, data.order, data.selected_full_chunks,
+                      data.selection_digest, data.run_hash)  # fmt: skip
+
+
+def plan_indexed_run(spec: RunSpec, index: ChunkIndex, cfg: EvaluateConfig, setup: Any
+                     ) -> PlannedRun:  # fmt: skip
+    """A run on chunks already indexed in memory (every one full-length, sorted by seq_id):
+    for scripts that train on a hand-picked set (scripts/eval_by_source.py, bench_evaluate.py)."""
+    data = lay_out(spec, index.seq_id, selection_digest(index.seq_id), cfg, setup)
+    return planned(data, index.take(np.searchsorted(index.seq_id, data.seq_ids)))
+
+
+def run_hash_of(spec: RunSpec, digest: str, cfg: EvaluateConfig, setup: Any) -> str:
+    """What decides a run's result: its spec, data, result knobs, sequence shape and eval split."""
+    knobs = {k: v for k, v in asdict(cfg).items() if k in RESULT_KNOBS}
+    decided_by = {
+        "spec": asdict(spec),
+        "selection": digest,
+        "knobs": knobs,
+        "seq_len": setup.seq_len,
+        "vocab": setup.vocab_size,
+        "eval": [p.name for p in setup.eval_paths],
+    }
+    if setup.mc_digest:  # absent without items, so runs made before the option still match
+        decided_by["multiple_choice"] = setup.mc_digest
+    return fingerprint(decided_by)
+
+
+def sorted_unique(ids: np.ndarray) -> np.ndarray:
+    """`ids` sorted, each once (np.unique hashes first, several times slower on uint64)."""
+    ids = np.sort(ids)
+    return ids[np.concatenate([[True], ids[1:] != ids[:-1]])] if len(ids) else ids
 
 
 def round_to_batches(n_chunks: int, batch_size: int) -> int:
@@ -106,17 +161,39 @@ def round_to_batches(n_chunks: int, batch_size: int) -> int:
     return (n_chunks // batch_size) * batch_size
 
 
+def repeated_positions(seq_ids: np.ndarray, n_chunks: int, seed: int) -> np.ndarray:
+    """`n_chunks` positions into `seq_ids`: seeded shuffled passes, repeated as needed, cut short
+    (models.data.epoch_order's passes). Within one pass only the first n_chunks are sorted."""
+    if len(seq_ids) == 0:
+        raise BadDataError("a selection has no full-length chunks to train on")
+    if n_chunks <= 0:
+        return np.zeros(0, np.int64)
+    if n_chunks <= len(seq_ids):
+        keys = epoch_keys(seq_ids, seed, 0)
+        if n_chunks < len(seq_ids):  # the candidates: keys up to the n-th smallest
+            kth = np.partition(keys, n_chunks - 1)[n_chunks - 1]
+            candidates = np.flatnonzero(keys <= kth)
+        else:
+            candidates = np.arange(len(seq_ids))
+        order = np.lexsort((seq_ids[candidates], keys[candidates]))
+        return candidates[order][:n_chunks]
+    passes = [
+        np.lexsort((seq_ids, epoch_keys(seq_ids, seed, epoch)))
+        for epoch in range(math.ceil(n_chunks / len(seq_ids)))
+    ]
+    return np.concatenate(passes)[:n_chunks]
+
+
 def repeated_order(index: ChunkIndex, n_chunks: int, seed: int) -> np.ndarray:
     """`n_chunks` positions into `index`: seeded shuffled passes, repeated as needed, cut short."""
-    if len(index) == 0:
-        raise BadDataError("a selection has no full-length chunks to train on")
-    epochs = max(1, math.ceil(n_chunks / len(index)))
-    return epoch_order(index, epochs, seed)[:n_chunks]
+    return repeated_positions(index.seq_id, n_chunks, seed)
 
 
 def selection_digest(seq_ids: np.ndarray) -> str:
     """A short fingerprint of a selection, so a finished run is reused only for the same data."""
-    return order_digest(np.sort(np.asarray(seq_ids, dtype=np.uint64)))
+    seq_ids = np.asarray(seq_ids, dtype=np.uint64)
+    ascending = len(seq_ids) < 2 or bool(np.all(seq_ids[1:] > seq_ids[:-1]))
+    return order_digest(seq_ids if ascending else np.sort(seq_ids))
 
 
 def order_digest(seq_ids: np.ndarray) -> str:
@@ -124,30 +201,82 @@ def order_digest(seq_ids: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(seq_ids, dtype=np.uint64).tobytes()).hexdigest()[:16]
 
 
-def composition(pool: Pool, seq_ids: np.ndarray, target_source: list[str]) -> dict | None:
-    """Selected tokens by source, and precision/recall of target-like tokens (by prefix)."""
-    if pool.source is None:
-        return None
-    rows = pool.positions(seq_ids)
-    tokens = pool.index.n_tokens[rows].astype(np.int64)
-    codes, names = pool.source.codes[rows], pool.source.labels()
-    counts = np.bincount(codes, minlength=len(names))
-    sums = np.bincount(codes, weights=tokens, minlength=len(names))
-    by_label: dict[str, int] = {}
-    for code in np.flatnonzero(counts):  # None and "" both read "" (as before)
-        by_label[str(names[code])] = by_label.get(str(names[code]), 0) + int(sums[code])
-    by_source = {label: by_label[label] for label in sorted(by_label)}
-    result: dict = {"tokens": int(tokens.sum()), "tokens_by_source": by_source}
-    if target_source:
-        all_tokens = pool.index.n_tokens.astype(np.int64)
-        target = pool.source.mask(target_source)
-        selected_hits = int(tokens[target[rows]].sum())
-        pool_hits = int(all_tokens[target].sum())
-        result["precision"] = selected_hits / tokens.sum() if tokens.sum() else None
-        result["recall"] = selected_hits / pool_hits if pool_hits else None
-    return result
+def budgets(cfg: EvaluateConfig, full_counts: dict, seq_len: int) -> dict[float, int]:
+    """Chunks per run at each tau: the configured tokens, or the smallest selection's
+    (`full_counts`: full-length chunks per (method, tau))."""
+    out = {}
+    for tau in (float(t) for t in cfg.taus):
+        if cfg.train_tokens > 0:
+            n_chunks = cfg.train_tokens // seq_len
+        else:
+            n_chunks = min(full_counts[(m, tau)] for m in cfg.methods)
+        out[tau] = round_to_batches(n_chunks, cfg.batch_size)
+        if out[tau] < cfg.batch_size:
+            raise ConfigError(
+                f"evaluate: at tau={tau:g} the budget ({n_chunks} chunks of "
+                f"{seq_len} tokens) is less than one batch of {cfg.batch_size}"
+            )
+    return out
 
 
-def is_target(labels: np.ndarray, prefixes: list[str]) -> np.ndarray:
-    """Mask of labels that start with any of `prefixes` (the target-like sources)."""
-    return np.array([any(str(s).startswith(p) for p in prefixes) for s in labels], dtype=bool)
+def run_specs(cfg: EvaluateConfig, budget: dict[float, int], available: int
+              ) -> tuple[list[RunSpec], list[RunSpec]]:  # fmt: skip
+    """Method runs at each tau's budget, and random-curve runs at multiples of it: one pass over
+    that many distinct chunks of a seeded random order of the whole pool (capped by its
+    `available` full-length chunks; 0 without random_multiples).
+
+    A curve point within `NEAR` of one already planned (the random method's run at the same
+    budget, or the same multiple of an equal budget at another tau) is left out: it would cost a
+    run and add nothing to the curve.
+    """
+    taus = [float(t) for t in cfg.taus]
+    method_specs = [
+        RunSpec(m, tau, budget[tau], seed)
+        for seed in cfg.seeds
+        for tau in taus
+        for m in cfg.methods
+    ]
+    wanted = [RunSpec("random", tau, budget[tau], seed) for seed in cfg.seeds for tau in taus]
+    for seed in cfg.seeds:
+        for tau in taus:
+            for multiple in sorted(cfg.random_multiples):
+                n_chunks = round_to_batches(
+                    min(int(multiple * budget[tau]), available), cfg.batch_size
+                )
+                if n_chunks >= cfg.batch_size:
+                    wanted.append(RunSpec("random", CURVE_TAU, n_chunks, seed))
+    curve_specs: list[RunSpec] = []
+    for spec in wanted:
+        if not any(
+            other.seed == spec.seed and abs(other.n_chunks - spec.n_chunks) <= NEAR * spec.n_chunks
+            for other in curve_specs
+        ):
+            curve_specs.append(spec)
+    return method_specs, curve_specs
+
+
+@dataclass(frozen=True)
+class ScoreHistograms:
+    """The pool's score histograms per source group (for the report's plot)."""
+
+    bins: np.ndarray
+    counts: dict[str, np.ndarray]
+
+
+@dataclass
+class EvaluationPlan:
+    """Everything evaluate decides before any target model trains, and what the report needs
+    of the pool and the selections (which are not kept: 8 bytes per selected chunk)."""
+
+    cfg: EvaluateConfig
+    seq_len: int
+    documents: bool  # selections widened to whole documents (selection.documents)
+    budgets: dict[float, int]
+    method_specs: list[RunSpec]
+    curve_specs: list[RunSpec]
+    runs: list[PlannedRun]
+    setup: Any  # evaluation.train.TargetSetup: what every run shares
+    composition: dict[str, dict | None] = field(default_factory=dict)
+    overlap: dict[str, dict[str, float]] = field(default_factory=dict)
+    scores_by_source: dict[str, dict] | None = None
+    histograms: ScoreHistograms | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -14,7 +13,8 @@ import numpy as np
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.curve import data_multiplier
 from colorfilter.evaluation.oracle import LABEL_ORACLE
-from colorfilter.evaluation.plan import Pool, composition, is_target
+from colorfilter.evaluation.plan import EvaluationPlan
+from colorfilter.evaluation.plots import plot_loss_vs_tau, plot_random_curve, plot_scores_by_source
 from colorfilter.io import storage
 from colorfilter.io.location import Location, as_location
 
@@ -26,6 +26,12 @@ ORACLE_NOTE = (
     "those sources cannot separate them."
 )
 
+DOCUMENTS_NOTE = (
+    "Every selection is widened to the whole source documents of its chunks "
+    "(`selection.documents`), as `colorfilter select` writes it; the budgets follow the "
+    "smallest widened selection."
+)
+
 
 def _tau_value(tau: float) -> int | float:
     return int(tau) if float(tau).is_integer() else float(tau)
@@ -35,27 +41,17 @@ def _spread(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def write_reports(
-    eval_dir: Path | Location,
-    cfg: EvaluateConfig,
-    pool: Pool,
-    selections: dict,
-    budgets: dict,
-    method_specs: list,
-    curve_specs: list,
-    records: dict,
-    seq_len: int,
-    elapsed_s: float,
-    pool_scores: dict[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
+def write_reports(eval_dir: Path | Location, plan: EvaluationPlan, records: dict,
+                  elapsed_s: float) -> dict[str, Any]:  # fmt: skip
     """Aggregate the run records over seeds and write every report file (into a folder or a
     bucket prefix, through the storage layer); return report.json.
 
-    `pool_scores` (`prior_loss`, `cond_loss` and `score`, aligned with the pool's rows) adds a
-    table and a plot of the scores by source, where the pool records one.
+    The plan's numbers about the pool (composition, overlap, scores and histograms by source,
+    where the pool records a source) come from its passes over the pool (stage.plan_evaluation).
     """
-    cells = _method_cells(cfg, method_specs, records)
-    curve = _random_curve(curve_specs, records)
+    cfg = plan.cfg
+    cells = _method_cells(cfg, plan.method_specs, records)
+    curve = _random_curve(plan.curve_specs, records)
     points = [(c["train_tokens"], c["heldout_loss"]) for c in curve]
     multipliers = {}
     for tau in cfg.taus:
@@ -77,26 +73,17 @@ def write_reports(
         ],
         "data_multiplier": {tau: m["value"] for tau, m in multipliers.items()},
     }
-    by_source = None  # row masks per source, computed once for the table and the plot
-    if pool_scores is not None and pool.source is not None:
-        by_source = _source_groups(pool, cfg.target_source)
-    compositions = {
-        f"{m}-tau{t:g}": composition(pool, selections[(m, float(t))], cfg.target_source)
-        for t in cfg.taus
-        for m in cfg.methods
-    }
     details = {
         "config": dataclasses.asdict(cfg),
-        "seq_len": seq_len,
-        "budget_tokens": {f"{t:g}": n * seq_len for t, n in budgets.items()},
+        "seq_len": plan.seq_len,
+        "documents": plan.documents,
+        "budget_tokens": {f"{t:g}": n * plan.seq_len for t, n in plan.budgets.items()},
         "cells": [{"method": m, "tau": _tau_value(t), **c} for (m, t), c in cells.items()],
         "random_curve": curve,
         "data_multiplier": multipliers,
-        "composition": compositions,
-        "overlap_with_color": overlap_with_color(cfg, selections),
-        "scores_by_source": (
-            None if by_source is None else scores_by_source(by_source, pool_scores)
-        ),
+        "composition": plan.composition,
+        "overlap_with_color": plan.overlap,
+        "scores_by_source": plan.scores_by_source,
         "runs": records,
         "elapsed_s": elapsed_s,
         "train_time_s": sum(r.get("wall_time_s", 0.0) for r in records.values()),
@@ -105,27 +92,16 @@ def write_reports(
     storage.makedirs(eval_dir)
     storage.write_json(eval_dir.join("details.json"), details)
     storage.write_text(
-        eval_dir.join("report.md"), _markdown(cfg, cells, curve, multipliers, compositions, details)
+        eval_dir.join("report.md"), _markdown(cfg, cells, curve, multipliers, details)
     )
-    _plot_loss_vs_tau(cfg, cells, eval_dir.join("loss_vs_tau.png"))
-    _plot_random_curve(cfg, cells, curve, eval_dir.join("random_curve.png"))
-    if by_source is not None:
-        _plot_scores_by_source(
-            by_source, pool_scores["score"], eval_dir.join("scores_by_source.png")
-        )
+    plot_loss_vs_tau(cfg, cells, eval_dir.join("loss_vs_tau.png"))
+    plot_random_curve(cfg, cells, curve, eval_dir.join("random_curve.png"))
+    if plan.histograms is not None:
+        plot_scores_by_source(plan.histograms, eval_dir.join("scores_by_source.png"))
     # last: the stage's marker (colorfilter.layout) lists these files, so an evaluation
     # killed while writing the other files does not look finished
     storage.write_json(eval_dir.join("report.json"), report)
     return report
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceGroups:
-    """Row masks of the pool: its largest sources (MAX_SOURCES) and the rest as "other"; and,
-    where the config names target-like prefixes, the target-like part."""
-
-    sources: dict[str, np.ndarray]
-    target: np.ndarray | None
 
 
 def summary(eval_dir: Path | Location) -> str:
@@ -141,69 +117,6 @@ def summary(eval_dir: Path | Location) -> str:
         if started:
             table.append(line)
     return "\n".join([f"report: {report_md} (and report.json, plots)", "", *table])
-
-
-def _source_groups(pool: Pool, target_source: list[str]) -> SourceGroups:
-    table = pool.source.labels(none="(none)")  # one per code; codes are 4 bytes per row
-    names = np.unique(table)
-    code_of_name = np.searchsorted(names, table)  # codes that read the same share a name
-    row_name = code_of_name[pool.source.codes]
-    counts = np.bincount(row_name, minlength=len(names))
-    shown = [str(n) for n in names[np.argsort(-counts, kind="stable")][:MAX_SOURCES]]
-    groups = {name: row_name == np.searchsorted(names, name) for name in sorted(shown)}
-    rest = ~np.isin(row_name, np.searchsorted(names, shown))
-    if rest.any():
-        groups["other"] = rest
-    target = is_target(table, target_source)[pool.source.codes] if target_source else None
-    return SourceGroups(groups, target)
-
-
-def scores_by_source(
-    groups: SourceGroups, pool_scores: dict[str, np.ndarray]
-) -> dict[str, dict[str, float]]:
-    """Mean prior_loss, cond_loss and score per source, plus the whole pool ("all") and its
-    target-like and other parts.
-
-    Why: `cond_loss - prior_loss` on the non-target part is how far fine-tuning moved the
-    conditional away from the prior on the pool. When that drift dwarfs the spread of prior_loss,
-    cond_loss ranks by target-likeness alone and conditional_only selects much as CoLoR does.
-    Only LM-scored chunks count (under the cascade: its sample and candidates, NaN elsewhere).
-    """
-    scored = np.isfinite(pool_scores["score"])
-    masks = dict(groups.sources)
-    masks["all"] = np.ones(len(pool_scores["score"]), dtype=bool)
-    if groups.target is not None:
-        masks["target-like"], masks["not target-like"] = groups.target, ~groups.target
-    out = {}
-    for name, mask in masks.items():
-        mask = mask & scored
-        if not mask.any():
-            continue
-        row = {"chunks": int(mask.sum())}
-        for column in ("prior_loss", "cond_loss", "score"):
-            row[column] = float(np.mean(pool_scores[column][mask], dtype=np.float64))
-        row["prior_loss_std"] = float(np.std(pool_scores["prior_loss"][mask], dtype=np.float64))
-        out[name] = row
-    return out
-
-
-def overlap_with_color(cfg: EvaluateConfig, selections: dict) -> dict[str, dict[str, float]]:
-    """Per tau: the share of CoLoR's selected chunks that each other method also selects.
-
-    Selections at one tau have the same size, so this is also the share of the method's own.
-    Near 1, the two train on nearly the same data and their held-out losses must tie.
-    """
-    if "color" not in cfg.methods:
-        return {}
-    result = {}
-    for tau in cfg.taus:
-        color = selections[("color", float(tau))]
-        result[f"{tau:g}"] = {
-            m: len(np.intersect1d(color, selections[(m, float(tau))])) / max(len(color), 1)
-            for m in cfg.methods
-            if m != "color"
-        }
-    return result
 
 
 def _overlap_lines(cfg: EvaluateConfig, overlap: dict) -> list[str]:
@@ -262,7 +175,7 @@ def _random_curve(specs: list, records: dict) -> list[dict]:
     ]
 
 
-def _markdown(cfg, cells, curve, multipliers, compositions, details) -> str:
+def _markdown(cfg, cells, curve, multipliers, details) -> str:
     taus = [float(t) for t in cfg.taus]
     lines = [
         "# CoLoR-Filter evaluation",
@@ -270,6 +183,7 @@ def _markdown(cfg, cells, curve, multipliers, compositions, details) -> str:
         f"Target model `{cfg.preset}`, seeds {cfg.seeds}; every method at a tau trains on "
         "the same tokens (below), cosine-annealed to the end of its run. Held-out loss in "
         "nats/token on `downstream_eval` (mean ± std over seeds; lower is better).",
+        *(["", DOCUMENTS_NOTE] if details["documents"] else []),
         "",
         *_method_table(cfg, cells, _cell_text),
     ]
@@ -298,7 +212,7 @@ def _markdown(cfg, cells, curve, multipliers, compositions, details) -> str:
         tokens = "n/a" if m["random_tokens"] is None else f"{m['random_tokens']:,.0f}"
         lines.append(f"| {tau} | {budget[tau]:,} | {tokens} | {mark}{value} |")
     lines += ["", "(≥ / ≤: CoLoR's loss is outside the random curve; clamped to its end.)"]
-    lines += _composition_lines(cfg, compositions)
+    lines += _composition_lines(cfg, details["composition"])
     lines += _overlap_lines(cfg, details["overlap_with_color"])
     lines += _scores_by_source_lines(details["scores_by_source"])
     lines += [
@@ -458,88 +372,3 @@ def _scores_by_source_lines(rows: dict[str, dict[str, float]] | None) -> list[st
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
-
-
-def _figure() -> tuple[Any, Any]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4.5), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure, figure.add_subplot(1, 1, 1)
-
-
-def _save(figure: Any, path: Location) -> None:
-    """The PNG rendered in memory, then written whole (to disk or a bucket)."""
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    storage.write_bytes(path, buffer.getvalue())
-
-
-def _plot_loss_vs_tau(cfg: EvaluateConfig, cells: dict, path: Location) -> None:
-    figure, axes = _figure()
-    for method in cfg.methods:
-        taus = [float(t) for t in cfg.taus if (method, float(t)) in cells]
-        means = [cells[(method, t)]["mean"] for t in taus]
-        spreads = [cells[(method, t)]["spread"] for t in taus]
-        axes.errorbar(taus, means, yerr=spreads, marker="o", capsize=3, label=method)
-    axes.set_xscale("log", base=2)
-    axes.set_xticks([float(t) for t in cfg.taus], [f"{t:g}" for t in cfg.taus])
-    axes.minorticks_off()
-    axes.set_xlabel("selection ratio τ (keep 1 in τ; every method trains on the same tokens)")
-    axes.set_ylabel("held-out loss (nats/token)")
-    axes.set_title(f"Held-out target loss by method ({cfg.preset})")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="best", fontsize=8)
-    _save(figure, path)
-
-
-def _plot_random_curve(cfg: EvaluateConfig, cells: dict, curve: list, path: Location) -> None:
-    figure, axes = _figure()
-    axes.plot(
-        [c["train_tokens"] for c in curve],
-        [c["heldout_loss"] for c in curve],
-        "o-",
-        color="gray",
-        label="random",
-    )
-    for tau in cfg.taus:
-        cell = cells.get(("color", float(tau)))
-        if cell is not None:
-            axes.plot(
-                cell["train_tokens"], cell["mean"], "*", markersize=12, label=f"CoLoR τ={tau:g}"
-            )
-    axes.set_xscale("log")
-    axes.set_xlabel("train tokens")
-    axes.set_ylabel("held-out loss (nats/token)")
-    axes.set_title("Random data: held-out loss vs tokens, with CoLoR")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    _save(figure, path)
-
-
-MAX_SOURCES = 8  # sources drawn one by one in the score plot; the rest are pooled as "other"
-
-
-def _plot_scores_by_source(by_source: SourceGroups, scores: np.ndarray, path: Location) -> None:
-    """Score (prior_loss - cond_loss) histograms per source, each normalised to its own count."""
-    finite = np.isfinite(scores)
-    groups = {name: scores[mask & finite] for name, mask in by_source.sources.items()}
-    figure, axes = _figure()
-    bins = np.linspace(float(np.min(scores[finite])), float(np.max(scores[finite])), 60)
-    for name, values in groups.items():
-        axes.hist(
-            values,
-            bins=bins,
-            density=True,
-            histtype="step",
-            linewidth=1.5,
-            label=f"{name} ({len(values):,})",
-        )
-    axes.set_xlabel("score = prior_loss - cond_loss (nats/token)")
-    axes.set_ylabel("density (each source normalised)")
-    axes.set_title("Pool score distributions by source")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    _save(figure, path)

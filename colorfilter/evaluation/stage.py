@@ -1,12 +1,15 @@
 """The evaluate stage: train a target model per (method, tau, seed) and on a random-data curve.
 
 Every method at a tau trains on the same number of tokens (the budget: `train_tokens`, or the
-smallest selection's full-chunk tokens at that tau), from the same initialisation, with a cosine
+smallest selection's full chunks at that tau), from the same initialisation, with a cosine
 schedule annealed to the end of the run; a smaller selection is repeated in seeded shuffled
-passes. Each run writes OUTPUT/eval/runs/<name>.json whole; a rerun skips the runs whose
-record carries the same run hash (`runs.py`, which trains the rest as executor tasks,
-`evaluate.workers` at a time).
-The report is rebuilt from those records every time.
+passes. Each run's record is a colorfilter.io.commit unit under OUTPUT/eval/runs/; a rerun
+skips the runs whose record carries the same run hash (`runs.py`, which trains the rest as
+executor tasks, `evaluate.workers` at a time). The report is rebuilt from the records every time.
+
+Planning (`plan_evaluation`, everything before the first target model trains) holds no
+pool-sized array: two passes over the pool's token shards (pool.take_census, survey.survey),
+the selections as select computes them (selections.py), and the runs' own chunks.
 
 OUTPUT may be a bucket: every path comes from colorfilter.layout.RunLayout, the shards are read
 through colorfilter.io.transfer, the tokenizer from a node-local copy (colorfilter.io.cache), and
@@ -24,107 +27,186 @@ import numpy as np
 from colorfilter.config import Config, cascade_method_problems
 from colorfilter.configtools import raise_problems
 from colorfilter.errors import BadDataError, ConfigError
+from colorfilter.evaluation.bysource import composition as composition_of
+from colorfilter.evaluation.bysource import histograms, scores_by_source, source_groups
 from colorfilter.evaluation.config import EvaluateConfig
-from colorfilter.evaluation.oracle import LABEL_ORACLE, label_oracle
-from colorfilter.evaluation.plan import Pool, full_chunks, round_to_batches
-from colorfilter.evaluation.runs import RunSpec, plan_run, run_all
+from colorfilter.evaluation.multiple_choice import items_digest, load_items
+from colorfilter.evaluation.oracle import LABEL_ORACLE
+from colorfilter.evaluation.plan import (
+    CURVE_TAU,
+    EvaluationPlan,
+    PlannedRun,
+    RunData,
+    RunSpec,
+    ScoreHistograms,
+    budgets,
+    lay_out_selection,
+    planned,
+    run_data,
+    run_specs,
+    sorted_unique,
+)
+from colorfilter.evaluation.pool import Census, is_target, take_census
+from colorfilter.evaluation.report import write_reports
+from colorfilter.evaluation.runs import run_all
+from colorfilter.evaluation.selections import (
+    Selections,
+    method_selections,
+    oracle,
+    overlap_with_color,
+)
+from colorfilter.evaluation.survey import Survey, SurveyRequest, survey
+from colorfilter.evaluation.train import TargetSetup
 from colorfilter.io import storage
 from colorfilter.io.atomic import remove_stale_temps
+from colorfilter.io.cache import local_copy
 from colorfilter.io.location import Location
 from colorfilter.io.token_shards import prepared_shard_locations, shard_locations
-from colorfilter.io.transfer import read_parquet
 from colorfilter.layout import RunLayout
-from colorfilter.pipeline.select import (
-    ScoreSource,
-    check_pool_size,
-    compute_selections,
-    score_source,
-)
+from colorfilter.models.checkpoints import load_tokenizer
+from colorfilter.models.data import ChunkIndex
+from colorfilter.pipeline.select import ScoreSource, check_pool_size, count_rows, score_source
 
 log = logging.getLogger(__name__)
 
-NEAR = 0.03  # random-curve points closer than this (relative token count) are run once
-# Random-curve runs draw from the whole pool, so a point larger than a tau's random selection
-# still sees distinct chunks (a selection would be repeated, or capped to its own size).
-CURVE_TAU = 1.0
+HISTOGRAM_BINS = 60  # score histogram bins of the by-source plot
 
 
 def run_evaluate(config: Config, overwrite: bool = False) -> dict[str, Any]:
     """Run (or reuse) every evaluation run, then write OUTPUT/eval/report.{json,md} and plots."""
-    from colorfilter.evaluation.report import write_reports
-
     started = time.perf_counter()
-    cfg: EvaluateConfig = config.evaluate
     layout = RunLayout.of(config)
-    token_paths, source = _checked_inputs(config, cfg, layout)
-    pool = Pool.read(token_paths)
-    scores = _read_scores(source, pool)
-    pool_scores = _pool_scores(pool, scores)
-    selections = _selections(config, cfg, source)
-    if LABEL_ORACLE in cfg.methods:
-        selections.update(_oracle_selections(cfg, pool, pool_scores["score"]))
-    budgets = _budgets(cfg, pool, selections, config.seq_len)
-    method_specs, curve_specs = _plan_runs(cfg, pool, selections, budgets, config.seq_len)
-    setup = target_setup(config)
+    plan = plan_evaluation(config)
     runs_dir = layout.eval_runs
     storage.makedirs(runs_dir)
     if runs_dir.is_local:  # an aborted upload leaves nothing on a bucket
         remove_stale_temps(runs_dir.path)
-    runs = [
-        plan_run(spec, selections[(spec.method, spec.tau)], pool, cfg, setup)
-        for spec in dict.fromkeys(method_specs + curve_specs)
-    ]
     layout.withdraw_stage("evaluate")  # first: the old report no longer stands for the runs
-    records = run_all(runs, cfg, setup, runs_dir, overwrite, config.executor, config.ray)
-    report = write_reports(
-        layout.eval,
-        cfg,
-        pool,
-        selections,
-        budgets,
-        method_specs,
-        curve_specs,
-        records,
-        config.seq_len,
-        time.perf_counter() - started,
-        pool_scores,
-    )
+    records = run_all(plan.runs, plan.cfg, plan.setup, runs_dir, overwrite, config.executor,
+                      config.ray)  # fmt: skip
+    report = write_reports(layout.eval, plan, records, time.perf_counter() - started)
     written = [info.location for info in storage.find(layout.eval)]
     layout.finish_stage("evaluate", written, {"runs": len(records)})
     return report
 
 
-def _read_scores(source: ScoreSource, pool: Pool) -> Any:
-    """The pool's LM score columns (for the by-source report and the label oracle). Refused
-    before any training unless there is one row per pool chunk (the cascade's scores: one per
-    LM-scored chunk)."""
-    import pyarrow as pa
+def plan_evaluation(config: Config) -> EvaluationPlan:
+    """Everything before the first target model trains: the selections, the budgets, every
+    run's chunks and order (and its hash), and the report's numbers about the pool."""
+    cfg: EvaluateConfig = config.evaluate
+    token_paths, source = _checked_inputs(config, cfg, RunLayout.of(config))
+    scores = source.shards if source.kind == "lm" else None
+    census = take_census(token_paths, config.seq_len, scores)
+    selections = method_selections(config, cfg, source, token_paths)
+    if LABEL_ORACLE in cfg.methods:
+        selections.update(oracle(config, cfg, census, source))
+    counts = {key: census.full_count(ids) for key, ids in selections.items()}
+    budget = budgets(cfg, counts, config.seq_len)
+    available = census.full_chunks if cfg.random_multiples else 0
+    method_specs, curve_specs = run_specs(cfg, budget, available)
+    setup = target_setup(config)
+    specs = list(dict.fromkeys(method_specs + curve_specs))
+    drawn = {spec for spec in specs if _draws_from_pool(spec, census)}
+    laid_out = _lay_out([s for s in specs if s not in drawn], selections, census, cfg, setup)
+    request = _request(cfg, drawn, selections, census, laid_out)
+    overlap = overlap_with_color(cfg, selections)
+    del selections  # the survey's request holds the ones the report's compositions need
+    found = survey(census, request, config.seq_len, scores)
+    runs = _located(specs, laid_out, found, census, (cfg, setup), request.locate)
+    plan = EvaluationPlan(
+        cfg, config.seq_len, config.selection.documents, budget, method_specs, curve_specs,
+        runs, setup, overlap=overlap,
+    )  # fmt: skip
+    _pool_numbers(plan, census, found, request)
+    return plan
 
-    columns = ["seq_id", "prior_loss", "cond_loss", "score"]
-    if source.kind != "lm":
-        return None
-    scores = pa.concat_tables([read_parquet(path, columns=columns) for path in source.shards])
-    expected = source.cascade["lm_scored_chunks"] if source.cascade else len(pool.index)
-    if scores.num_rows != expected:
-        what = "chunks the cascade scored" if source.cascade else "chunks"
-        raise BadDataError(
-            f"the pool's score shards hold {scores.num_rows:,} rows for {expected:,} {what}: "
-            "rerun `colorfilter score`"
+
+def _draws_from_pool(spec: RunSpec, census: Census) -> bool:
+    """A random run at tau 1 (the random curve's) trains on the first chunks of a seeded pass
+    over the whole pool: drawn as the pool streams by (survey), unless it must repeat it."""
+    return spec.method == "random" and spec.tau == CURVE_TAU and spec.n_chunks <= census.full_chunks
+
+
+def _lay_out(specs: list[RunSpec], selections: Selections, census: Census,
+             cfg: EvaluateConfig, setup: Any) -> dict[RunSpec, RunData]:  # fmt: skip
+    """Each method run's chunks and order from its selection (one selection at a time)."""
+    return {
+        spec: lay_out_selection(spec, selections[(spec.method, spec.tau)], census, cfg, setup)
+        for spec in specs
+    }
+
+
+def _request(cfg: EvaluateConfig, drawn: set[RunSpec], selections: Selections, census: Census,
+             laid_out: dict[RunSpec, RunData]) -> SurveyRequest:  # fmt: skip
+    """What pass 2 must find: compositions, the method runs' chunks, the curve's draws, and
+    score histograms where the pool has labels and LM scores."""
+    request = SurveyRequest()
+    if census.labels is not None:
+        request.selections = {
+            (m, float(t)): selections[(m, float(t))] for t in cfg.taus for m in cfg.methods
+        }
+        if census.moments is not None and census.score_range is not None:
+            request.bins = np.linspace(*census.score_range, HISTOGRAM_BINS)
+    if laid_out:
+        request.locate = sorted_unique(np.concatenate([d.seq_ids for d in laid_out.values()]))
+    for spec in drawn:
+        request.draws[spec.seed] = max(request.draws.get(spec.seed, 0), spec.n_chunks)
+    return request
+
+
+def _located(specs: list[RunSpec], laid_out: dict[RunSpec, RunData], found: Survey,
+             census: Census, settings: tuple, locate: np.ndarray) -> list[PlannedRun]:  # fmt: skip
+    """Every run with its chunks' shard and row (from pass 2)."""
+    located = _index(census, locate, *found.located)
+    drawn = {seed: _drawn_index(census, draw) for seed, draw in found.drawn.items()}
+    runs = []
+    for spec in specs:
+        if spec not in laid_out:  # the first n_chunks of the pool's seeded pass
+            trained = found.drawn[spec.seed][0][: spec.n_chunks]
+            data = run_data(spec, trained, census.full_chunks, census.digest, *settings)
+            index = drawn[spec.seed]
+        else:
+            data, index = laid_out[spec], located
+        runs.append(planned(data, index.take(np.searchsorted(index.seq_id, data.seq_ids))))
+    return runs
+
+
+def _index(census: Census, seq_ids: np.ndarray, number: np.ndarray, row: np.ndarray
+           ) -> ChunkIndex:  # fmt: skip
+    """Full-length chunks (ascending seq_ids) as a ChunkIndex into the pool's shards."""
+    n_tokens = np.full(len(seq_ids), census.seq_len, np.int32)
+    return ChunkIndex(census.paths, number.astype(np.int32), row.astype(np.int64), seq_ids,
+                      n_tokens)  # fmt: skip
+
+
+def _drawn_index(census: Census, draw: tuple[np.ndarray, np.ndarray, np.ndarray]) -> ChunkIndex:
+    seq_ids, number, row = draw
+    ascending = np.argsort(seq_ids, kind="stable")
+    return _index(census, seq_ids[ascending], number[ascending], row[ascending])
+
+
+def _pool_numbers(plan: EvaluationPlan, census: Census, found: Survey,
+                  request: SurveyRequest) -> None:  # fmt: skip
+    """The report's numbers about the pool: compositions, scores and histograms by source."""
+    cfg = plan.cfg
+    plan.composition = {f"{m}-tau{t:g}": None for t in cfg.taus for m in cfg.methods}
+    if census.labels is None:
+        return
+    names = census.labels.labels()
+    target = census.labels.mask(cfg.target_source) if cfg.target_source else None
+    for (method, tau), selected in found.selected.items():
+        plan.composition[f"{method}-tau{tau:g}"] = composition_of(
+            names, selected, census.tokens_by_code, target
         )
-    return scores
-
-
-def _pool_scores(pool: Pool, scores: Any) -> dict[str, np.ndarray] | None:
-    """Each pool row's losses and score, in the pool's row order (for the by-source report);
-    NaN for chunks the LM pair did not score (the cascade's prefiltered ones)."""
-    if scores is None:
-        return None
-    rows = pool.positions(scores.column("seq_id").to_numpy())
-    out = {}
-    for name in ("prior_loss", "cond_loss", "score"):
-        out[name] = np.full(len(pool.index), np.nan, dtype=np.float32)
-        out[name][rows] = scores.column(name).to_numpy()
-    return out
+    if census.moments is None:
+        return
+    shown = census.labels.labels(none="(none)")
+    shown_target = is_target(shown, cfg.target_source) if cfg.target_source else None
+    groups = source_groups(shown, census.chunks_by_code, shown_target)
+    plan.scores_by_source = scores_by_source(groups, census.moments)
+    if found.histograms is not None:
+        counts = np.pad(found.histograms, ((0, max(len(shown) - len(found.histograms), 0)), (0, 0)))
+        plan.histograms = ScoreHistograms(request.bins, histograms(groups, counts))
 
 
 def _checked_inputs(
@@ -143,7 +225,23 @@ def _checked_inputs(
     if missing:
         raise ConfigError(f"evaluate.multiple_choice: no such file {missing}")
     check_pool_size(source.pool_rows, cfg.taus, config.selection.min_chunks, "evaluate.taus")
+    _check_score_rows(source)
     return token_paths, source
+
+
+def _check_score_rows(source: ScoreSource) -> None:
+    """Refused before any training unless the LM score shards hold one row per pool chunk
+    (under the cascade: one per chunk it LM-scored), counted from their footers."""
+    if source.kind != "lm":
+        return
+    rows = count_rows(source.shards)
+    expected = source.cascade["lm_scored_chunks"] if source.cascade else source.pool_rows
+    if rows != expected:
+        what = "chunks the cascade scored" if source.cascade else "chunks"
+        raise BadDataError(
+            f"the pool's score shards hold {rows:,} rows for {expected:,} {what}: "
+            "rerun `colorfilter score`"
+        )
 
 
 def _is_file(path: str, config: Config) -> bool:
@@ -152,111 +250,15 @@ def _is_file(path: str, config: Config) -> bool:
     return storage.exists(loc) and not storage.is_dir(loc)
 
 
-def _curve_taus(cfg: EvaluateConfig) -> list[float]:
-    return [CURVE_TAU] if cfg.random_multiples else []
-
-
-def _selections(
-    config: Config, cfg: EvaluateConfig, source: ScoreSource
-) -> dict[tuple[str, float], np.ndarray]:
-    """Chosen seq_ids per (method, tau); random also at the random curve's ratios (each method
-    streams what it ranks, as select does)."""
-    wanted = {method: list(cfg.taus) for method in cfg.methods if method != LABEL_ORACLE}
-    wanted.setdefault("random", [])
-    wanted["random"] = sorted(set(wanted["random"]) | set(_curve_taus(cfg)) | set(cfg.taus))
-    selections = {}
-    for method, taus in wanted.items():  # select's own code and settings (temperature, block_n)
-        selections.update(compute_selections(config, [method], taus, source, "evaluate"))
-    return selections
-
-
-def _oracle_selections(
-    cfg: EvaluateConfig, pool: Pool, score: np.ndarray
-) -> dict[tuple[str, float], np.ndarray]:
-    """The label oracle's selections: it reads the pool's `source` labels, as no method may."""
-    if pool.source is None:
-        raise ConfigError(
-            f"evaluate.methods: {LABEL_ORACLE} needs the pool's `source` labels; the token "
-            "shards have none (set data.source_field and rerun prepare)"
-        )
-    target_like = pool.source.mask(cfg.target_source)
-    chosen = label_oracle(pool.index.seq_id, score, target_like, cfg.taus)
-    return {(LABEL_ORACLE, tau): ids for tau, ids in chosen.items()}
-
-
-def _budgets(cfg: EvaluateConfig, pool: Pool, selections: dict, seq_len: int) -> dict[float, int]:
-    """Chunks per run at each tau: the configured tokens, or the smallest selection's."""
-    budgets = {}
-    for tau in cfg.taus:
-        if cfg.train_tokens > 0:
-            n_chunks = cfg.train_tokens // seq_len
-        else:
-            n_chunks = min(
-                len(full_chunks(pool, selections[(m, float(tau))], seq_len)) for m in cfg.methods
-            )
-        budgets[float(tau)] = round_to_batches(n_chunks, cfg.batch_size)
-        if budgets[float(tau)] < cfg.batch_size:
-            raise ConfigError(
-                f"evaluate: at tau={tau:g} the budget ({n_chunks} chunks of "
-                f"{seq_len} tokens) is less than one batch of {cfg.batch_size}"
-            )
-    return budgets
-
-
-def _plan_runs(
-    cfg: EvaluateConfig, pool: Pool, selections: dict, budgets: dict[float, int], seq_len: int
-) -> tuple[list[RunSpec], list[RunSpec]]:
-    """Method runs at each tau's budget, and random-curve runs at multiples of it: one pass over
-    that many distinct chunks of a seeded random order of the whole pool (capped by the pool).
-
-    A curve point within `NEAR` of one already planned (the random method's run at the same
-    budget, or the same multiple of an equal budget at another tau) is left out: it would cost a
-    run and add nothing to the curve.
-    """
-    method_specs = [
-        RunSpec(m, float(tau), budgets[float(tau)], seed)
-        for seed in cfg.seeds
-        for tau in cfg.taus
-        for m in cfg.methods
-    ]
-    wanted = [
-        RunSpec("random", float(tau), budgets[float(tau)], seed)
-        for seed in cfg.seeds
-        for tau in cfg.taus
-    ]
-    pool_random = selections.get(("random", CURVE_TAU), np.empty(0, np.uint64))
-    available = len(full_chunks(pool, pool_random, seq_len))  # 0 without random_multiples
-    for seed in cfg.seeds:
-        for tau in cfg.taus:
-            for multiple in sorted(cfg.random_multiples):
-                n_chunks = round_to_batches(
-                    min(int(multiple * budgets[float(tau)]), available), cfg.batch_size
-                )
-                if n_chunks >= cfg.batch_size:
-                    wanted.append(RunSpec("random", CURVE_TAU, n_chunks, seed))
-    curve_specs: list[RunSpec] = []
-    for spec in wanted:
-        if not any(
-            other.seed == spec.seed and abs(other.n_chunks - spec.n_chunks) <= NEAR * spec.n_chunks
-            for other in curve_specs
-        ):
-            curve_specs.append(spec)
-    return method_specs, curve_specs
-
-
-def target_setup(config: Config) -> Any:
-    from colorfilter.evaluation.train import TargetSetup
-    from colorfilter.io.cache import local_copy
-    from colorfilter.models.checkpoints import load_tokenizer
-
+def target_setup(config: Config) -> TargetSetup:
+    """What every run shares: the model's vocabulary and special ids, the held-out split, the
+    multiple-choice items (the tokenizer checked against the one prepare used)."""
     layout = RunLayout.of(config)
     layout.check_tokenizer()
     tokenizer_dir = local_copy(layout.tokenizer)  # a remote one is fetched once per node
     tokenizer, pad_id = load_tokenizer(tokenizer_dir)
     mc_items, mc_digest = (), ""
     if config.evaluate.multiple_choice:
-        from colorfilter.evaluation.multiple_choice import items_digest, load_items
-
         paths = config.evaluate.multiple_choice
         mc_items = tuple(load_items(paths, tokenizer, config.seq_len, config.storage))
         mc_digest = items_digest(mc_items)

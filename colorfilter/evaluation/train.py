@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from colorfilter.evaluation.config import EvaluateConfig
-from colorfilter.models.data import ChunkIndex
+from colorfilter.evaluation.multiple_choice import accuracy
+from colorfilter.models.config import TrainConfig
+from colorfilter.models.data import ChunkIndex, load_rank_batches
+from colorfilter.models.losses import evaluate_loss
+from colorfilter.models.presets import build_model
+from colorfilter.models.runtime import DistContext, resolve_device, set_threads
+from colorfilter.models.training import LoopSpec, train_loop
 
 
 @dataclass(frozen=True)
@@ -32,10 +38,8 @@ class TargetSetup:
     mc_digest: str = ""  # multiple_choice.items_digest of mc_items ("" when there are none)
 
 
-def train_config(cfg: EvaluateConfig) -> Any:
+def train_config(cfg: EvaluateConfig) -> TrainConfig:
     """The models package's TrainConfig for a target run (no checkpoints: runs are short)."""
-    from colorfilter.models.config import TrainConfig
-
     return TrainConfig(
         batch_size=cfg.batch_size,
         lr=cfg.lr,
@@ -60,12 +64,6 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train a fresh `cfg.preset` model (init seed `seed`) on `order`; return its numbers."""
     import torch
-
-    from colorfilter.models.data import load_rank_batches
-    from colorfilter.models.losses import evaluate_loss
-    from colorfilter.models.presets import build_model
-    from colorfilter.models.runtime import DistContext, resolve_device, set_threads
-    from colorfilter.models.training import LoopSpec, train_loop
 
     started = time.perf_counter()
     set_threads(cfg.torch_threads)
@@ -100,8 +98,6 @@ def train_and_evaluate(
     last = state.history[-10:]
     mc = {}
     if setup.mc_items:
-        from colorfilter.evaluation.multiple_choice import accuracy
-
         mc = accuracy(model, setup.mc_items, setup.pad_id, cfg.eval_batch_size, device)
     return {
         "train_tokens": int(state.tokens_seen),

@@ -14,6 +14,7 @@ from colorfilter.config import Config
 from colorfilter.errors import BadDataError, ConfigError, DamagedDataError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.curve import data_multiplier
+from colorfilter.evaluation.records import read_record
 from colorfilter.evaluation.report import summary
 from colorfilter.evaluation.stage import run_evaluate
 from colorfilter.io.atomic import write_parquet_atomic
@@ -176,7 +177,7 @@ def test_report_schema_and_equal_budgets(evaluated) -> None:
 
 def test_runs_record_exact_tokens_and_outputs_exist(evaluated) -> None:
     root, _, _ = evaluated
-    runs = [json.loads(p.read_text()) for p in (root / "eval" / "runs").glob("*.json")]
+    runs = [read_record(p) for p in (root / "eval" / "runs").glob("*.json")]
     assert runs and all(r["train_tokens"] == r["n_chunks"] * SEQ_LEN for r in runs)
     # random-curve runs draw from the whole pool: one pass over distinct chunks, never repeated
     curve = [r for r in runs if r["method"] == "random" and r["tau"] == 1.0]
@@ -240,7 +241,7 @@ def test_multiple_choice_accuracy_per_run_and_in_the_report(evaluated, tmp_path)
     mc_path.write_text("".join(json.dumps(item) + "\n" for item in items))
     config.evaluate.multiple_choice = [str(mc_path)]
     run_evaluate(config)
-    runs = [json.loads(p.read_text()) for p in (copy / "eval" / "runs").glob("*.json")]
+    runs = [read_record(p) for p in (copy / "eval" / "runs").glob("*.json")]
     assert runs and all(r["mc_items"] == 2 and 0 <= r["mc_accuracy"] <= 1 for r in runs)
     cells = json.loads((copy / "eval" / "details.json").read_text())["cells"]
     assert all("mc_accuracy" in c and "mc_accuracy_norm" in c for c in cells)
@@ -308,8 +309,8 @@ def test_workers_train_the_same_runs_as_one_process(evaluated, tmp_path, ray_ses
         "random-tau4-n56-seed0.json",
     ]
     for path in runs:
-        parallel = json.loads(path.read_text())
-        alone = json.loads((root / "eval" / "runs" / path.name).read_text())
+        parallel = read_record(path)
+        alone = read_record(root / "eval" / "runs" / path.name)
         assert parallel["run_hash"] == alone["run_hash"]
         assert parallel["train_tokens"] == alone["train_tokens"]
         assert parallel["heldout_loss"] == pytest.approx(alone["heldout_loss"], rel=1e-6)
@@ -324,7 +325,7 @@ def test_a_lone_run_trains_with_a_workers_threads(evaluated, tmp_path) -> None:
     run_evaluate(config)
     [path] = (config.output_path / "eval" / "runs").glob("*.json")
     # trained in this process, with the threads it would have had in a worker (numerics match)
-    assert json.loads(path.read_text())["torch_threads"] == threads_per_worker(config.evaluate)
+    assert read_record(path)["torch_threads"] == threads_per_worker(config.evaluate)
 
 
 def test_a_failed_run_in_a_worker_is_raised_and_not_recorded(
@@ -350,17 +351,19 @@ def test_a_failed_run_in_a_worker_is_raised_and_not_recorded(
 def test_a_run_failing_in_an_actor_raises_its_error_and_writes_no_record(
     evaluated, tmp_path, ray_session
 ) -> None:
-    from colorfilter.evaluation.plan import Pool
-    from colorfilter.evaluation.runs import RunSpec, plan_run, run_all
+    from colorfilter.evaluation.plan import RunSpec, plan_indexed_run
+    from colorfilter.evaluation.runs import run_all
     from colorfilter.evaluation.stage import target_setup
     from colorfilter.io.token_shards import prepared_shards
+    from colorfilter.models.data import read_chunk_index
 
     config = _copy_config(evaluated[0], tmp_path, ["random"], [4], [])
     setup = target_setup(config)
     paths = prepared_shards(config.output_path / "tokens" / "pool")
-    pool = Pool.read(paths)
+    index = read_chunk_index(paths)
+    full = index.take(np.flatnonzero(index.n_tokens == SEQ_LEN))
     spec = RunSpec("random", 1.0, 16, 0)
-    runs = [plan_run(spec, pool.index.seq_id, pool, config.evaluate, setup)]
+    runs = [plan_indexed_run(spec, full, config.evaluate, setup)]
     for path in paths:  # planned, then the pool's token shards are truncated under the runs
         path.write_bytes(path.read_bytes()[:-100])
     runs_dir = config.output_path / "eval" / "runs"
@@ -381,19 +384,14 @@ def test_workers_must_be_at_least_one(evaluated, tmp_path) -> None:
         run_evaluate(config)
 
 
-def test_label_oracle_needs_source_labels() -> None:
-    from colorfilter.evaluation.plan import Pool
-    from colorfilter.evaluation.stage import _oracle_selections
-    from colorfilter.models.data import ChunkIndex
+def test_label_oracle_needs_source_labels(evaluated, tmp_path) -> None:
+    import pyarrow.parquet as pq
 
-    ids = np.arange(4, dtype=np.uint64)
-    index = ChunkIndex(
-        [Path("x")], np.zeros(4, np.int32), np.arange(4), ids, np.full(4, SEQ_LEN, np.int32)
-    )
-    pool = Pool(index, None, np.arange(4))
-    cfg = EvaluateConfig(methods=["label_oracle"], taus=[2], target_source=["book:"])
+    config = _copy_config(evaluated[0], tmp_path, ["color", "label_oracle"], [4], [])
+    for shard in (config.output_path / "tokens" / "pool").glob("*.parquet"):
+        write_parquet_atomic(shard, pq.read_table(shard).drop_columns(["source"]))
     with pytest.raises(ConfigError, match="needs the pool's `source` labels"):
-        _oracle_selections(cfg, pool, np.zeros(4, np.float32))
+        run_evaluate(config)
 
 
 def test_score_shards_missing_rows_are_refused(evaluated, tmp_path) -> None:
@@ -413,10 +411,11 @@ def test_score_shards_missing_rows_are_refused(evaluated, tmp_path) -> None:
 
 
 def test_overlap_with_color_is_the_shared_share_of_each_selection() -> None:
-    from colorfilter.evaluation.report import overlap_with_color
+    from colorfilter.evaluation.packed import PackedIds
+    from colorfilter.evaluation.selections import overlap_with_color
 
     cfg = EvaluateConfig(methods=["color", "dsir", "random"], taus=[4])
-    ids = lambda *xs: np.array(xs, dtype=np.uint64)  # noqa: E731
+    ids = lambda *xs: PackedIds.pack(np.array(xs, dtype=np.uint64))  # noqa: E731
     selections = {
         ("color", 4.0): ids(1, 2, 3, 4),
         ("dsir", 4.0): ids(4, 3, 5, 6),

@@ -17,6 +17,7 @@ import pytest
 
 from colorfilter.errors import ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
+from colorfilter.evaluation.records import read_record
 from colorfilter.evaluation.report import summary
 from colorfilter.evaluation.stage import run_evaluate
 from colorfilter.io import storage
@@ -74,7 +75,7 @@ def bucket_run(local_run, s3_bucket, tmp_path, monkeypatch):
 
 def _records(eval_runs) -> dict[str, dict]:
     return {
-        loc.name: {k: v for k, v in storage.read_json(loc).items() if k not in TIMINGS}
+        loc.name: {k: v for k, v in read_record(loc).items() if k not in TIMINGS}
         for loc in storage.list_dir(eval_runs)
     }
 

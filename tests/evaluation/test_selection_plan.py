@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from colorfilter.evaluation.config import EvaluateConfig
-from colorfilter.evaluation.stage import _selections
-from colorfilter.io.token_shards import list_shards
+from colorfilter.evaluation.selections import method_selections
+from colorfilter.io.token_shards import list_shards, shard_locations
 from colorfilter.layout import RunLayout
 from colorfilter.pipeline.select import run_select, score_source
 from colorfilter.selection import DSIR_WEIGHT, dsir
@@ -34,17 +34,18 @@ def test_evaluate_selects_what_select_writes_for_every_method(tmp_path):
     config.evaluate = EvaluateConfig(methods=list(METHODS), taus=[4.0], random_multiples=[])
     run_select(config)
     run = RunLayout.of(config)
-    scores = score_source(config, run, list_shards(root / "tokens" / "pool"), METHODS)
-    evaluated = _selections(config, config.evaluate, scores)
+    token_paths = shard_locations(run.tokens("pool"))
+    scores = score_source(config, run, token_paths, METHODS)
+    evaluated = method_selections(config, config.evaluate, scores, token_paths)
     assert sorted(evaluated) == sorted((m, 4.0) for m in METHODS)
     for method in METHODS:
         written = np.load(root / "selected" / f"{method}-tau4" / "indices.npy")
-        assert np.array_equal(evaluated[(method, 4.0)], np.sort(written)), method
+        assert np.array_equal(evaluated[(method, 4.0)].ids(), np.sort(written)), method
     assert np.array_equal(dsir_weights(root), serial_dsir_weights(root))
     default = replace(config, selection=replace(config.selection, temperature=1.0, block_n=64))
-    others = _selections(default, config.evaluate, scores)
+    others = method_selections(default, config.evaluate, scores, token_paths)
     for method in ("color_softmax", "color_batchwise"):  # the settings reach evaluate's methods
-        assert not np.array_equal(others[(method, 4.0)], evaluated[(method, 4.0)]), method
+        assert not np.array_equal(others[(method, 4.0)].ids(), evaluated[(method, 4.0)].ids())
 
 
 def dsir_weights(root) -> np.ndarray:
