@@ -27,10 +27,10 @@ def bench(config_path: str, workers: int, runs: int, tokens: int, threads: int) 
 
     from colorfilter.config import load_config
     from colorfilter.evaluation.plan import RunSpec, plan_indexed_run, round_to_batches
-    from colorfilter.evaluation.runs import run_all
-    from colorfilter.evaluation.stage import target_setup
     from colorfilter.io.token_shards import list_shards
     from colorfilter.models.data import read_chunk_index
+    from colorfilter.pipeline.evaluate import target_setup
+    from colorfilter.pipeline.evaluate_runs import run_all
 
     config = load_config(config_path)
     cfg = replace(config.evaluate, workers=workers, torch_threads=threads, progress=False)

@@ -6,7 +6,7 @@ For each size it builds a synthetic run directory with scripts/bench_scale.py's 
 shards as prepare writes them with a `source` label, 1 in 50 "books"; score shards; the bundled
 tokenizer), adds a held-out split and the stage markers (RunLayout.finish_stage, so `require`
 passes), then runs in child processes, each measured by its own ru_maxrss:
-  - `plan`: colorfilter.evaluation.stage.plan_evaluation (selections of every method and tau,
+  - `plan`: colorfilter.pipeline.evaluate.plan_evaluation (selections of every method and tau,
     the label oracle, budgets, every run's chunks and order, the report's pool numbers);
   - `select_plan`: select's own planning of the same methods and taus
     (pipeline.select.plan_selections, all at once, as `colorfilter select` does): the shared
@@ -79,14 +79,14 @@ def build(root: Path, args: argparse.Namespace, n_rows: int) -> Path:
 def child(kind: str, config_path: str) -> dict:
     """One measurement, in this (child) process."""
     from colorfilter.config import load_config
-    from colorfilter.evaluation import stage  # noqa: F401 - the planning modules, imported
+    from colorfilter.pipeline import evaluate  # the planning modules, imported
     from colorfilter.pipeline.select import plan_selections
 
     config = load_config(config_path)
     start = time.perf_counter()
     out: dict = {}
     if kind == "plan":
-        plan = stage.plan_evaluation(config)
+        plan = evaluate.plan_evaluation(config)
         out = {"runs": len(plan.runs), "planned_chunks": sum(len(r.index) for r in plan.runs)}
     elif kind == "select_plan":
         methods = [m for m in config.evaluate.methods if m != "label_oracle"]
@@ -101,9 +101,9 @@ def child(kind: str, config_path: str) -> dict:
 
 def old_plan(config) -> dict:
     """An earlier version's evaluate planning (up to its list of planned runs)."""
-    from colorfilter.evaluation import stage as old
     from colorfilter.evaluation.plan import Pool
-    from colorfilter.evaluation.runs import plan_run
+    from colorfilter.pipeline import evaluate as old
+    from colorfilter.pipeline.evaluate_runs import plan_run
 
     cfg = config.evaluate
     token_paths, source = old._checked_inputs(config, cfg, old.RunLayout.of(config))

@@ -24,9 +24,9 @@ def train_on_sources(config, groups: list[list[str]], n_chunks: int, seed: int) 
     """One fresh target per group of `source` prefixes, on `n_chunks` of that group's chunks."""
     from colorfilter.evaluation.plan import repeated_order
     from colorfilter.evaluation.pool import has_labels
-    from colorfilter.evaluation.stage import target_setup
     from colorfilter.evaluation.train import train_and_evaluate
     from colorfilter.io.token_shards import list_shards
+    from colorfilter.pipeline.evaluate import target_setup
 
     paths = list_shards(config.output_path / "tokens" / "pool")
     if not has_labels(paths):

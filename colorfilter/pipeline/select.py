@@ -28,7 +28,7 @@ from colorfilter.dataset.writer import (
 )
 from colorfilter.distill.candidates import CascadeReport
 from colorfilter.distill.config import DISTILLED, lm_pass_wanted
-from colorfilter.errors import ConfigError
+from colorfilter.errors import BadDataError, ConfigError
 from colorfilter.io import storage
 from colorfilter.io.cache import cache_root
 from colorfilter.io.location import Location, as_location
@@ -63,15 +63,33 @@ class ScoreSource:
 
 def score_source(config: Config, run: RunLayout, token_paths: Sequence[Location],
                  methods: Sequence[str]) -> ScoreSource:  # fmt: skip
-    """The run's scores for these methods, checked to pair with the token shards."""
+    """The run's scores for these methods, checked to pair with the token shards (select and
+    evaluate both start here): one score shard per token shard, one row per chunk scored."""
     pool_rows = count_rows(token_paths)
     lm_free = not lm_pass_wanted(False, list(methods))
     if not run.has_run("score") and lm_free and run.has_run("distill"):
         cheap = paired_shards(token_paths, run.cheap_scores, "distill")
-        return ScoreSource(cheap, pool_rows, kind="cheap")
-    marker = run.require("score")
-    shards = paired_shards(token_paths, run.scores, "score")
-    return ScoreSource(shards, pool_rows, cascade=marker.meta.get("cascade"))
+        source = ScoreSource(cheap, pool_rows, kind="cheap")
+    else:
+        marker = run.require("score")
+        shards = paired_shards(token_paths, run.scores, "score")
+        source = ScoreSource(shards, pool_rows, cascade=marker.meta.get("cascade"))
+    _check_score_rows(source)
+    return source
+
+
+def _check_score_rows(source: ScoreSource) -> None:
+    """Refused before any work unless the score shards hold one row per pool chunk (under the
+    cascade: per chunk the LM pair scored), counted from their footers."""
+    rows = count_rows(source.shards)
+    expected = source.cascade["lm_scored_chunks"] if source.cascade else source.pool_rows
+    if rows != expected:
+        what = "chunks the cascade scored" if source.cascade else "chunks"
+        stage = "score" if source.kind == "lm" else "distill"
+        raise BadDataError(
+            f"the pool's score shards in {source.shards[0].parent.url} hold {rows:,} rows for "
+            f"{expected:,} {what}: rerun `colorfilter {stage}`"
+        )
 
 
 def run_select(config: Config, overwrite: bool = False) -> dict:

@@ -28,7 +28,7 @@ STAGES: dict[str, str | None] = {
     "distill": "colorfilter.pipeline.distill:run_distill",
     "score": "colorfilter.pipeline.score:run_score",
     "select": "colorfilter.pipeline.select:run_select",
-    "evaluate": "colorfilter.evaluation.stage:run_evaluate",
+    "evaluate": "colorfilter.pipeline.evaluate:run_evaluate",
 }
 
 

@@ -14,9 +14,9 @@ import pytest
 
 from colorfilter.evaluation.oracle import label_oracle
 from colorfilter.evaluation.plan import selection_digest
-from colorfilter.evaluation.stage import plan_evaluation, run_evaluate
 from colorfilter.io.atomic import write_parquet_atomic
 from colorfilter.io.token_shards import list_shards
+from colorfilter.pipeline.evaluate import plan_evaluation, run_evaluate
 from colorfilter.pipeline.select import run_select
 from colorfilter.selection.documents import expand_to_documents
 from tests.evaluation.test_evaluate import SEQ_LEN, _config, _run_dir

@@ -16,9 +16,9 @@ from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.curve import data_multiplier
 from colorfilter.evaluation.records import read_record
 from colorfilter.evaluation.report import summary
-from colorfilter.evaluation.stage import run_evaluate
 from colorfilter.io.atomic import write_parquet_atomic
 from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
+from colorfilter.pipeline.evaluate import run_evaluate
 from colorfilter.scoring.shard import SCORE_SCHEMA
 from tests.conftest import mark_finished
 
@@ -318,7 +318,7 @@ def test_workers_train_the_same_runs_as_one_process(evaluated, tmp_path, ray_ses
 
 
 def test_a_lone_run_trains_with_a_workers_threads(evaluated, tmp_path) -> None:
-    from colorfilter.evaluation.runs import threads_per_worker
+    from colorfilter.pipeline.evaluate_runs import threads_per_worker
 
     config = _copy_config(evaluated[0], tmp_path, ["random"], [4], [])
     config.evaluate.workers, config.evaluate.torch_threads = 2, 0
@@ -352,10 +352,10 @@ def test_a_run_failing_in_an_actor_raises_its_error_and_writes_no_record(
     evaluated, tmp_path, ray_session
 ) -> None:
     from colorfilter.evaluation.plan import RunSpec, plan_indexed_run
-    from colorfilter.evaluation.runs import run_all
-    from colorfilter.evaluation.stage import target_setup
     from colorfilter.io.token_shards import prepared_shards
     from colorfilter.models.data import read_chunk_index
+    from colorfilter.pipeline.evaluate import target_setup
+    from colorfilter.pipeline.evaluate_runs import run_all
 
     config = _copy_config(evaluated[0], tmp_path, ["random"], [4], [])
     setup = target_setup(config)
@@ -412,7 +412,7 @@ def test_score_shards_missing_rows_are_refused(evaluated, tmp_path) -> None:
 
 def test_overlap_with_color_is_the_shared_share_of_each_selection() -> None:
     from colorfilter.evaluation.packed import PackedIds
-    from colorfilter.evaluation.selections import overlap_with_color
+    from colorfilter.pipeline.evaluate_selections import overlap_with_color
 
     cfg = EvaluateConfig(methods=["color", "dsir", "random"], taus=[4])
     ids = lambda *xs: PackedIds.pack(np.array(xs, dtype=np.uint64))  # noqa: E731

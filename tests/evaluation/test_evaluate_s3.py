@@ -19,10 +19,10 @@ from colorfilter.errors import ConfigError
 from colorfilter.evaluation.config import EvaluateConfig
 from colorfilter.evaluation.records import read_record
 from colorfilter.evaluation.report import summary
-from colorfilter.evaluation.stage import run_evaluate
 from colorfilter.io import storage
 from colorfilter.io.transfer import upload_folder
 from colorfilter.layout import RunLayout
+from colorfilter.pipeline.evaluate import run_evaluate
 from tests.evaluation.test_evaluate import _config, _run_dir
 
 # what a run's record holds that is not a result (wall clock)

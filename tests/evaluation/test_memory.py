@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from colorfilter.config import Config
-from colorfilter.evaluation import oracle, selections
+from colorfilter.evaluation import oracle
 from colorfilter.evaluation.config import EvaluateConfig
-from colorfilter.evaluation.stage import plan_evaluation
 from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
+from colorfilter.pipeline import evaluate_selections as selections
+from colorfilter.pipeline.evaluate import plan_evaluation
 from colorfilter.pipeline.select import plan_selections
 from colorfilter.scoring.shard import SCORE_SCHEMA
 from colorfilter.selection import TopKResult, topk

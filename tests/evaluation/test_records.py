@@ -7,8 +7,8 @@ import json
 
 import colorfilter.evaluation.train as train_module
 from colorfilter.evaluation.records import read_record
-from colorfilter.evaluation.stage import run_evaluate
 from colorfilter.io.commit import read_unit
+from colorfilter.pipeline.evaluate import run_evaluate
 from tests.evaluation.test_evaluate import _config, _run_dir
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from colorfilter.evaluation.config import EvaluateConfig
-from colorfilter.evaluation.runs import RunSpec, run_resources, threads_per_worker
+from colorfilter.pipeline.evaluate_runs import RunSpec, run_resources, threads_per_worker
 
 
 def test_threads_are_shared_among_workers_unless_set() -> None:

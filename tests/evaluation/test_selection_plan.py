@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from colorfilter.evaluation.config import EvaluateConfig
-from colorfilter.evaluation.selections import method_selections
 from colorfilter.io.token_shards import list_shards, shard_locations
 from colorfilter.layout import RunLayout
+from colorfilter.pipeline.evaluate_selections import method_selections
 from colorfilter.pipeline.select import run_select, score_source
 from colorfilter.selection import DSIR_WEIGHT, dsir
 from colorfilter.selection import METHODS as ALL_METHODS

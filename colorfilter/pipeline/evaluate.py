@@ -4,12 +4,12 @@ Every method at a tau trains on the same number of tokens (the budget: `train_to
 smallest selection's full chunks at that tau), from the same initialisation, with a cosine
 schedule annealed to the end of the run; a smaller selection is repeated in seeded shuffled
 passes. Each run's record is a colorfilter.io.commit unit under OUTPUT/eval/runs/; a rerun
-skips the runs whose record carries the same run hash (`runs.py`, which trains the rest as
+skips the runs whose record carries the same run hash (`evaluate_runs.py`, which trains the rest as
 executor tasks, `evaluate.workers` at a time). The report is rebuilt from the records every time.
 
 Planning (`plan_evaluation`, everything before the first target model trains) holds no
 pool-sized array: two passes over the pool's token shards (pool.take_census, survey.survey),
-the selections as select computes them (selections.py), and the runs' own chunks.
+the selections as select computes them (evaluate_selections.py), and the runs' own chunks.
 
 OUTPUT may be a bucket: every path comes from colorfilter.layout.RunLayout, the shards are read
 through colorfilter.io.transfer, the tokenizer from a node-local copy (colorfilter.io.cache), and
@@ -26,7 +26,7 @@ import numpy as np
 
 from colorfilter.config import Config, cascade_method_problems
 from colorfilter.configtools import raise_problems
-from colorfilter.errors import BadDataError, ConfigError
+from colorfilter.errors import ConfigError
 from colorfilter.evaluation.bysource import composition as composition_of
 from colorfilter.evaluation.bysource import histograms, scores_by_source, source_groups
 from colorfilter.evaluation.config import EvaluateConfig
@@ -48,13 +48,6 @@ from colorfilter.evaluation.plan import (
 )
 from colorfilter.evaluation.pool import Census, is_target, take_census
 from colorfilter.evaluation.report import write_reports
-from colorfilter.evaluation.runs import run_all
-from colorfilter.evaluation.selections import (
-    Selections,
-    method_selections,
-    oracle,
-    overlap_with_color,
-)
 from colorfilter.evaluation.survey import Survey, SurveyRequest, survey
 from colorfilter.evaluation.train import TargetSetup
 from colorfilter.io import storage
@@ -65,7 +58,14 @@ from colorfilter.io.token_shards import prepared_shard_locations, shard_location
 from colorfilter.layout import RunLayout
 from colorfilter.models.checkpoints import load_tokenizer
 from colorfilter.models.data import ChunkIndex
-from colorfilter.pipeline.select import ScoreSource, check_pool_size, count_rows, score_source
+from colorfilter.pipeline.evaluate_runs import run_all
+from colorfilter.pipeline.evaluate_selections import (
+    Selections,
+    method_selections,
+    oracle,
+    overlap_with_color,
+)
+from colorfilter.pipeline.select import ScoreSource, check_pool_size, score_source
 
 log = logging.getLogger(__name__)
 
@@ -225,23 +225,7 @@ def _checked_inputs(
     if missing:
         raise ConfigError(f"evaluate.multiple_choice: no such file {missing}")
     check_pool_size(source.pool_rows, cfg.taus, config.selection.min_chunks, "evaluate.taus")
-    _check_score_rows(source)
     return token_paths, source
-
-
-def _check_score_rows(source: ScoreSource) -> None:
-    """Refused before any training unless the LM score shards hold one row per pool chunk
-    (under the cascade: one per chunk it LM-scored), counted from their footers."""
-    if source.kind != "lm":
-        return
-    rows = count_rows(source.shards)
-    expected = source.cascade["lm_scored_chunks"] if source.cascade else source.pool_rows
-    if rows != expected:
-        what = "chunks the cascade scored" if source.cascade else "chunks"
-        raise BadDataError(
-            f"the pool's score shards hold {rows:,} rows for {expected:,} {what}: "
-            "rerun `colorfilter score`"
-        )
 
 
 def _is_file(path: str, config: Config) -> bool:
