@@ -119,16 +119,25 @@ def conditional_inputs(job: TrainJob, prior_dir: Place) -> dict[str, Any]:
             "prior": prior_identity}  # fmt: skip
 
 
+def _start(stage: str, job: TrainJob, cfg: Any, inputs: dict[str, Any]
+           ) -> tuple[_Run, dict[str, Any] | None]:  # fmt: skip
+    """The stage's run, and its stats when a finished model of the same config hash is already
+    there (verified: a damaged one is trained again)."""
+    config_hash = stage_hash(stage, cfg, job.seq_len, job.seed, inputs)
+    run = _Run(stage, job, cfg, as_location(job.out), config_hash)
+    stats = None if job.force else finished_stats(run.out, config_hash, stage)
+    if stats is not None:
+        log.info("%s: already trained in %s (config %s); skipping", stage, run.out, config_hash)
+    return run, stats
+
+
 def train_prior(job: TrainJob, cfg: PriorConfig) -> dict[str, Any]:
     """Pre-train the prior on a seeded random `cfg.token_budget`-token slice of the pool (or
     adopt `cfg.init_from`, a local folder or a URL); return its training stats. Nothing is
     removed from the pool."""
     inputs = prior_inputs(job, cfg)
-    config_hash = stage_hash("prior", cfg, job.seq_len, job.seed, inputs)
-    run = _Run("prior", job, cfg, as_location(job.out), config_hash)
-    stats = None if job.force else finished_stats(run.out, config_hash, "prior")
+    run, stats = _start("prior", job, cfg, inputs)
     if stats is not None:
-        log.info("prior: already trained in %s (config %s); skipping", run.out, config_hash)
         return stats
     _load_common(run)
     if inputs["init_from"] is not None:
@@ -155,11 +164,8 @@ def train_conditional(job: TrainJob, cfg: ConditionalConfig, prior_dir: Place) -
     from transformers import AutoModelForCausalLM
 
     inputs = conditional_inputs(job, prior_dir)
-    config_hash = stage_hash("conditional", cfg, job.seq_len, job.seed, inputs)
-    run = _Run("conditional", job, cfg, as_location(job.out), config_hash)
-    stats = None if job.force else finished_stats(run.out, config_hash, "conditional")
+    run, stats = _start("conditional", job, cfg, inputs)
     if stats is not None:
-        log.info("conditional: already trained in %s (config %s); skipping", run.out, config_hash)
         return stats
     prior = as_location(prior_dir)
     verified_model(prior, "train-prior")
