@@ -20,7 +20,7 @@ from typing import Any
 
 from colorfilter import config as _config
 from colorfilter.config import Config
-from colorfilter.dataset.manifest import MANIFEST_NAME, read_manifest
+from colorfilter.dataset.manifest import MANIFEST_NAME, read_manifest, verify_files
 from colorfilter.errors import ConfigError
 from colorfilter.io import storage
 from colorfilter.io.config import StorageConfig
@@ -127,15 +127,8 @@ def load_selection(
 
 def _check_listed_files(loc: Location, files: Mapping[str, Any], verify_sha256: bool) -> None:
     """Every file the manifest lists is there with its size (and sha256, when asked)."""
-    sizes = {info.location.relative_to(loc): info.size for info in storage.find(loc)}
-    problems = []
-    for rel, entry in sorted(files.items()):
-        if rel not in sizes:
-            problems.append(f"{rel}: missing")
-        elif sizes[rel] != entry.get("size"):
-            problems.append(f"{rel}: size {sizes[rel]} != {entry.get('size')}")
-        elif verify_sha256 and storage.file_sha256(loc.join(rel)) != entry.get("sha256"):
-            problems.append(f"{rel}: sha256 differs from the manifest")
+    listing = {info.location.url: info.size for info in storage.find(loc)}
+    problems = verify_files(loc, {"files": files}, verify_sha256, sizes=listing)
     if problems:
         raise ConfigError(
             f"{loc.url} does not match its {MANIFEST_NAME} ({len(problems)} problem(s): "

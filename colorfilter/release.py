@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from colorfilter.dataset.manifest import (
-    MANIFEST_FORMAT,
     MANIFEST_NAME,
     list_files,
     read_manifest,
@@ -175,17 +174,14 @@ def plan_remote_release(loc: Location) -> dict[str, Any]:
     sizes = {info.location.relative_to(loc): info.size for info in storage.find(loc)}
     if not sizes:
         raise ReleaseError(f"{loc.url} is not a folder (no objects under it)")
-    manifest = storage.read_json_object(loc.join(MANIFEST_NAME))
-    if not _is_complete(manifest):
+    manifest = read_manifest(loc)
+    if manifest is None:
         raise ReleaseError(
             f"{loc.url} has no complete {MANIFEST_NAME}: the selection was not finished; "
             "rerun the select stage"
         )
-    problems = [
-        f"{rel}: missing" if rel not in sizes else f"{rel}: size {sizes[rel]} != {entry['size']}"
-        for rel, entry in sorted(manifest.get("files", {}).items())
-        if sizes.get(rel) != entry["size"]
-    ]
+    listing = {loc.join(rel).url: size for rel, size in sizes.items()}
+    problems = verify_files(loc, manifest, verify_sha256=False, sizes=listing)
     if problems:
         raise ReleaseError(
             f"{loc.url} no longer matches its manifest ({len(problems)} problems: "
@@ -199,11 +195,6 @@ def plan_remote_release(loc: Location) -> dict[str, Any]:
         "total_bytes": sum(sizes[rel] for rel in listed),
         "not_uploaded": sorted(rel for rel in sizes if rel not in set(listed)),
     }
-
-
-def _is_complete(manifest: dict | None) -> bool:
-    return (manifest is not None and manifest.get("format") == MANIFEST_FORMAT
-            and manifest.get("complete") is True and isinstance(manifest.get("files"), dict))
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from typing import Any
 from colorfilter.fingerprint import fingerprint
 from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
+from colorfilter.io.commit import Unit, parse_unit, problems
 from colorfilter.io.location import Location, as_location
 
 MANIFEST_NAME = "manifest.json"
@@ -154,24 +155,39 @@ def write_manifest(
     return manifest
 
 
+def parse_manifest(path: Location, data: bytes | None) -> dict[str, Any] | None:
+    """A selection folder's manifest as io.commit reads it (the one reader of every record):
+    the manifest when it is a complete selection manifest listing sized files, else None
+    (missing, cut short, of another format, or not marked complete)."""
+    unit = parse_unit(path, data)
+    if unit is None or unit.kind != "manifest":
+        return None
+    return {**unit.meta, "files": dict(unit.objects)}
+
+
 def read_manifest(folder: str | Path | Location) -> dict[str, Any] | None:
     """The folder's manifest, or None when it is missing, unreadable or not marked complete."""
-    manifest = storage.read_json_object(as_location(folder).join(MANIFEST_NAME))
-    if manifest is None or manifest.get("format") != MANIFEST_FORMAT:
-        return None
-    return manifest if manifest.get("complete") is True else None
+    path = as_location(folder).join(MANIFEST_NAME)
+    return parse_manifest(path, storage.read_many([path])[path.url])
 
 
-def verify_files(folder: str | Path, manifest: Mapping[str, Any]) -> list[str]:
-    """Problems between the folder and its manifest's file list (empty when they agree)."""
-    folder = Path(folder)
-    problems = []
-    for rel, expected in sorted(manifest.get("files", {}).items()):
-        path = folder / rel
-        if not path.is_file():
-            problems.append(f"{rel}: missing")
-        elif path.stat().st_size != expected["size"]:
-            problems.append(f"{rel}: size {path.stat().st_size} != {expected['size']}")
-        elif storage.file_sha256(path) != expected["sha256"]:
-            problems.append(f"{rel}: sha256 differs from the manifest")
-    return problems
+def verify_files(folder: str | Path | Location, manifest: Mapping[str, Any],
+                 verify_sha256: bool = True,
+                 sizes: Mapping[str, int | None] | None = None) -> list[str]:  # fmt: skip
+    """Problems between the folder and its manifest's file list, as "path: what is wrong"
+    (empty when they agree), checked as io.commit checks every unit. `sizes` ({url: size},
+    from a listing the caller already made) saves a second one."""
+    base = as_location(folder)
+    unit = Unit(base.join(MANIFEST_NAME), base, manifest["files"], {}, kind="manifest")
+    sizes = sizes if sizes is not None else storage.stat_many(unit.locations())
+    worded = []
+    for loc, _reason in problems(unit, sizes, verify_sha256):
+        rel, size = loc.relative_to(base), sizes.get(loc.url)
+        expected = unit.objects[rel]["size"]
+        if size is None:
+            worded.append(f"{rel}: missing")
+        elif size != expected:
+            worded.append(f"{rel}: size {size} != {expected}")
+        else:
+            worded.append(f"{rel}: sha256 differs from the manifest")
+    return worded

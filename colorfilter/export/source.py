@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from colorfilter.dataset.manifest import MANIFEST_FORMAT, MANIFEST_NAME
+from colorfilter.dataset.manifest import MANIFEST_NAME, parse_manifest, verify_files
 from colorfilter.errors import EXIT_USAGE, BadDataError, ColorFilterError
 from colorfilter.io import storage
 from colorfilter.io.location import Location, as_location
@@ -83,14 +83,14 @@ def open_selection(value: str | Location) -> Selection:
     """Check the folder against its manifest (completeness, sizes) and list its data shards."""
     loc = as_location(value, key="SELECTION")
     raw = _read_manifest_bytes(loc)
-    manifest = _complete_manifest(loc, raw)
+    manifest = parse_manifest(loc.join(MANIFEST_NAME), raw)
+    if manifest is None:
+        raise ExportError(
+            f"{loc.url} has no complete {MANIFEST_NAME}: the selection was not finished; "
+            "rerun the select stage"
+        )
     files: Mapping[str, Mapping[str, Any]] = manifest["files"]
-    sizes = storage.stat_many(loc.join(rel) for rel in files)
-    problems = [
-        f"{rel}: missing" if sizes[loc.join(rel).url] is None
-        else f"{rel}: size {sizes[loc.join(rel).url]} != {entry.get('size')}"
-        for rel, entry in sorted(files.items()) if sizes[loc.join(rel).url] != entry.get("size")
-    ]
+    problems = verify_files(loc, manifest, verify_sha256=False)
     if problems:
         raise BadDataError(
             f"{loc.url} does not match its manifest ({len(problems)} problems: "
@@ -117,23 +117,6 @@ def _read_manifest_bytes(loc: Location) -> bytes:
             f"{loc.url} has no {MANIFEST_NAME}: not a selection folder, or its select stage "
             "did not finish; rerun the select stage"
         ) from None
-
-
-def _complete_manifest(loc: Location, raw: bytes) -> dict[str, Any]:
-    import json
-
-    try:
-        manifest = json.loads(raw)
-    except ValueError:
-        manifest = None
-    complete = (isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
-                and manifest.get("complete") is True and isinstance(manifest.get("files"), dict))
-    if not complete:
-        raise ExportError(
-            f"{loc.url} has no complete {MANIFEST_NAME}: the selection was not finished; "
-            "rerun the select stage"
-        )
-    return manifest
 
 
 def _seq_len(loc: Location, manifest: Mapping[str, Any]) -> int:
