@@ -16,11 +16,10 @@ from typing import Any
 from colorfilter.fingerprint import fingerprint
 from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
-from colorfilter.io.commit import Unit, parse_unit, problems
+from colorfilter.io.commit import MANIFEST_FORMAT, Unit, parse_unit, problems
 from colorfilter.io.location import Location, as_location
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "colorfilter-selection"
 MANIFEST_VERSION = 1
 PACKAGES = (
     "colorfilter",

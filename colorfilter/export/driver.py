@@ -22,7 +22,6 @@ import numpy as np
 from colorfilter.dataset.manifest import package_versions
 from colorfilter.export import megatron, olmo
 from colorfilter.export.outdir import (
-    EXPORT_FORMAT,
     EXPORT_NAME,
     PATHS_NAME,
     prepare_out,
@@ -32,7 +31,7 @@ from colorfilter.export.outputs import check_lengths, typed_tokens, write_file
 from colorfilter.export.source import ExportError, Selection, Shard, open_selection, read_shard
 from colorfilter.export.vocab import Vocabulary, find_vocabulary
 from colorfilter.io import storage
-from colorfilter.io.commit import Unit, commit_unit, committed
+from colorfilter.io.commit import EXPORT_FORMAT, Unit, commit_unit, committed
 from colorfilter.io.location import Location
 from colorfilter.io.preflight import check_readable, check_writable
 from colorfilter.progress import Progress

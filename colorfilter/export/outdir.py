@@ -13,7 +13,6 @@ from and how (format, the selection manifest's sha256, dtype, seq_len, vocabular
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +20,10 @@ from typing import Any
 from colorfilter.export.source import ExportError
 from colorfilter.io import storage
 from colorfilter.io.atomic import TMP_PREFIX
+from colorfilter.io.commit import Unit, problems, units
 from colorfilter.io.location import Location
 
 EXPORT_NAME = "export.json"
-EXPORT_FORMAT = "colorfilter-export"
 PATHS_NAME = "data_paths.txt"
 RECORD_SUFFIX = ".done.json"
 DATA_PATTERNS = ("train-*-of-*.npy", "train-*-of-*.bin", "train-*-of-*.idx")
@@ -47,7 +46,7 @@ class OutState:
     """What OUT holds now: file sizes, and the identities of the exports found there."""
 
     sizes: dict[str, int]
-    export: dict[str, Any] | None
+    export: Unit | None  # export.json, when it is a complete export manifest
     identities: list[Mapping[str, Any]] = field(default_factory=list)
 
     @property
@@ -61,25 +60,13 @@ def read_state(out: Location) -> OutState:
     """One listing of OUT, export.json and the records' identities."""
     sizes = {info.location.relative_to(out): info.size for info in storage.find(out)
              if info.location != out}
-    export = storage.read_json_object(out.join(EXPORT_NAME)) if EXPORT_NAME in sizes else None
-    if export is not None and export.get("format") != EXPORT_FORMAT:
-        export = None
     records = [out.join(n) for n in sorted(sizes) if n.endswith(RECORD_SUFFIX) and "/" not in n]
-    identities = [export["identity"]] if export and "identity" in export else []
-    for data in storage.read_many(records).values():
-        meta = _record_meta(data)
-        if meta is not None and "identity" in meta:
-            identities.append(meta["identity"])
+    found = units([*records, out.join(EXPORT_NAME)] if EXPORT_NAME in sizes else records)
+    manifest = found.pop(out.join(EXPORT_NAME).url, None)
+    export = manifest if manifest is not None and manifest.kind == "export" else None
+    identities = [export.meta["identity"]] if export and "identity" in export.meta else []
+    identities += [unit.meta["identity"] for unit in found.values() if "identity" in unit.meta]
     return OutState(sizes, export, identities)
-
-
-def _record_meta(data: bytes | None) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(data) if data is not None else None
-    except ValueError:
-        return None
-    meta = payload.get("meta") if isinstance(payload, dict) else None
-    return meta if isinstance(meta, dict) else None
 
 
 def prepare_out(out: Location, identity: Mapping[str, Any], overwrite: bool) -> dict | None:
@@ -102,18 +89,17 @@ def prepare_out(out: Location, identity: Mapping[str, Any], overwrite: bool) -> 
     if other:
         clear(out, state)
         return None
-    if state.export is not None and _whole(state):
-        return state.export
+    if state.export is not None and _whole(out, state):
+        return {**state.export.meta, "files": dict(state.export.objects)}
     storage.remove(out.join(EXPORT_NAME))  # unfinished or damaged: the shards' records decide
     _remove_temps(out, state)
     return None
 
 
-def _whole(state: OutState) -> bool:
-    export = state.export or {}
-    files = export.get("files")
-    return (export.get("complete") is True and isinstance(files, dict) and all(
-        state.sizes.get(name) == entry.get("size") for name, entry in files.items()))
+def _whole(out: Location, state: OutState) -> bool:
+    """export.json's files are all there at their recorded sizes (io.commit's check)."""
+    listing = {out.join(name).url: size for name, size in state.sizes.items()}
+    return state.export is not None and not problems(state.export, listing, verify_sha256=False)
 
 
 def clear(out: Location, state: OutState) -> None:

@@ -6,9 +6,10 @@ JSON completion record written after all of them, that lists each object's size 
 (relative to the record's folder) and carries the unit's facts (`meta`). Everything that says
 "this is done" is such a record, and `read_unit` is the one reader of records: it also
 understands the records of earlier versions (prepare's per-file `_done/<file>.json`, score's
-`_done/<shard>.json`) and a selection folder's `manifest.json`, which lists its files the same
-way. A rerun trusts a unit only through `committed` / `is_committed`: the record parses, and
-every object it lists exists with the recorded size (and, when asked, sha256). So a kill at any
+`_done/<shard>.json`), a selection folder's `manifest.json` and an export's `export.json`,
+which list their files the same way. A rerun trusts a unit only through `committed` /
+`is_committed`: the record parses, and every object it lists exists with the recorded size
+(and, when asked, sha256). So a kill at any
 moment leaves nothing a rerun believes: objects without a record are redone; a record cut short,
 or one whose objects were since removed, truncated or replaced, is not trusted.
 
@@ -49,7 +50,10 @@ from colorfilter.io.storage import (
 )
 
 RECORD_FORMAT = "colorfilter.unit/1"
+# Manifests that list their folder's files as records do, `complete: true` written last:
 MANIFEST_FORMAT = "colorfilter-selection"  # a selection folder's manifest.json (dataset/)
+EXPORT_FORMAT = "colorfilter-export"  # an export folder's export.json (export/)
+MANIFEST_KINDS = {MANIFEST_FORMAT: "manifest", EXPORT_FORMAT: "export"}
 
 
 @dataclass(frozen=True)
@@ -154,13 +158,13 @@ def _unit(record: Location, payload: dict) -> Unit | None:
 
 
 def _manifest(record: Location, payload: dict) -> Unit | None:
-    """A selection folder's manifest.json: its `files` (size, sha256) are its objects."""
-    files = payload.get("files")
-    complete = payload.get("format") == MANIFEST_FORMAT and payload.get("complete") is True
-    if not complete or not _sized(files):
+    """A selection's manifest.json or an export's export.json: its `files` (size, sha256) are
+    its objects."""
+    files, kind = payload.get("files"), MANIFEST_KINDS.get(payload.get("format"))
+    if kind is None or payload.get("complete") is not True or not _sized(files):
         return None
     meta = {k: v for k, v in payload.items() if k != "files"}
-    return Unit(record, record.parent, files, meta, kind="manifest")
+    return Unit(record, record.parent, files, meta, kind=kind)
 
 
 def _prepare_file(record: Location, payload: dict) -> Unit | None:
