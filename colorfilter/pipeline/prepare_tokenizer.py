@@ -4,9 +4,10 @@
 a local folder, or a folder URL (s3://, gs://, hf://ORG/REPO[/SUB], file://), fetched once per
 node with colorfilter.io.cache.local_copy. Prepare saves it to RunLayout.tokenizer (a local
 folder or a bucket prefix, through colorfilter.io.transfer.staged_folder) with
-`tokenizer_config.json` written last: that file is prepare's marker in colorfilter.layout, so a
-run killed while saving leaves no folder a later stage or rerun trusts. Workers and later stages
-read the saved folder with `local_copy(layout.tokenizer)`.
+`tokenizer_config.json` written last, so a run killed while saving leaves no folder a rerun
+takes as saved. Prepare's marker then lists every file of it and the folder's sha256, which
+every later stage checks (RunLayout.check_tokenizer). Workers and later stages read the saved
+folder with `local_copy(layout.tokenizer)`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from colorfilter.io.config import StorageConfig
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.transfer import staged_folder
 
-MARKER = "tokenizer_config.json"  # written last (the layout's completion marker for it)
+MARKER = "tokenizer_config.json"  # written last: the folder was saved whole
 
 
 def tokenizer_source(name_or_url: str, storage_cfg: StorageConfig | None = None) -> str:
