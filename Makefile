@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all lint demo bench test-vllm clean
+.PHONY: install test test-slow lint demo bench test-vllm clean
 
 # install also puts the trainers' readers (megatron-core, ai2-olmo-core) into .venv, for
 # tests/export only, with --no-deps (tests/export/requirements-readers.txt says why).
@@ -19,8 +19,13 @@ install:
 	@$(BIN)/colorfilter --help >/dev/null && echo "installed: $$($(BIN)/python -c 'import torch, transformers, ray; print("torch", torch.__version__, "transformers", transformers.__version__, "ray", ray.__version__)')"
 
 # pytest exits 5 when it collects no test; that is not a failure of the code under test.
+# `test` is the default suite; `test-slow` the slower scenario tests (marked `slow`), which CI
+# runs after it.
 test:
-	$(BIN)/python -m pytest -m "not gpu" -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+	$(BIN)/python -m pytest -m "not gpu and not slow" -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+test-slow:
+	$(BIN)/python -m pytest -m "slow and not gpu" -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 lint:
 	$(BIN)/ruff check colorfilter pipelines scripts tests

@@ -65,7 +65,7 @@ from colorfilter.pipeline.evaluate_selections import (
     oracle,
     overlap_with_color,
 )
-from colorfilter.pipeline.select import ScoreSource, check_pool_size, score_source
+from colorfilter.pipeline.select import ScoreSource, score_source
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def _checked_inputs(
     config: Config, cfg: EvaluateConfig, layout: RunLayout
 ) -> tuple[list[Location], ScoreSource]:
     token_paths = prepared_shard_locations(layout.tokens("pool"))
-    source = score_source(config, layout, token_paths, cfg.methods)
+    source = score_source(config, layout, token_paths, cfg.methods, (cfg.taus, "evaluate.taus"))
     if source.cascade is not None:
         raise_problems(cascade_method_problems(cfg.methods, "evaluate.methods"))
     if not shard_locations(layout.tokens("downstream_eval")):
@@ -224,7 +224,6 @@ def _checked_inputs(
     missing = [path for path in cfg.multiple_choice if not _is_file(path, config)]
     if missing:
         raise ConfigError(f"evaluate.multiple_choice: no such file {missing}")
-    check_pool_size(source.pool_rows, cfg.taus, config.selection.min_chunks, "evaluate.taus")
     return token_paths, source
 
 

@@ -62,10 +62,16 @@ class ScoreSource:
 
 
 def score_source(config: Config, run: RunLayout, token_paths: Sequence[Location],
-                 methods: Sequence[str]) -> ScoreSource:  # fmt: skip
+                 methods: Sequence[str], taus: tuple[Sequence[float], str] | None = None,
+                 ) -> ScoreSource:  # fmt: skip
     """The run's scores for these methods, checked to pair with the token shards (select and
-    evaluate both start here): one score shard per token shard, one row per chunk scored."""
+    evaluate both start here): one score shard per token shard, one row per chunk scored.
+
+    `taus` (the values and their config key) are checked against the pool's size first: a tau
+    the pool cannot satisfy is the config's mistake, named before anything about the data."""
     pool_rows = count_rows(token_paths)
+    if taus is not None:
+        check_pool_size(pool_rows, taus[0], config.selection.min_chunks, taus[1])
     lm_free = not lm_pass_wanted(False, list(methods))
     if not run.has_run("score") and lm_free and run.has_run("distill"):
         cheap = paired_shards(token_paths, run.cheap_scores, "distill")
@@ -97,8 +103,8 @@ def run_select(config: Config, overwrite: bool = False) -> dict:
     run = RunLayout.of(config)
     token_paths = prepared_shard_locations(run.tokens("pool"))
     run.check_tokenizer()  # the released text is decoded with it
-    source = score_source(config, run, token_paths, config.selection.methods)
-    check_pool_size(source.pool_rows, config.selection.tau, config.selection.min_chunks)
+    taus = (config.selection.tau, "selection.tau")
+    source = score_source(config, run, token_paths, config.selection.methods, taus)
     report = _cascade_report(run, source)
     jobs = [
         SelectionJob(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 
 import pytest
 
@@ -70,13 +71,16 @@ def test_bad_override_fails_before_contacting_any_cluster(tmp_path):
 
 def test_unreachable_cluster_is_a_clear_usage_error(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text(f"output_dir: {tmp_path / 'out'}\n")
+    # a short connect timeout: the default (30 s) is what the bound is, not what is tested here
+    config.write_text(f"output_dir: {tmp_path / 'out'}\nray:\n  connect_timeout_s: 2\n")
     address = f"http://127.0.0.1:{free_port()}"
+    start = time.perf_counter()
     with pytest.raises(jobs.ClusterUnreachableError, match="no Ray cluster answers") as caught:
         jobs.submit(jobs.JobRequest(config, address, working_dir=tmp_path), echo=lambda _: None)
     assert caught.value.exit_code == EXIT_USAGE
-    with pytest.raises(jobs.ClusterUnreachableError):
-        jobs.job_status(address, "raysubmit_x")
+    with pytest.raises(jobs.ClusterUnreachableError, match="within 2 s"):
+        jobs.job_status(address, "raysubmit_x", connect_timeout_s=2.0)
+    assert time.perf_counter() - start < 20
 
 
 def test_relative_output_dir_is_flagged():
