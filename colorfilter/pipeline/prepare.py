@@ -50,7 +50,7 @@ from colorfilter.pipeline.prepare_parts import (
     prepare_part,
     write_done_record,
 )
-from colorfilter.pipeline.prepare_records import STATS_NAME, finish_split, resume_split
+from colorfilter.pipeline.prepare_records import finish_split, resume_split
 from colorfilter.pipeline.prepare_tokenizer import save_tokenizer
 from colorfilter.progress import Progress
 
@@ -188,7 +188,7 @@ def finish_splits(layout: RunLayout, files: dict[str, int], max_bad_fraction: fl
     listed = [info.location for info in storage.find(layout.tokenizer)]
     for split, count in files.items():
         split_dir = layout.tokens(split)
-        listed += [split_dir.join(STATS_NAME), *(done_path(split_dir, i) for i in range(count))]
+        listed += [layout.token_stats(split), *(done_path(split_dir, i) for i in range(count))]
     layout.finish_stage("prepare", listed, {
         "tokenizer_sha256": settings.tokenizer_sha256, "settings_hash": settings.settings_hash,
         "files": files, "errors": {split: str(exc) for split, exc in errors.items()},

@@ -22,6 +22,7 @@ from colorfilter.io.commit import Unit, commit_unit, committed, units
 from colorfilter.io.files import InputFile
 from colorfilter.io.location import Location
 from colorfilter.io.token_shards import shard_locations
+from colorfilter.layout import STATS
 from colorfilter.pipeline.prepare_parts import (
     BAD_SAMPLE_LIMIT,
     LEGACY_DONE_DIR,
@@ -30,7 +31,6 @@ from colorfilter.pipeline.prepare_parts import (
 )
 
 TOTALS = ("records", "documents", "bytes_text", "tokens", "chunks", "tail_tokens_dropped")
-STATS_NAME = "stats.json"  # the split's summary (listed in prepare's stage marker)
 
 
 def read_records(split_dir: Location, indices: range) -> dict[int, Unit | None]:
@@ -166,7 +166,7 @@ def finish_split(split_dir: Location, n_files: int, max_bad_fraction: float) -> 
     error = split_error(split_dir.name, summary, inputs, max_bad_fraction)
     if error:
         summary["error"] = error  # later stages repeat it instead of "run prepare first"
-    storage.write_json(split_dir.join(STATS_NAME), summary)
+    storage.write_json(split_dir.join(STATS), summary)
     if error:
         raise BadDataError(error)
     return summary
