@@ -332,3 +332,8 @@ def test_tau_larger_than_the_pool_is_refused_naming_both(tmp_path):
     result = invoke(["select", str(config), "--set", "selection.tau=[2]", "--set",
                      f"selection.min_chunks={n}"])  # fmt: skip
     assert result.exit_code == EXIT_USAGE and "use a tau <= 1," in result.output
+    # a tau the pool holds: now the data is checked, and this pool has a chunk without a score
+    result = invoke(["select", str(config), "--set", "selection.tau=[2]"])
+    assert result.exit_code == EXIT_BAD_DATA
+    assert f"hold {n - len(pool.unscored)} rows for {n} chunks" in result.output
+    assert "rerun `colorfilter score`" in result.output
