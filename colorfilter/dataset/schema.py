@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from colorfilter.io.token_shards import TOKEN_SCHEMA
+
+# the token shard's columns, with the text and the scores after its ids
 OUTPUT_SCHEMA = pa.schema(
     [
-        ("seq_id", pa.uint64()),
-        ("input_ids", pa.list_(pa.int32())),
+        *list(TOKEN_SCHEMA)[:2],
         ("text", pa.string()),
         ("score", pa.float32()),
         ("prior_loss", pa.float32()),
         ("cond_loss", pa.float32()),
-        ("n_tokens", pa.int32()),
-        ("source_file", pa.string()),
-        ("doc_first", pa.int64()),
-        ("doc_last", pa.int64()),
-        ("doc_offset", pa.int32()),
-        ("source", pa.string()),
+        *list(TOKEN_SCHEMA)[2:],
     ]
 )
 DATA_DIR = "data"
