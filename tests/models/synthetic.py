@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from colorfilter.io.atomic import write_parquet_atomic
 from colorfilter.io.token_shards import TOKEN_SCHEMA, make_seq_ids
+from colorfilter.models import resume
 from colorfilter.models.config import ConditionalConfig, PriorConfig
 from colorfilter.models.stages import TrainJob
 
@@ -121,3 +122,33 @@ def micro_conditional_config(**changes) -> ConditionalConfig:
 def job(data, out, tokenizer, seed: int = 0, **changes) -> TrainJob:
     """A TrainJob on CPU at the tests' SEQ_LEN (`changes`: eval_data, force, on_step...)."""
     return TrainJob(data, out, tokenizer, SEQ_LEN, seed, **{"device": "cpu", **changes})
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL in the middle of training."""
+
+
+def flipped_middle(data: bytes) -> bytes:
+    """The same bytes with 16 in the middle inverted: the size kept, only a hash can tell."""
+    out = bytearray(data)
+    middle = len(out) // 2
+    out[middle : middle + 16] = bytes(b ^ 0xFF for b in out[middle : middle + 16])
+    return bytes(out)
+
+
+def alter(path: Path) -> None:
+    """Flip 16 bytes in the middle of a file, keeping its size (the issue's damage)."""
+    path.write_bytes(flipped_middle(path.read_bytes()))
+
+
+def die_before_checkpoint_record(monkeypatch, step: int) -> None:
+    """Make the checkpoint of `step` end as a kill between its state.pt and its record would:
+    the file written whole, then Killed instead of the record."""
+    real_commit = resume.commit_unit
+
+    def dies(record, objects, meta=None, sha256=False):
+        if meta and meta.get("step") == step:
+            raise Killed("between state.pt and its record")
+        return real_commit(record, objects, meta, sha256)
+
+    monkeypatch.setattr(resume, "commit_unit", dies)

@@ -25,8 +25,8 @@ from colorfilter.io.storage import file_sha256
 from colorfilter.models.resume import CHECKPOINT_FILE, RECORD_NAME, candidates
 from colorfilter.models.stages import train_prior
 
-from .synthetic import job, micro_prior_config
-from .test_stages import Killed, _kill_at
+from .synthetic import Killed, alter, die_before_checkpoint_record, job, micro_prior_config
+from .test_stages import _kill_at
 
 CFG = micro_prior_config(checkpoint_every=2, keep_checkpoint=True)  # 8 steps
 SEED = 5
@@ -64,14 +64,6 @@ def assert_same_weights(out: Path, whole: dict[str, torch.Tensor]) -> None:
     resumed = load_file(out / "model.safetensors")
     assert all(torch.isfinite(t).all() for t in resumed.values())
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
-
-
-def alter(path: Path) -> None:
-    """Flip 16 bytes in the middle, keeping the size (the issue's damage)."""
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
-    path.write_bytes(bytes(data))
 
 
 def truncate(path: Path) -> None:
@@ -135,14 +127,7 @@ def test_a_kill_between_the_new_checkpoint_and_its_record_keeps_the_older(
     corpus, tmp_path, monkeypatch, caplog, whole
 ):
     out = tmp_path / "prior"
-    real_commit = resume.commit_unit
-
-    def dies_at_step_4(record, objects, meta=None, sha256=False):
-        if meta and meta.get("step") == 4:
-            raise Killed("between state.pt and its record")
-        return real_commit(record, objects, meta, sha256)
-
-    monkeypatch.setattr(resume, "commit_unit", dies_at_step_4)
+    die_before_checkpoint_record(monkeypatch, 4)
     with pytest.raises(Killed):
             train_prior(job(corpus.pool, out, corpus.tokenizer, seed=SEED), CFG)
     monkeypatch.undo()
@@ -155,15 +140,21 @@ def test_a_kill_between_the_new_checkpoint_and_its_record_keeps_the_older(
     assert_same_weights(out, whole)
 
 
-def test_an_earlier_versions_single_checkpoint_still_resumes(corpus, tmp_path, monkeypatch,
-                                                             caplog, whole):  # fmt: skip
-    out = tmp_path / "prior"
-    folder = killed_run(corpus, out, 5, keep_older=False, monkeypatch=monkeypatch)
+def as_earlier_version(folder: Path) -> None:
+    """Turn the step-4 checkpoint unit into what earlier versions wrote: checkpoint/state.pt
+    beside a record of its size only."""
     unit = folder / "step-00000004"
     meta = dict(read_unit(unit / RECORD_NAME).meta)
     shutil.move(unit / CHECKPOINT_FILE, folder / CHECKPOINT_FILE)
     shutil.rmtree(unit)
     commit_unit(folder / RECORD_NAME, [folder / CHECKPOINT_FILE], meta)  # sizes only, as then
+
+
+def test_an_earlier_versions_single_checkpoint_still_resumes(corpus, tmp_path, monkeypatch,
+                                                             caplog, whole):  # fmt: skip
+    out = tmp_path / "prior"
+    folder = killed_run(corpus, out, 5, keep_older=False, monkeypatch=monkeypatch)
+    as_earlier_version(folder)
     assert "sha256" not in read_unit(folder / RECORD_NAME).objects[CHECKPOINT_FILE]
     stats, lines = rerun(corpus, out, caplog)
     assert stats["resumed_from_steps"] == [4] and lines == []
@@ -175,11 +166,7 @@ def test_an_earlier_versions_checkpoint_cut_short_is_not_loaded(corpus, tmp_path
                                                                 caplog):  # fmt: skip
     out = tmp_path / "prior"
     folder = killed_run(corpus, out, 5, keep_older=False, monkeypatch=monkeypatch)
-    unit = folder / "step-00000004"
-    meta = dict(read_unit(unit / RECORD_NAME).meta)
-    shutil.move(unit / CHECKPOINT_FILE, folder / CHECKPOINT_FILE)
-    shutil.rmtree(unit)
-    commit_unit(folder / RECORD_NAME, [folder / CHECKPOINT_FILE], meta)
+    as_earlier_version(folder)
     truncate(folder / CHECKPOINT_FILE)
     stats, lines = rerun(corpus, out, caplog)
     assert stats["resumed_from_steps"] == []

@@ -20,15 +20,12 @@ from colorfilter.models.stages import train_conditional, train_prior
 from .synthetic import (
     SEQ_LEN,
     VOCAB,
+    Killed,
     build_tokenizer,
     job,
     micro_conditional_config,
     micro_prior_config,
 )
-
-
-class Killed(Exception):
-    """Stands in for a SIGKILL in the middle of training."""
 
 
 def _kill_at(step_to_die: int):

@@ -22,7 +22,6 @@ from colorfilter.io import storage
 from colorfilter.io.commit import is_committed
 from colorfilter.io.transfer import upload_folder
 from colorfilter.layout import MODEL_RECORD, RunLayout
-from colorfilter.models import resume
 from colorfilter.models.checkpoints import commit_model_files, verified_model
 from colorfilter.models.stages import train_prior
 from colorfilter.pipeline.plan import prior_model_config
@@ -31,6 +30,8 @@ from colorfilter.pipeline.train import train_job
 from tests.conftest import sample_documents, write_jsonl
 from tests.hub_server import FakeHub
 from tests.pipeline.test_prepare import make_config
+
+from .synthetic import Killed, die_before_checkpoint_record, flipped_middle
 
 TRAINING = {
     "seq_len": 64,
@@ -52,10 +53,6 @@ TRAINING = {
     "conditional.torch_threads": 1,
 }
 FILES = ("model.safetensors", "config.json", "train_seq_ids.parquet", "tokenizer.json")
-
-
-class Killed(Exception):
-    """Stands in for a SIGKILL in the middle of training."""
 
 
 @dataclasses.dataclass
@@ -247,10 +244,7 @@ def test_a_model_folder_written_by_other_means_can_be_committed(local_run, tmp_p
 
 def flip_bytes(loc) -> None:
     """Alter 16 bytes in the middle of an object on the bucket, keeping its size."""
-    data = bytearray(storage.read_bytes(loc))
-    middle = len(data) // 2
-    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
-    storage.write_bytes(loc, bytes(data))
+    storage.write_bytes(loc, flipped_middle(storage.read_bytes(loc)))
 
 
 def test_checkpoints_and_models_on_a_bucket_are_verified_before_use(
@@ -271,14 +265,7 @@ def test_checkpoints_and_models_on_a_bucket_are_verified_before_use(
             return train_prior(job, config.prior)
 
     # Killed between the step-6 checkpoint and its record: step 4 is kept and resumed from.
-    real_commit = resume.commit_unit
-
-    def dies_at_step_6(record, objects, meta=None, sha256=False):
-        if meta and meta.get("step") == 6:
-            raise Killed("between state.pt and its record")
-        return real_commit(record, objects, meta, sha256)
-
-    monkeypatch.setattr(resume, "commit_unit", dies_at_step_6)
+    die_before_checkpoint_record(monkeypatch, 6)
     with pytest.raises(Killed):
         train()
     monkeypatch.undo()

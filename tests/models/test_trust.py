@@ -32,20 +32,12 @@ from tests.conftest import save_random_models
 from tests.pipeline.test_prepare import make_config
 from tests.pipeline.test_resume import cli_command, cli_env
 
-from .synthetic import job, micro_conditional_config, micro_prior_config
+from .synthetic import alter, job, micro_conditional_config, micro_prior_config
 
 REPO = Path(__file__).resolve().parents[2]
 # What the code before the models' records carried sha256 (commit f0d6855) computed for the demo
 # config on the fake run below: a different hash would retrain every existing model.
 DEMO_PRIOR_HASH, DEMO_CONDITIONAL_HASH = "39cc8692eb5a4cea", "7bf9d564a32b1a11"
-
-
-def alter(path: Path) -> None:
-    """Flip 16 bytes in the middle, keeping the size."""
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
-    path.write_bytes(bytes(data))
 
 
 def truncate(path: Path) -> None:
