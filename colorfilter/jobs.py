@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from colorfilter.errors import EXIT_FAILURE, EXIT_USAGE, ColorFilterError, ConfigError
+from colorfilter.io.faults import first_line
 from colorfilter.pipeline.cluster import DEFAULT_CONNECT_TIMEOUT_S, check_dashboard
 
 RUN_ALL = "run"  # the whole pipeline (pipelines/run_all.py)
@@ -173,9 +174,8 @@ def client(address: str | None, connect_timeout_s: float = DEFAULT_CONNECT_TIMEO
         return JobSubmissionClient(address)
     except Exception as exc:  # noqa: BLE001 - refused, an HTTP error, no Jobs API: all mean
         # "no Ray cluster at this address"
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClusterUnreachableError(
-            f"no Ray cluster answers at {address or '$RAY_ADDRESS'} ({line}); give the "
+            f"no Ray cluster answers at {address or '$RAY_ADDRESS'} ({first_line(exc)}); give the "
             "dashboard address, e.g. --address http://HEAD:8265, and check that the head is up"
         ) from None
 

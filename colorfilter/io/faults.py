@@ -64,7 +64,7 @@ MISSING_WEIGHTS = re.compile(r"no file named .*(safetensors|\.bin)", re.IGNORECA
 def damage_reason(exc: BaseException) -> str | None:
     """Why `exc` says the data it read is damaged (one short line), or None when it does not
     (a network error, a bug, anything else)."""
-    text = _first_line(exc)
+    text = first_line(exc)
     if isinstance(exc, json.JSONDecodeError):
         return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     if isinstance(exc, UnicodeDecodeError):
@@ -235,7 +235,7 @@ def service_failure(exc: BaseException, service: str = "") -> ServiceError | Non
 
 def _service_message(exc: BaseException, kind: str) -> str | None:
     names = {cls.__name__ for cls in type(exc).__mro__}
-    text = _first_line(exc, 200)
+    text = first_line(exc, 200)
     status = http_status(exc)
     where = _endpoint(exc)
     if not kind and _is_s3_client_error(exc, text):
@@ -334,7 +334,9 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         todo += [cause, error.__cause__]
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The exception's first non-blank line (its type's name when it has none), at most
+    `limit` characters: what a one-line error quotes of it."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

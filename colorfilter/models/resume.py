@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from colorfilter.fingerprint import sha256_stream
 from colorfilter.io.commit import Unit, commit_unit, parse_unit, problems
+from colorfilter.io.faults import first_line
 from colorfilter.io.location import Location, as_location
 from colorfilter.io.storage import (
+    file_sha256,
     filesystem,
     list_dir,
     open_write,
@@ -226,14 +227,14 @@ def _load_verified(unit: Unit, tmp: Path) -> tuple[str | None, dict | None]:
     if not loc.is_local:
         filesystem(loc).get_file(loc.path, str(local))
     if "sha256" in entry:
-        got = _sha256(local)
+        got = file_sha256(str(local))
         if got != entry["sha256"]:
             return (f"is damaged ({loc.name}: sha256 {got[:12]}..., its record says "
                     f"{entry['sha256'][:12]}...)"), None  # fmt: skip
     try:
         payload = torch.load(local, map_location="cpu", weights_only=False)
     except Exception as exc:  # a size-only record (earlier versions) let damage through
-        return f"is damaged ({loc.name} does not load: {_first_line(exc)})", None
+        return f"is damaged ({loc.name} does not load: {first_line(exc, 200)})", None
     if "sha256" not in entry and not _finite(payload.get("model", {})):
         return f"is damaged ({loc.name} holds non-finite weights)", None
     return None, payload
@@ -251,19 +252,8 @@ def _restore(payload: dict, model: Any, optimizer: Any) -> TrainState:
     return TrainState(**payload["state"])
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return sha256_stream(handle)
-
-
 def _finite(weights: dict) -> bool:
     import torch
 
     return all(torch.isfinite(t).all() for t in weights.values()
                if isinstance(t, torch.Tensor) and t.is_floating_point())  # fmt: skip
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text[:200]

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from colorfilter.errors import ConfigError
+from colorfilter.io.faults import first_line
 from colorfilter.io.redact import redact
 
 DEFAULT_CONNECT_TIMEOUT_S = 30.0
@@ -114,9 +115,9 @@ def join_cluster(ray: Any, address: str, timeout_s: float) -> None:
         try:
             ray.init(address=address, log_to_driver=True)
         except (ConnectionError, RuntimeError, TimeoutError) as exc:
-            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(redact(
-                f"ray.address={address}: could not join a Ray cluster there ({line[:200]}); "
+                f"ray.address={address}: could not join a Ray cluster there "
+                f"({first_line(exc, 200)}); "
                 "check the address and that the cluster is up"
             )) from None
 
